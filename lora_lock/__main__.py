@@ -1,0 +1,3 @@
+from lora_lock._cli import entry
+
+entry()

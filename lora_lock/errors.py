@@ -1,0 +1,41 @@
+"""The one exception root of lora-lock.
+
+Every error that reaches a user carries text written for that user: what went wrong, where (file and field),
+and a hint that names the fix. Foreign exceptions are wrapped where they enter (``raise InputError(...) from exc``)
+and only the CLI decides how to show them.
+"""
+
+from __future__ import annotations
+
+
+class LoraLockError(Exception):
+    """Root of every error lora-lock raises on purpose.
+
+    ``message`` is one paragraph for the user; ``hint`` (optional) says what to do about it.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nhint: {self.hint}"
+        return self.message
+
+
+class InputError(LoraLockError):
+    """An input file or argument is unusable (missing, malformed, unsupported). Exit code 2."""
+
+
+class LockfileError(InputError):
+    """The lockfile itself is unusable: not TOML, fails the schema, or written by a newer lora-lock."""
+
+
+class SourceError(InputError):
+    """A base or adapter source cannot be resolved (missing directory, unknown Hub repo or revision, offline)."""
+
+
+class ProbeUnavailableError(LoraLockError):
+    """The behavioural probe cannot run here (the ``probe`` extra is not installed, or the device is missing)."""

@@ -1,0 +1,1 @@
+"""Facts read from files without loading weights or importing torch."""

@@ -1,0 +1,239 @@
+"""A PEFT adapter directory: ``adapter_config.json`` plus the header of ``adapter_model.safetensors``.
+
+Every field PEFT writes is read with its type checked; fields we do not know are kept in ``raw`` and tolerated
+(PEFT adds fields often). ``target_modules`` is saved from a Python set, so its order varies between runs: we
+hold it as a sorted tuple and compare it as a set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lora_lock.errors import InputError
+from lora_lock.inspect.checkpoint import read_json
+from lora_lock.inspect.safetensors_header import Header, read_header
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PICKLE_WEIGHTS_NAME = "adapter_model.bin"
+
+#: PEFT types whose tensors lora-lock can map onto a base (LoRA and its variants: DoRA, rsLoRA, AdaLoRA).
+SUPPORTED_PEFT_TYPES = ("LORA", "ADALORA")
+
+#: Fields of PEFT's old (< 0.3) format that current PEFT ignores.
+LEGACY_FIELDS = ("enable_lora", "merge_weights")
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """The fields of ``adapter_config.json`` that decide which base modules an adapter touches and how."""
+
+    path: Path
+    peft_type: str
+    task_type: str | None
+    base_model_name_or_path: str | None
+    revision: str | None
+    r: int
+    lora_alpha: float
+    target_modules: tuple[str, ...] | str | None
+    exclude_modules: tuple[str, ...] | str | None
+    modules_to_save: tuple[str, ...]
+    fan_in_fan_out: bool
+    bias: str
+    use_rslora: bool
+    use_dora: bool
+    rank_pattern: dict[str, int]
+    alpha_pattern: dict[str, float]
+    layers_to_transform: tuple[int, ...] | None
+    layers_pattern: tuple[str, ...] | None
+    lora_bias: bool
+    peft_version: str | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def legacy_fields(self) -> tuple[str, ...]:
+        return tuple(k for k in LEGACY_FIELDS if self.raw.get(k) is not None)
+
+    def settings(self) -> dict[str, Any]:
+        """The PEFT settings a lock records (canonical: sets sorted, ``None`` left out)."""
+        out: dict[str, Any] = {
+            "peft_type": self.peft_type,
+            "task_type": self.task_type,
+            "r": self.r,
+            "lora_alpha": self.lora_alpha,
+            "target_modules": list(self.target_modules)
+            if isinstance(self.target_modules, tuple)
+            else self.target_modules,
+            "exclude_modules": list(self.exclude_modules)
+            if isinstance(self.exclude_modules, tuple)
+            else self.exclude_modules,
+            "modules_to_save": list(self.modules_to_save),
+            "fan_in_fan_out": self.fan_in_fan_out,
+            "bias": self.bias,
+            "use_rslora": self.use_rslora,
+            "use_dora": self.use_dora,
+            "lora_bias": self.lora_bias,
+            "rank_pattern": dict(sorted(self.rank_pattern.items())),
+            "alpha_pattern": dict(sorted(self.alpha_pattern.items())),
+            "layers_to_transform": list(self.layers_to_transform) if self.layers_to_transform is not None else None,
+            "layers_pattern": list(self.layers_pattern) if self.layers_pattern is not None else None,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class _Reader:
+    """Typed field access that names the file, the field, the expected and the found type."""
+
+    def __init__(self, path: Path, doc: Mapping[str, Any]) -> None:
+        self.path = path
+        self.doc = doc
+
+    def fail(self, key: str, expected: str) -> InputError:
+        value = self.doc.get(key)
+        return InputError(f"{self.path}: field `{key}` must be {expected}, found {type(value).__name__} {value!r:.80}")
+
+    def opt_str(self, key: str) -> str | None:
+        value = self.doc.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise self.fail(key, "a string or null")
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.doc.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        raise self.fail(key, "true or false")
+
+    def number(self, key: str, default: float | None = None) -> float:
+        value = self.doc.get(key, default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        raise self.fail(key, "a number")
+
+    def names(self, key: str, allow_regex: bool) -> tuple[str, ...] | str | None:
+        value = self.doc.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if allow_regex:
+                return value
+            return (value,)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(sorted(set(value)))
+        raise self.fail(key, "a list of module names" + (" or a regex string" if allow_regex else ""))
+
+    def int_list(self, key: str) -> tuple[int, ...] | None:
+        value = self.doc.get(key)
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value,)
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        raise self.fail(key, "an integer or a list of integers")
+
+    def pattern(self, key: str, kind: type) -> dict[str, Any]:
+        value = self.doc.get(key) or {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "an object mapping module patterns to numbers")
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue  # AdaLoRA stores per-module masks here; they are not a rank override
+            out[str(k)] = kind(v)
+        return out
+
+
+def read_adapter_config(path: Path) -> AdapterConfig:
+    """Read and type-check ``adapter_config.json``."""
+    doc = read_json(path)
+    rd = _Reader(path, doc)
+    peft_type = doc.get("peft_type")
+    if not isinstance(peft_type, str):
+        raise InputError(
+            f"{path}: field `peft_type` is missing or not a string; this does not look like a PEFT adapter config",
+            hint="MLX, JAX and hand-written adapter configs share the file name but not the format",
+        )
+    peft_type = peft_type.upper()
+    if peft_type not in SUPPORTED_PEFT_TYPES:
+        raise InputError(
+            f"{path}: peft_type {peft_type!r} is not supported; lora-lock supports {', '.join(SUPPORTED_PEFT_TYPES)}"
+            " (LoRA with DoRA / rsLoRA variants, AdaLoRA)",
+        )
+    r_value = doc.get("r", 8)
+    if peft_type == "ADALORA" and isinstance(doc.get("init_r"), int):
+        r_value = doc["init_r"]
+    if not isinstance(r_value, int) or isinstance(r_value, bool) or r_value <= 0:
+        raise rd.fail("r", "a positive integer")
+    modules_to_save = rd.names("modules_to_save", allow_regex=False)
+    assert not isinstance(modules_to_save, str)
+    layers_pattern = rd.names("layers_pattern", allow_regex=False)
+    assert not isinstance(layers_pattern, str)
+    bias = doc.get("bias", "none")
+    if bias not in ("none", "all", "lora_only"):
+        raise rd.fail("bias", "one of 'none', 'all', 'lora_only'")
+    return AdapterConfig(
+        path=path,
+        peft_type=peft_type,
+        task_type=rd.opt_str("task_type"),
+        base_model_name_or_path=rd.opt_str("base_model_name_or_path"),
+        revision=rd.opt_str("revision"),
+        r=r_value,
+        lora_alpha=rd.number("lora_alpha", 8),
+        target_modules=rd.names("target_modules", allow_regex=True),
+        exclude_modules=rd.names("exclude_modules", allow_regex=True),
+        modules_to_save=modules_to_save or (),
+        fan_in_fan_out=rd.flag("fan_in_fan_out"),
+        bias=bias,
+        use_rslora=rd.flag("use_rslora"),
+        use_dora=rd.flag("use_dora"),
+        rank_pattern=rd.pattern("rank_pattern", int),
+        alpha_pattern=rd.pattern("alpha_pattern", float),
+        layers_to_transform=rd.int_list("layers_to_transform"),
+        layers_pattern=layers_pattern,
+        lora_bias=rd.flag("lora_bias"),
+        peft_version=rd.opt_str("peft_version"),
+        raw=doc,
+    )
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """An adapter directory: its config and the header of its weights (no tensor data read)."""
+
+    root: Path
+    config: AdapterConfig
+    weights: Header | None  # None: a config-only adapter (no weights file at all)
+
+
+def read_adapter(root: Path, *, require_weights: bool = True) -> Adapter:
+    """Read an adapter directory, refusing pickle-only adapters (lora-lock never unpickles)."""
+    if not root.is_dir():
+        raise InputError(f"{root}: adapter directory not found")
+    config_path = root / CONFIG_NAME
+    if not config_path.is_file():
+        raise InputError(
+            f"{root}: not a PEFT adapter directory: it has no {CONFIG_NAME}",
+            hint="point at the folder written by PeftModel.save_pretrained()",
+        )
+    config = read_adapter_config(config_path)
+    weights_path = root / WEIGHTS_NAME
+    if not weights_path.is_file():
+        if (root / PICKLE_WEIGHTS_NAME).is_file():
+            raise InputError(
+                f"{root}: the adapter has only pickle weights ({PICKLE_WEIGHTS_NAME}); lora-lock never unpickles files",
+                hint="convert it once in a trusted environment: PeftModel.from_pretrained(base, path)"
+                ".save_pretrained(path, safe_serialization=True)",
+            )
+        if require_weights:
+            raise InputError(
+                f"{root}: no {WEIGHTS_NAME} found next to {CONFIG_NAME}",
+                hint="save the adapter with PeftModel.save_pretrained(); it writes both files",
+            )
+        return Adapter(root=root, config=config, weights=None)
+    return Adapter(root=root, config=config, weights=read_header(weights_path, WEIGHTS_NAME))

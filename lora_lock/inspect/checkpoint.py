@@ -1,0 +1,127 @@
+"""The tensor table of a checkpoint directory: one ``.safetensors`` file or a sharded set with an index."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from lora_lock.errors import InputError
+from lora_lock.inspect.safetensors_header import Header, TensorInfo, read_header
+
+#: File names transformers writes for full checkpoints, in the order it looks for them.
+SINGLE_NAMES = ("model.safetensors",)
+INDEX_NAMES = ("model.safetensors.index.json",)
+PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """All tensors of a checkpoint, keyed by name, with the shard each lives in."""
+
+    root: Path
+    files: tuple[str, ...]
+    tensors: dict[str, TensorInfo]
+    headers: tuple[Header, ...]
+
+    @property
+    def dtypes(self) -> dict[str, int]:
+        """Count of tensors per dtype."""
+        out: dict[str, int] = {}
+        for info in self.tensors.values():
+            out[info.dtype] = out.get(info.dtype, 0) + 1
+        return dict(sorted(out.items()))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object file, turning every failure into an InputError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a JSON object at the top level, found {type(doc).__name__}")
+    return doc
+
+
+def safe_relative(root: Path, name: str, what: Path) -> Path:
+    """Resolve ``name`` under ``root`` and refuse names that would leave it (``../``, absolute paths)."""
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in name or not name:
+        raise InputError(f"{what}: file name {name!r} must be a plain relative path inside {root}")
+    return root / pure
+
+
+def read_checkpoint(root: Path) -> Checkpoint:
+    """Read the tensor table of the full-model checkpoint in ``root`` (headers only)."""
+    for index_name in INDEX_NAMES:
+        index_path = root / index_name
+        if index_path.is_file():
+            return _read_sharded(root, index_path)
+    for name in SINGLE_NAMES:
+        path = root / name
+        if path.is_file():
+            header = read_header(path, name)
+            return Checkpoint(root=root, files=(name,), tensors=dict(header.tensors), headers=(header,))
+    others = sorted(p.name for p in root.glob("*.safetensors"))
+    if others:
+        return read_files(root, others)
+    pickles = [n for n in PICKLE_NAMES if (root / n).exists()]
+    if pickles:
+        raise InputError(
+            f"{root}: the base has only pickle weights ({', '.join(pickles)}); lora-lock never unpickles files",
+            hint="convert the base to safetensors once, in a trusted environment (save_pretrained writes safetensors)",
+        )
+    raise InputError(
+        f"{root}: no model.safetensors or model.safetensors.index.json found",
+        hint="point --base at a directory holding the base model's config.json and safetensors weights",
+    )
+
+
+def read_files(root: Path, names: list[str]) -> Checkpoint:
+    """Read several safetensors files as one checkpoint (names relative to ``root``)."""
+    tensors: dict[str, TensorInfo] = {}
+    headers: list[Header] = []
+    for name in names:
+        header = read_header(root / name, name)
+        headers.append(header)
+        for key, info in header.tensors.items():
+            if key in tensors:
+                raise InputError(f"{root / name}: tensor {key!r} also appears in {tensors[key].file}")
+            tensors[key] = info
+    return Checkpoint(root=root, files=tuple(names), tensors=tensors, headers=tuple(headers))
+
+
+def _read_sharded(root: Path, index_path: Path) -> Checkpoint:
+    doc = read_json(index_path)
+    weight_map = doc.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise InputError(f"{index_path}: field `weight_map` must map tensor names to shard file names")
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        path = safe_relative(root, shard, index_path)
+        if not path.is_file():
+            raise InputError(
+                f"{index_path}: shard {shard!r} named in `weight_map` is missing",
+                hint="download every shard of the checkpoint",
+            )
+    checkpoint = read_files(root, shards)
+    for name, shard in weight_map.items():
+        info = checkpoint.tensors.get(name)
+        if info is None or info.file != shard:
+            raise InputError(
+                f"{index_path}: `weight_map` places tensor {name!r} in {shard}, but that shard does not hold it",
+                hint="the index and the shards come from different revisions; re-download the checkpoint",
+            )
+    return Checkpoint(
+        root=root, files=(INDEX_NAMES[0], *shards), tensors=checkpoint.tensors, headers=checkpoint.headers
+    )

@@ -1,0 +1,157 @@
+"""Identity facts of a base model from its ``config.json`` (no transformers import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lora_lock.errors import InputError
+from lora_lock.inspect.checkpoint import read_json
+
+# Different model families spell the same fact differently; the first present key wins.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model", "dim", "model_dim"),
+    "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    "num_key_value_heads": ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num"),
+    "head_dim": ("head_dim",),
+    "vocab_size": ("vocab_size", "padded_vocab_size"),
+}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """The quantization format of a checkpoint: ``method`` plus the parameters that change the stored layout."""
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.method}({inner})" if inner else self.method
+
+
+#: Parameters worth recording per method (they change the stored layout or the numerics).
+_QUANT_KEYS: dict[str, tuple[str, ...]] = {
+    "bitsandbytes": (
+        "load_in_4bit",
+        "load_in_8bit",
+        "bnb_4bit_quant_type",
+        "bnb_4bit_use_double_quant",
+        "bnb_4bit_compute_dtype",
+        "bnb_4bit_quant_storage",
+        "llm_int8_skip_modules",
+    ),
+    "gptq": ("bits", "group_size", "desc_act", "sym", "checkpoint_format"),
+    "awq": ("bits", "group_size", "zero_point", "version"),
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What identifies a base and decides whether an adapter's shapes fit it."""
+
+    architecture: str | None
+    model_type: str | None
+    hidden_size: int | None
+    intermediate_size: int | None
+    num_hidden_layers: int | None
+    num_attention_heads: int | None
+    num_key_value_heads: int | None
+    head_dim: int | None
+    vocab_size: int | None
+    tie_word_embeddings: bool
+    dtype: str | None
+    quantization: Quantization | None
+
+    def identity(self) -> dict[str, Any]:
+        """The facts as a flat, JSON/TOML-friendly mapping (``None`` values left out)."""
+        out: dict[str, Any] = {
+            "architecture": self.architecture,
+            "model_type": self.model_type,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def read_model_facts(path: Path) -> ModelFacts:
+    """Read ``config.json``; nested ``text_config`` (multimodal models) fills facts the top level lacks."""
+    doc = read_json(path)
+    text = doc.get("text_config") if isinstance(doc.get("text_config"), dict) else {}
+    assert isinstance(text, dict)
+
+    def pick(fact: str) -> int | None:
+        for source in (doc, text):
+            for key in _ALIASES[fact]:
+                value = source.get(key)
+                if value is None:
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise InputError(f"{path}: field `{key}` must be a non-negative integer, found {value!r}")
+                return value
+        return None
+
+    architectures = doc.get("architectures")
+    architecture = None
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        architecture = architectures[0]
+    model_type = doc.get("model_type") if isinstance(doc.get("model_type"), str) else None
+
+    hidden = pick("hidden_size")
+    heads = pick("num_attention_heads")
+    kv_heads = pick("num_key_value_heads")
+    if kv_heads is None and doc.get("multi_query") is True:
+        kv_heads = 1
+    if kv_heads is None:
+        kv_heads = heads
+    head_dim = pick("head_dim")
+    if head_dim is None and hidden and heads:
+        head_dim = hidden // heads
+
+    tie = doc.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
+    dtype = doc.get("dtype", doc.get("torch_dtype", text.get("dtype", text.get("torch_dtype"))))
+    return ModelFacts(
+        architecture=architecture,
+        model_type=model_type,
+        hidden_size=hidden,
+        intermediate_size=pick("intermediate_size"),
+        num_hidden_layers=pick("num_hidden_layers"),
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=pick("vocab_size"),
+        tie_word_embeddings=bool(tie),
+        dtype=dtype if isinstance(dtype, str) else None,
+        quantization=_quantization(path, doc.get("quantization_config")),
+    )
+
+
+def _quantization(path: Path, raw: Any) -> Quantization | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: field `quantization_config` must be an object, found {type(raw).__name__}")
+    method = raw.get("quant_method")
+    if not isinstance(method, str):
+        if raw.get("load_in_4bit") or raw.get("load_in_8bit"):
+            method = "bitsandbytes"
+        else:
+            raise InputError(f"{path}: field `quantization_config.quant_method` is missing or not a string")
+    method = method.lower()
+    keys = _QUANT_KEYS.get(method)
+    if keys is None:
+        params = {k: v for k, v in raw.items() if k != "quant_method" and isinstance(v, (str, int, float, bool))}
+    else:
+        params = {k: raw[k] for k in keys if k in raw and raw[k] is not None}
+        if method == "bitsandbytes":
+            params = {k: v for k, v in params.items() if not (k.startswith("bnb_4bit") and not raw.get("load_in_4bit"))}
+    return Quantization(method=method, params=dict(sorted(params.items())))

@@ -1,0 +1,199 @@
+"""A bounded, validating reader of safetensors headers.
+
+The format: 8-byte little-endian header length N, N bytes of JSON, then the data section. We read the first
+8 + N bytes only, so a 16 GB shard costs the same as a 16 KB one, and we never import torch
+(``safe_open(..., "pt")`` would). Every way the file can be wrong becomes an :class:`InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_lock.errors import InputError
+
+#: safetensors refuses headers above 100 MB; so do we (a bigger one is a corrupt or hostile file).
+MAX_HEADER_BYTES = 100_000_000
+
+#: Bits per element of every dtype safetensors 0.8 knows.
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in a header: where it lives, its dtype and its shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: str
+    begin: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed, validated safetensors header."""
+
+    path: Path
+    header_bytes: int
+    file_size: int
+    metadata: dict[str, str]
+    tensors: dict[str, TensorInfo]
+
+
+def read_header_bytes(path: Path) -> tuple[bytes, int]:
+    """Read the raw header JSON bytes and the file size, refusing impossible lengths before allocating."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise InputError(
+                    f"{path}: not a safetensors file: it has {size} bytes, fewer than the 8-byte header length",
+                    hint="re-download the file; it may be truncated or a Git LFS pointer",
+                )
+            (length,) = struct.unpack("<Q", prefix)
+            if length > MAX_HEADER_BYTES:
+                raise InputError(
+                    f"{path}: safetensors header length is {length} bytes, above the {MAX_HEADER_BYTES}-byte limit",
+                    hint="the file is corrupt or not a safetensors file",
+                )
+            if 8 + length > size:
+                raise InputError(
+                    f"{path}: safetensors header claims {length} bytes but the file has only {size - 8} after "
+                    "the length prefix (truncated file)",
+                    hint="re-download the file",
+                )
+            raw = fh.read(length)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return raw, size
+
+
+def parse_header(path: Path, raw: bytes, file_size: int, file_label: str | None = None) -> Header:
+    """Validate a header's JSON against the format's rules and return its tensors."""
+    label = file_label if file_label is not None else path.name
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(
+            f"{path}: safetensors header is not valid JSON ({exc})",
+            hint="the file is corrupt or not a safetensors file (a Git LFS pointer, or a pickle renamed?)",
+        ) from exc
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: safetensors header must be a JSON object, found {type(doc).__name__}")
+
+    metadata: dict[str, str] = {}
+    raw_meta = doc.pop("__metadata__", None)
+    if raw_meta is not None:
+        if not isinstance(raw_meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw_meta.items()
+        ):
+            raise InputError(f"{path}: safetensors `__metadata__` must map strings to strings")
+        metadata = dict(raw_meta)
+
+    data_len = file_size - 8 - len(raw)
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in doc.items():
+        tensors[name] = _tensor(path, label, name, entry, data_len)
+
+    _check_layout(path, tensors, data_len)
+    return Header(path=path, header_bytes=len(raw), file_size=file_size, metadata=metadata, tensors=tensors)
+
+
+def read_header(path: Path, file_label: str | None = None) -> Header:
+    """Read and validate the header of one ``.safetensors`` file (no tensor data is read)."""
+    raw, size = read_header_bytes(path)
+    return parse_header(path, raw, size, file_label)
+
+
+def _tensor(path: Path, label: str, name: str, entry: Any, data_len: int) -> TensorInfo:
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: entry must be an object with dtype, shape and data_offsets")
+    dtype = entry.get("dtype")
+    shape = entry.get("shape")
+    offsets = entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise InputError(
+            f"{where}: unknown dtype {dtype!r}",
+            hint=f"safetensors dtypes are {', '.join(sorted(DTYPE_BITS))}",
+        )
+    if not isinstance(shape, list) or not all(_is_nonneg_int(d) for d in shape):
+        raise InputError(f"{where}: shape must be a list of non-negative integers, found {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_nonneg_int(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise InputError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, found {offsets!r}")
+    begin, end = int(offsets[0]), int(offsets[1])
+    if end > data_len:
+        raise InputError(
+            f"{where}: data_offsets end {end} lies past the end of the data section ({data_len} bytes)",
+            hint="the file is truncated or corrupt; re-download it",
+        )
+    numel = math.prod(int(d) for d in shape)
+    expected = (numel * DTYPE_BITS[dtype] + 7) // 8
+    if end - begin != expected:
+        raise InputError(
+            f"{where}: {dtype} {shape} needs {expected} bytes but data_offsets span {end - begin}",
+            hint="the file is corrupt",
+        )
+    return TensorInfo(name=name, dtype=dtype, shape=tuple(int(d) for d in shape), file=label, begin=begin, end=end)
+
+
+def _is_nonneg_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> None:
+    """Tensors must tile the data section exactly: no gaps, no overlaps, nothing after the last one."""
+    position = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
+        if info.begin != position:
+            kind = "overlaps the previous tensor" if info.begin < position else "leaves a gap before it"
+            raise InputError(
+                f"{path}: tensor {info.name!r} starts at byte {info.begin} of the data section but the previous "
+                f"tensor ends at {position}; it {kind}",
+                hint="the file is corrupt",
+            )
+        position = info.end
+    if position != data_len:
+        raise InputError(
+            f"{path}: the tensors cover {position} bytes but the data section has {data_len}",
+            hint="the file is truncated, padded or corrupt; re-download it",
+        )

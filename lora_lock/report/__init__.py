@@ -1,0 +1,40 @@
+"""Renderers: one per output format, each turning a :class:`Report` into text. The CLI decides where it goes."""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+from lora_lock.models import Report
+
+
+class Format(str, enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    GITHUB = "github"
+
+
+class Renderer(Protocol):
+    def render(self, report: Report) -> str: ...
+
+
+def renderer_for(fmt: Format, *, color: bool = False, width: int = 100, source: str = "lora.lock") -> Renderer:
+    """The renderer of a format. Every :class:`Format` has one (a test walks the enum)."""
+    if fmt is Format.TEXT:
+        from lora_lock.report.text import TextRenderer
+
+        return TextRenderer(color=color, width=width)
+    if fmt is Format.JSON:
+        from lora_lock.report.json import JsonRenderer
+
+        return JsonRenderer()
+    if fmt is Format.MARKDOWN:
+        from lora_lock.report.markdown import MarkdownRenderer
+
+        return MarkdownRenderer()
+    if fmt is Format.GITHUB:
+        from lora_lock.report.github import GithubRenderer
+
+        return GithubRenderer(source=source)
+    raise AssertionError(f"unhandled format {fmt}")

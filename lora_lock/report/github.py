@@ -1,0 +1,47 @@
+"""GitHub workflow commands: ``::error file=…,title=…::message`` annotations, bounded in number."""
+
+from __future__ import annotations
+
+from lora_lock.models import Report, Severity
+
+MAX_PER_KIND = 10
+_COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def escape_data(text: str) -> str:
+    """Escape a message the way @actions/core does (``%``, CR, LF)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """Escape a property value (also ``:`` and ``,``)."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+class GithubRenderer:
+    def __init__(self, *, source: str = "lora.lock") -> None:
+        self.source = source
+
+    def render(self, report: Report) -> str:
+        lines: list[str] = []
+        shown = {s: 0 for s in Severity}
+        for f in report.findings:
+            if shown[f.severity] >= MAX_PER_KIND:
+                continue
+            shown[f.severity] += 1
+            message = f.message + (f" (hint: {f.hint})" if f.hint else "")
+            lines.append(
+                f"::{_COMMAND[f.severity]} file={escape_property(self.source)},"
+                f"title={escape_property(f'{f.code} [{f.category.value}]')}::{escape_data(message)}"
+            )
+        total = len(report.findings)
+        if total > len(lines):
+            lines.append(
+                f"::notice title=lora-lock::{total} findings in all; {total - len(lines)} not shown as "
+                "annotations (see the job summary or the JSON report)"
+            )
+        lines.append(
+            f"lora-lock: {report.status.value} ({report.count(Severity.ERROR)} errors, "
+            f"{report.count(Severity.WARNING)} warnings)"
+        )
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,60 @@
+"""Markdown for a GitHub job summary: a status line, a table per category, details collapsed, bounded size."""
+
+from __future__ import annotations
+
+from lora_lock.models import Category, Finding, Report, Severity, Status
+
+#: GitHub refuses step summaries above 1 MiB; stay well below it.
+MAX_BYTES = 900_000
+_ICON = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
+_STATUS = {
+    Status.PASS: "✅ **pass**: nothing drifted",
+    Status.FAIL: "❌ **fail**: drift or incompatibility found",
+    Status.ERROR: "⛔ **error**: unusable input",
+}
+
+
+def _cell(text: str | None) -> str:
+    if not text:
+        return ""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+
+
+class MarkdownRenderer:
+    def render(self, report: Report) -> str:
+        head = [f"## {report.title}", "", _STATUS[report.status], ""]
+        if report.checked:
+            head += ["| category | state |", "|---|---|"]
+            head += [f"| {c.value} | {s.value} |" for c, s in report.checked.items()]
+            head.append("")
+        body: list[str] = []
+        by_cat: dict[Category, list[Finding]] = {}
+        for f in report.findings:
+            by_cat.setdefault(f.category, []).append(f)
+        for cat, findings in by_cat.items():
+            body += [f"### {cat.value}", "", "| | code | finding |", "|---|---|---|"]
+            body += [f"| {_ICON[f.severity]} | `{f.code}` | {_cell(f.message)} |" for f in findings]
+            details = [f for f in findings if f.hint or f.expected or f.actual]
+            if details:
+                body += ["", "<details><summary>details</summary>", ""]
+                for f in details:
+                    body.append(f"- `{f.code}` {_cell(f.subject)}")
+                    if f.expected is not None:
+                        body.append(f"  - expected: {_cell(f.expected)}")
+                    if f.actual is not None:
+                        body.append(f"  - actual: {_cell(f.actual)}")
+                    if f.hint:
+                        body.append(f"  - hint: {_cell(f.hint)}")
+                body += ["", "</details>"]
+            body.append("")
+        text = "\n".join(head + body) + "\n"
+        if len(text.encode()) > MAX_BYTES:
+            kept: list[str] = []
+            size = len("\n".join(head).encode())
+            for line in body:
+                size += len(line.encode()) + 1
+                if size > MAX_BYTES - 200:
+                    break
+                kept.append(line)
+            text = "\n".join(head + kept) + "\n\n_… truncated: see the JSON report for every finding._\n"
+        return text

@@ -1,0 +1,64 @@
+"""Human text for a terminal: findings grouped by category, coloured by severity (rich; NO_COLOR respected)."""
+
+from __future__ import annotations
+
+import io
+
+from lora_lock.models import Category, CheckState, Finding, Report, Severity, Status
+
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+_STATE_STYLE = {
+    CheckState.PASS: "green",
+    CheckState.FAIL: "bold red",
+    CheckState.ERROR: "bold magenta",
+    CheckState.SKIPPED: "dim",
+}
+_STATUS_TEXT = {
+    Status.PASS: ("[bold green]PASS[/]", "nothing drifted"),
+    Status.FAIL: ("[bold red]FAIL[/]", "drift or incompatibility found"),
+    Status.ERROR: ("[bold magenta]ERROR[/]", "unusable input; nothing could be concluded"),
+}
+
+
+class TextRenderer:
+    def __init__(self, *, color: bool = False, width: int = 100) -> None:
+        self.color = color
+        self.width = width
+
+    def render(self, report: Report) -> str:
+        from rich.console import Console
+        from rich.markup import escape
+
+        buf = io.StringIO()
+        console = Console(
+            file=buf,
+            force_terminal=self.color,
+            no_color=not self.color,
+            width=self.width,
+            highlight=False,
+            soft_wrap=False,
+            emoji=False,
+        )
+        by_cat: dict[Category, list[Finding]] = {}
+        for f in report.findings:
+            by_cat.setdefault(f.category, []).append(f)
+        for cat, findings in by_cat.items():
+            state = report.checked.get(cat)
+            label = f" [{_STATE_STYLE[state]}]{state.value}[/]" if state else ""
+            console.print(f"[bold]{cat.value}[/]{label}")
+            for f in findings:
+                console.print(f"  [{_STYLE[f.severity]}]{f.severity.value:<7}[/] [bold]{f.code}[/] {escape(f.message)}")
+                if f.expected is not None and f.actual is not None and f.expected not in f.message:
+                    console.print(f"          expected: {escape(f.expected)}")
+                    console.print(f"          actual:   {escape(f.actual)}")
+                if f.hint:
+                    console.print(f"          [dim]hint:[/] {escape(f.hint)}")
+        quiet = [c for c, s in report.checked.items() if c not in by_cat]
+        if quiet:
+            console.print(
+                "  ".join(f"{c.value} [{_STATE_STYLE[report.checked[c]]}]{report.checked[c].value}[/]" for c in quiet)
+            )
+        word, meaning = _STATUS_TEXT[report.status]
+        counts = ", ".join(f"{report.count(s)} {s.value}{'s' if report.count(s) != 1 else ''}" for s in Severity)
+        console.print(f"{word} {escape(report.title)}: {meaning} ({counts})")
+        return buf.getvalue()
