@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from lora_lock._version import __version__
-from lora_lock.errors import LoraLockError
-from lora_lock.models import Report
+from lora_lock.errors import InputError, LoraLockError
+from lora_lock.models import Category, Report, Severity
 from lora_lock.report import Format, renderer_for
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
@@ -46,6 +47,105 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return _emit(check(args.adapter, args.base), args)
 
 
+def _categories(text: str | None) -> frozenset[Category] | None:
+    if text is None:
+        return None
+    try:
+        return Category.parse_list(text)
+    except ValueError as exc:
+        raise InputError(f"--only/--skip: {exc}") from exc
+
+
+class _Progress:
+    """A rich progress bar on stderr, shown only on a terminal and only once hashing has run for a second."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        self.start = time.monotonic()
+        self.done = 0
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __call__(self, nbytes: int) -> None:
+        self.done += nbytes
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.start < 1.0:
+                return
+            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+            self.bar = Progress(
+                *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True, console=None
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("hashing", total=None)
+        self.bar.update(self.task, completed=self.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from lora_lock.generate import generate
+
+    progress = _Progress()
+    try:
+        result = generate(
+            args.adapter,
+            args.base,
+            args.output,
+            tokenizer=args.tokenizer,
+            allow_symlinks=args.allow_symlinks,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    if not result.written and result.lock is None:
+        print(f"lora-lock: not writing {result.path}: the adapter does not fit the base", file=sys.stderr)
+        return _emit(result.report, args)
+    for finding in result.report.findings:
+        if finding.severity is not Severity.INFO:
+            print(f"{finding.severity.value}: {finding.code} {finding.message}", file=sys.stderr)
+    state = "wrote" if result.written else "up to date:"
+    print(f"lora-lock: {state} {result.path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from lora_lock.verify import verify
+
+    progress = _Progress()
+    try:
+        report = verify(
+            args.lockfile,
+            only=_categories(args.only),
+            skip=_categories(args.skip) or (),
+            adapters=args.adapter or None,
+            allow_symlinks=args.allow_symlinks,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    return _emit(report, args, source=args.lockfile)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from lora_lock.diff import diff
+
+    result = diff(args.old, args.new)
+    sys.stdout.write(result.render_json() if args.format == "json" else result.render_text())
+    return 0 if result.identical else EXIT_DRIFT
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from lora_lock.lockfile import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lora-lock", description="Lock a LoRA adapter to the exact base it was trained on.")
     parser.add_argument("--version", action="version", version=f"lora-lock {__version__}")
@@ -58,6 +158,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model directory (default: the base the adapter config names)")
     p.add_argument("--format", choices=formats, default="text")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("generate", help="write lora.lock for one or more adapters over one base")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="adapter directory (repeat for several adapters over the same base)",
+    )
+    p.add_argument("--base", metavar="DIR", help="base model directory (default: what the adapter config names)")
+    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: the base directory)")
+    p.add_argument("-o", "--output", default="lora.lock", help="lock file to write (default: lora.lock)")
+    p.add_argument(
+        "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
+    )
+    p.add_argument("--format", choices=formats, default="text", help="format of the report when refused")
+    p.set_defaults(func=_cmd_generate)
+
+    cats = ",".join(c.value for c in Category if c is not Category.INPUT)
+    p = sub.add_parser("verify", help="re-check everything a lock pins; exit 1 on drift")
+    p.add_argument("lockfile", nargs="?", default="lora.lock", help="the lock (default: lora.lock)")
+    p.add_argument("--only", metavar="CATS", help=f"comma-separated categories to check ({cats})")
+    p.add_argument("--skip", metavar="CATS", help="comma-separated categories to skip")
+    p.add_argument("--adapter", action="append", metavar="NAME", help="verify only this adapter (repeatable)")
+    p.add_argument(
+        "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
+    )
+    p.add_argument("--format", choices=formats, default="text")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("diff", help="what changed between two locks; exit 1 when they differ")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of lora.lock")
+    p.set_defaults(func=_cmd_schema)
     return parser
 
 

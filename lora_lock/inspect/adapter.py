@@ -81,7 +81,7 @@ class AdapterConfig:
             "layers_to_transform": list(self.layers_to_transform) if self.layers_to_transform is not None else None,
             "layers_pattern": list(self.layers_pattern) if self.layers_pattern is not None else None,
         }
-        return {k: v for k, v in out.items() if v is not None}
+        return {k: v for k, v in out.items() if v is not None and v != {}}
 
 
 class _Reader:

@@ -36,7 +36,7 @@ class TextRenderer:
             no_color=not self.color,
             width=self.width,
             highlight=False,
-            soft_wrap=False,
+            soft_wrap=True,
             emoji=False,
         )
         by_cat: dict[Category, list[Finding]] = {}

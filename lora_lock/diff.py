@@ -1,0 +1,224 @@
+"""``diff``: what changed between two locks, in a reviewer's words."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_lock._version import __version__
+from lora_lock.lockfile import read
+from lora_lock.models import Category
+
+
+@dataclass(frozen=True)
+class Change:
+    category: Category
+    message: str
+    subject: str
+    old: Any = None
+    new: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "category": self.category.value,
+            "subject": self.subject,
+            "message": self.message,
+            "old": self.old,
+            "new": self.new,
+        }
+
+
+@dataclass(frozen=True)
+class LockDiff:
+    changes: tuple[Change, ...]
+
+    @property
+    def identical(self) -> bool:
+        return not self.changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lora_lock_version": __version__,
+            "identical": self.identical,
+            "changes": [c.to_dict() for c in self.changes],
+        }
+
+    def render_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    def render_text(self) -> str:
+        if self.identical:
+            return "the locks are identical\n"
+        lines: list[str] = []
+        current: Category | None = None
+        for change in self.changes:
+            if change.category is not current:
+                current = change.category
+                lines.append(f"{current.value}:")
+            lines.append(f"  {change.message}")
+        lines.append(f"{len(self.changes)} change{'s' if len(self.changes) != 1 else ''}")
+        return "\n".join(lines) + "\n"
+
+
+def _v(value: Any) -> str:
+    if value is None:
+        return "absent"
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return value[7:19] + "…"
+    if isinstance(value, list):
+        return "[" + ", ".join(_v(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_v(v)}" for k, v in sorted(value.items())) + "}"
+    return str(value)
+
+
+def _walk(old: Any, new: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new)):
+            yield from _walk(old.get(key), new.get(key), (*path, str(key)))
+    elif old != new:
+        yield path, old, new
+
+
+def _files(category: Category, what: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+    out = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        if a is None:
+            out.append(Change(category, f"{what} file {name} added", name, None, b))
+        elif b is None:
+            out.append(Change(category, f"{what} file {name} removed", name, a, None))
+        else:
+            out.append(
+                Change(
+                    category,
+                    f"{what} file {name} changed: {_v(a['digest'])} ({a['size']} bytes) → "
+                    f"{_v(b['digest'])} ({b['size']} bytes)",
+                    name,
+                    a,
+                    b,
+                )
+            )
+    return out
+
+
+def _section(
+    category: Category, what: str, old: Mapping[str, Any], new: Mapping[str, Any], skip: tuple[str, ...] = ("files",)
+) -> list[Change]:
+    out = []
+    for path, a, b in _walk(
+        {k: v for k, v in old.items() if k not in skip}, {k: v for k, v in new.items() if k not in skip}
+    ):
+        key = ".".join(path)
+        out.append(Change(category, f"{what} {key} {_v(a)} → {_v(b)}", key, a, b))
+    return out
+
+
+def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[str, Any]]) -> list[Change]:
+    a = {r["pattern"]: r for r in old}
+    b = {r["pattern"]: r for r in new}
+    out = []
+    for pattern in sorted(set(a) | set(b)):
+        x, y = a.get(pattern), b.get(pattern)
+        if x == y:
+            continue
+        leaf = pattern.rpartition(".")[2]
+        if x is None or y is None:
+            state = "added" if x is None else "removed"
+            row = y if x is None else x
+            assert row is not None
+            out.append(
+                Change(Category.COMPAT, f"adapter {name}: {pattern} {state} ({row['count']} modules)", pattern, x, y)
+            )
+            continue
+        parts = []
+        for key in ("base-shape", "lora-a", "lora-b", "rank", "kind", "count", "layers", "quantized"):
+            if x.get(key) != y.get(key):
+                parts.append(f"{key} {_v(x.get(key))} → {_v(y.get(key))}")
+        out.append(
+            Change(
+                Category.COMPAT,
+                f"adapter {name}: {leaf} changed in {y['count']} modules: {'; '.join(parts)}",
+                pattern,
+                x,
+                y,
+            )
+        )
+    return out
+
+
+def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
+    changes: list[Change] = []
+    ob, nb = old["base"], new["base"]
+    if ob.get("revision") != nb.get("revision"):
+        changes.append(
+            Change(
+                Category.BASE,
+                f"base revision {_v(ob.get('revision'))[:12]} → {_v(nb.get('revision'))[:12]}",
+                "revision",
+                ob.get("revision"),
+                nb.get("revision"),
+            )
+        )
+    for key in ("source", "repo", "ref"):
+        if ob.get(key) != nb.get(key):
+            changes.append(
+                Change(
+                    Category.BASE, f"base {key} {_v(ob.get(key))} → {_v(nb.get(key))}", key, ob.get(key), nb.get(key)
+                )
+            )
+    for path, a, b in _walk(ob["config"], nb["config"]):
+        changes.append(Change(Category.BASE, f"{path[0].replace('_', ' ')} {_v(a)} → {_v(b)}", path[0], a, b))
+    changes += _files(Category.BASE, "base", ob["files"], nb["files"])
+    changes += _section(
+        Category.QUANTIZATION,
+        "base",
+        {k: ob.get(k) for k in ("dtype", "weights-dtypes", "quantization")},
+        {k: nb.get(k) for k in ("dtype", "weights-dtypes", "quantization")},
+    )
+    changes += _files(Category.TOKENIZER, "tokenizer", old["tokenizer"]["files"], new["tokenizer"]["files"])
+    changes += _section(Category.TOKENIZER, "tokenizer", old["tokenizer"], new["tokenizer"])
+
+    oa = {a["name"]: a for a in old["adapter"]}
+    na = {a["name"]: a for a in new["adapter"]}
+    for name in sorted(set(oa) | set(na)):
+        x, y = oa.get(name), na.get(name)
+        if x is None or y is None:
+            changes.append(
+                Change(
+                    Category.ADAPTER,
+                    f"adapter {name} {'added' if x is None else 'removed'}",
+                    name,
+                    None if x is None else x["source"],
+                    None if y is None else y["source"],
+                )
+            )
+            continue
+        changes += _files(Category.ADAPTER, f"adapter {name}", x["files"], y["files"])
+        changes += _section(Category.ADAPTER, f"adapter {name}", x, y, skip=("files", "modules", "name"))
+        changes += _module_changes(name, x["modules"], y["modules"])
+    for path, a, b in _walk(old["environment"], new["environment"]):
+        changes.append(
+            Change(
+                Category.ENVIRONMENT,
+                f"{'.'.join(path[1:]) or path[0]} {_v(a)} → {_v(b)}"
+                if path[0] == "versions"
+                else f"environment {'.'.join(path)} {_v(a)} → {_v(b)}",
+                ".".join(path),
+                a,
+                b,
+            )
+        )
+    for section, category in (("probe", Category.EFFECT), ("golden", Category.GOLDEN)):
+        if old.get(section) != new.get(section):
+            changes.append(Change(category, f"{section} baseline changed", section))
+    return LockDiff(tuple(changes))
+
+
+def diff(old: str | Path, new: str | Path) -> LockDiff:
+    return diff_locks(read(Path(old)), read(Path(new)))

@@ -1,0 +1,464 @@
+"""``verify``: the lock + the world as it is now → findings, per category."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from lora_lock.checker import input_finding
+from lora_lock.errors import InputError
+from lora_lock.hashing import Progress
+from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
+from lora_lock.lockfile import read
+from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.observe import (
+    Observed,
+    adapter_file_names,
+    adapter_section,
+    base_file_names,
+    base_section,
+    observe,
+    tokenizer_section,
+)
+from lora_lock.sources import Resolved
+
+STATIC_CATEGORIES = (
+    Category.BASE,
+    Category.TOKENIZER,
+    Category.ADAPTER,
+    Category.COMPAT,
+    Category.QUANTIZATION,
+    Category.ENVIRONMENT,
+)
+REGENERATE = "if this change is intended, run `lora-lock generate` and review the lock diff"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def source_dir(lock_dir: Path, source: str, what: str) -> Path:
+    pure = PurePosixPath(source)
+    if pure.is_absolute():
+        raise InputError(
+            f"the lock's {what} source {source!r} is an absolute path; locks store relative paths",
+            hint="regenerate the lock with `lora-lock generate`",
+        )
+    path = lock_dir / Path(*pure.parts)
+    if not path.is_dir():
+        raise InputError(
+            f"the {what} directory {source!r} named by the lock is missing (looked in {path})",
+            hint="run verify from the repository the lock belongs to, or restore the directory",
+        )
+    return path
+
+
+def compare_files(
+    category: Category,
+    prefix: str,
+    locked: Mapping[str, Any],
+    root: Path,
+    current: Mapping[str, Any],
+    present: Iterable[str],
+) -> list[Finding]:
+    """Missing, changed and extra files of one section (every difference listed)."""
+    out: list[Finding] = []
+    for name, entry in sorted(locked.items()):
+        if not (root / name).exists():
+            out.append(
+                Finding(
+                    f"{prefix}-FILE-MISSING",
+                    category,
+                    Severity.ERROR,
+                    f"{name} is locked but missing from {root}",
+                    subject=name,
+                    expected=f"{entry['digest']} ({entry['size']} bytes)",
+                    actual="missing",
+                    hint=f"restore the file; {REGENERATE}",
+                )
+            )
+            continue
+        now = current.get(name)
+        if now is not None and (now["digest"] != entry["digest"] or now["size"] != entry["size"]):
+            out.append(
+                Finding(
+                    f"{prefix}-FILE-CHANGED",
+                    category,
+                    Severity.ERROR,
+                    f"{name} changed: {_short(entry['digest'])}… ({entry['size']} bytes) → "
+                    f"{_short(now['digest'])}… ({now['size']} bytes)",
+                    subject=name,
+                    expected=entry["digest"],
+                    actual=now["digest"],
+                    hint=REGENERATE,
+                )
+            )
+    for name in sorted(set(present) - set(locked)):
+        out.append(
+            Finding(
+                f"{prefix}-FILE-EXTRA",
+                category,
+                Severity.ERROR,
+                f"{name} is present in {root} but not in the lock",
+                subject=name,
+                expected="absent",
+                actual="present",
+                hint=REGENERATE,
+            )
+        )
+    return out
+
+
+def compare_values(
+    code: str,
+    category: Category,
+    what: str,
+    locked: Mapping[str, Any],
+    current: Mapping[str, Any],
+    hint: str = REGENERATE,
+) -> list[Finding]:
+    out = []
+    for key in sorted(set(locked) | set(current)):
+        old, new = locked.get(key), current.get(key)
+        if old != new:
+            out.append(
+                Finding(
+                    code,
+                    category,
+                    Severity.ERROR,
+                    f"{what} `{key}` changed: {_fmt(old) if old is not None else 'absent'} → "
+                    f"{_fmt(new) if new is not None else 'absent'}",
+                    subject=key,
+                    expected=_fmt(old),
+                    actual=_fmt(new),
+                    hint=hint,
+                )
+            )
+    return out
+
+
+def _base_findings(
+    lock: Mapping[str, Any], observed: Observed, lock_dir: Path, cats: Collection[Category]
+) -> list[Finding]:
+    locked, now = lock["base"], base_section(observed, lock_dir)
+    out: list[Finding] = []
+    if Category.BASE in cats:
+        out += compare_files(
+            Category.BASE,
+            "BASE",
+            locked["files"],
+            observed.base.source.path,
+            now["files"],
+            base_file_names(observed.base),
+        )
+        out += compare_values(
+            "BASE-CONFIG",
+            Category.BASE,
+            "base config",
+            locked["config"],
+            now["config"],
+            hint="the base model is not the one the adapter was locked to; " + REGENERATE,
+        )
+    if Category.QUANTIZATION in cats:
+        out += compare_values(
+            "QUANT-DTYPE",
+            Category.QUANTIZATION,
+            "dtype",
+            {"dtype": locked.get("dtype"), **locked["weights-dtypes"]},
+            {"dtype": now.get("dtype"), **now["weights-dtypes"]},
+        )
+        out += compare_values(
+            "QUANT-FORMAT",
+            Category.QUANTIZATION,
+            "quantization",
+            locked["quantization"],
+            now["quantization"],
+            hint="a base quantized differently changes the adapter's numerics; " + REGENERATE,
+        )
+    return out
+
+
+def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: Path) -> list[Finding]:
+    locked, now = lock["tokenizer"], tokenizer_section(observed, lock_dir)
+    out = compare_files(
+        Category.TOKENIZER,
+        "TOKENIZER",
+        locked["files"],
+        observed.tokenizer_root,
+        now["files"],
+        observed.tokenizer.files if observed.tokenizer else (),
+    )
+    if locked.get("vocab-size") != now.get("vocab-size"):
+        out.append(
+            Finding(
+                "TOKENIZER-VOCAB",
+                Category.TOKENIZER,
+                Severity.ERROR,
+                f"vocabulary size changed: {locked.get('vocab-size')} → {now.get('vocab-size')}",
+                subject="vocab-size",
+                expected=str(locked.get("vocab-size")),
+                actual=str(now.get("vocab-size")),
+                hint="the adapter was trained with another tokenizer; token ids no longer mean the same",
+            )
+        )
+    out += compare_values(
+        "TOKENIZER-SPECIAL",
+        Category.TOKENIZER,
+        "special token id",
+        locked.get("special-tokens", {}),
+        now.get("special-tokens", {}),
+    )
+    if locked.get("chat-template") != now.get("chat-template"):
+        out.append(
+            Finding(
+                "TOKENIZER-CHAT-TEMPLATE",
+                Category.TOKENIZER,
+                Severity.ERROR,
+                "the chat template changed",
+                subject="chat-template",
+                expected=str(locked.get("chat-template")),
+                actual=str(now.get("chat-template")),
+                hint="prompts are now formatted differently from training; " + REGENERATE,
+            )
+        )
+    if locked.get("fingerprint") != now.get("fingerprint"):
+        files_same = not any(f.code.endswith(("-CHANGED", "-MISSING", "-EXTRA")) for f in out)
+        out.append(
+            Finding(
+                "TOKENIZER-BEHAVIOUR",
+                Category.TOKENIZER,
+                Severity.ERROR,
+                f"the tokenizer splits the canary text differently ({locked.get('fingerprint-tokens')} → "
+                f"{now.get('fingerprint-tokens')} tokens)",
+                subject="fingerprint",
+                expected=str(locked.get("fingerprint")),
+                actual=str(now.get("fingerprint")),
+                hint="the files are unchanged, so the tokenizers library changed behaviour"
+                if files_same
+                else "the tokenizer was replaced or edited; " + REGENERATE,
+            )
+        )
+    return out
+
+
+def _adapter_findings(
+    locked: Mapping[str, Any], observed: Observed, lock_dir: Path, cats: Collection[Category]
+) -> list[Finding]:
+    name = locked["name"]
+    match = next(((a, r) for n, a, r in observed.adapters if n == name), None)
+    if match is None:
+        return []
+    adapter, result = match
+    now = adapter_section(observed, name, adapter, result, lock_dir)
+    out: list[Finding] = []
+    if Category.ADAPTER in cats:
+        out += [
+            _named(f, name)
+            for f in compare_files(
+                Category.ADAPTER, "ADAPTER", locked["files"], adapter.root, now["files"], adapter_file_names(adapter)
+            )
+        ]
+        out += [
+            _named(f, name)
+            for f in compare_values(
+                "ADAPTER-SETTINGS", Category.ADAPTER, "adapter setting", locked["settings"], now["settings"]
+            )
+        ]
+    if Category.COMPAT in cats:
+        old = {row["pattern"]: row for row in locked["modules"]}
+        new = {row["pattern"]: row for row in now["modules"]}
+        for pattern in sorted(set(old) | set(new)):
+            if old.get(pattern) != new.get(pattern):
+                out.append(
+                    _named(
+                        Finding(
+                            "COMPAT-MODULES",
+                            Category.COMPAT,
+                            Severity.ERROR,
+                            f"{pattern}: the resolved module changed: "
+                            f"{_row(old.get(pattern))} → {_row(new.get(pattern))}",
+                            subject=pattern,
+                            expected=_row(old.get(pattern)),
+                            actual=_row(new.get(pattern)),
+                            hint=REGENERATE,
+                        ),
+                        name,
+                    )
+                )
+    return out
+
+
+def _row(row: Mapping[str, Any] | None) -> str:
+    if row is None:
+        return "absent"
+    return (
+        f"{row['count']}× {row['kind']} base {_fmt(row['base-shape'])}, lora_A {_fmt(row['lora-a'])}, "
+        f"lora_B {_fmt(row['lora-b'])}"
+    )
+
+
+def _named(finding: Finding, adapter: str) -> Finding:
+    return Finding(
+        finding.code,
+        finding.category,
+        finding.severity,
+        f"adapter {adapter}: {finding.message}",
+        subject=finding.subject,
+        expected=finding.expected,
+        actual=finding.actual,
+        hint=finding.hint,
+    )
+
+
+def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
+    env = current_environment()
+    out: list[Finding] = []
+    policy = locked.get("policy", {})
+    for name, old in sorted(locked["versions"].items()):
+        rule = policy.get(name, "exact")
+        new = env.versions.get(name)
+        if new is None:
+            severity = Severity.WARNING if name in PROBE_ONLY else Severity.ERROR
+            out.append(
+                Finding(
+                    "ENV-MISSING",
+                    Category.ENVIRONMENT,
+                    severity,
+                    f"{name} {old} is locked but not installed here"
+                    + (" (only the effect probe needs it)" if name in PROBE_ONLY else ""),
+                    subject=name,
+                    expected=old,
+                    actual="not installed",
+                    hint=f"install it (pip install '{name}=={old}') or see `lora-lock export-env`",
+                )
+            )
+        elif not versions_match(old, new, rule):
+            out.append(
+                Finding(
+                    "ENV-VERSION",
+                    Category.ENVIRONMENT,
+                    Severity.ERROR,
+                    f"{name} {old} → {new} (policy: {rule} match)",
+                    subject=name,
+                    expected=old,
+                    actual=new,
+                    hint=f"pin {name}=={old}, or if the upgrade is intended, regenerate the "
+                    "lock (and re-run the probe) with the new version",
+                )
+            )
+    gpu = locked.get("gpu")
+    if gpu and env.gpu != gpu:
+        out.append(
+            Finding(
+                "ENV-GPU",
+                Category.ENVIRONMENT,
+                Severity.WARNING,
+                f"GPU changed: {gpu.get('name')} → {env.gpu.get('name', 'none')}",
+                subject="gpu",
+                expected=_fmt(gpu),
+                actual=_fmt(env.gpu) if env.gpu else "none",
+                hint="numerics differ across GPU generations; the effect probe decides whether it matters",
+            )
+        )
+    return out
+
+
+def verify(
+    lockfile: str | Path = "lora.lock",
+    *,
+    only: Collection[Category] | None = None,
+    skip: Collection[Category] = (),
+    adapters: Collection[str] | None = None,
+    allow_symlinks: bool = False,
+    progress: Progress | None = None,
+) -> Report:
+    """Re-check everything the lock pins. Unusable input becomes ``input`` findings (exit 2 unless drift found)."""
+    path = Path(lockfile)
+    wanted = set(only) if only else set(Category) - {Category.INPUT}
+    cats = [c for c in Category if c in wanted and c not in skip and c is not Category.INPUT]
+    try:
+        lock = read(path)
+    except InputError as exc:
+        return Report.build([input_finding(exc)], ran=(), title="lora-lock verify")
+    title = f"lora-lock verify {path.name}"
+    findings: list[Finding] = []
+    unsupported = [c for c in cats if c in (Category.EFFECT, Category.GOLDEN) and c.value not in lock]
+    ran = [c for c in cats if c not in unsupported]
+    locked_adapters = list(lock["adapter"])
+    if adapters is not None:
+        names = {a["name"] for a in locked_adapters}
+        unknown = sorted(set(adapters) - names)
+        if unknown:
+            err = InputError(
+                f"{path}: no adapter named {', '.join(unknown)} in the lock",
+                hint=f"the lock has {', '.join(sorted(names))}",
+            )
+            return Report.build([input_finding(err)], ran=(), title=title)
+        locked_adapters = [a for a in locked_adapters if a["name"] in adapters]
+
+    if Category.ENVIRONMENT in ran:
+        findings += environment_findings(lock["environment"])
+    file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
+    if file_cats & set(ran):
+        findings += _world_findings(lock, path.parent, locked_adapters, ran, allow_symlinks, progress)
+    return Report.build(
+        findings, ran=ran, skipped=[c for c in Category if c not in ran and c is not Category.INPUT], title=title
+    )
+
+
+def _world_findings(
+    lock: Mapping[str, Any],
+    lock_dir: Path,
+    locked_adapters: list[Mapping[str, Any]],
+    ran: Collection[Category],
+    allow_symlinks: bool,
+    progress: Progress | None,
+) -> list[Finding]:
+    try:
+        base = Resolved(spec=lock["base"]["source"], path=source_dir(lock_dir, lock["base"]["source"], "base"))
+        tok = Resolved(
+            spec=lock["tokenizer"]["source"], path=source_dir(lock_dir, lock["tokenizer"]["source"], "tokenizer")
+        )
+        sources = [
+            (a["name"], Resolved(spec=a["source"], path=source_dir(lock_dir, a["source"], "adapter")))
+            for a in locked_adapters
+        ]
+    except InputError as exc:
+        return [input_finding(exc)]
+    sections = {"base": Category.BASE, "tokenizer": Category.TOKENIZER}
+
+    def wanted(key: tuple[str, str]) -> bool:
+        section = key[0]
+        return sections.get(section, Category.ADAPTER) in ran
+
+    try:
+        observed = observe(
+            base, sources, tokenizer_source=tok, allow_symlinks=allow_symlinks, hash_selected=wanted, progress=progress
+        )
+    except InputError as exc:
+        # A locked file that vanished or broke is drift; say that first, then why nothing more could be read.
+        early = compare_files(Category.BASE, "BASE", lock["base"]["files"], base.path, {}, ())
+        return [*early, input_finding(exc)]
+    findings: list[Finding] = []
+    findings += _base_findings(lock, observed, lock_dir, ran)
+    if Category.TOKENIZER in ran:
+        findings += _tokenizer_findings(lock, observed, lock_dir)
+    if Category.COMPAT in ran or Category.ADAPTER in ran or Category.QUANTIZATION in ran:
+        # The lock itself pins identity, so the "cannot confirm the named base" warning of `check` is moot here.
+        findings += [
+            f
+            for f in observed.findings
+            if f.category in ran and f.severity is not Severity.INFO and f.code != "COMPAT-IDENTITY"
+        ]
+    for locked in locked_adapters:
+        findings += _adapter_findings(locked, observed, lock_dir, ran)
+    return findings
