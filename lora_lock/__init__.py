@@ -6,17 +6,41 @@ Public API (each returns data; nothing here prints, reads the environment or exi
 - :func:`generate` — write ``lora.lock`` for adapters over one base.
 - :func:`verify` — re-check a lock; returns a :class:`Report` (``report.status.exit_code`` is 0 / 1 / 2).
 - :func:`diff` — what changed between two locks.
+
+Submodules load on first use, so ``import lora_lock`` stays cheap on the static path.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lora_lock._version import __version__
-from lora_lock.checker import check
-from lora_lock.diff import diff
-from lora_lock.errors import InputError, LockfileError, LoraLockError, SourceError
-from lora_lock.generate import GenerateResult, generate
-from lora_lock.models import Category, Finding, Report, Severity, Status
-from lora_lock.verify import verify
+
+if TYPE_CHECKING:
+    from lora_lock.checker import check
+    from lora_lock.diff import diff
+    from lora_lock.errors import InputError, LockfileError, LoraLockError, SourceError
+    from lora_lock.generate import GenerateResult, generate
+    from lora_lock.models import Category, Finding, Report, Severity, Status
+    from lora_lock.verify import verify
+
+_EXPORTS = {
+    "check": "lora_lock.checker",
+    "diff": "lora_lock.diff",
+    "generate": "lora_lock.generate",
+    "GenerateResult": "lora_lock.generate",
+    "verify": "lora_lock.verify",
+    "InputError": "lora_lock.errors",
+    "LockfileError": "lora_lock.errors",
+    "LoraLockError": "lora_lock.errors",
+    "SourceError": "lora_lock.errors",
+    "Category": "lora_lock.models",
+    "Finding": "lora_lock.models",
+    "Report": "lora_lock.models",
+    "Severity": "lora_lock.models",
+    "Status": "lora_lock.models",
+}
 
 __all__ = [
     "Category",
@@ -35,3 +59,12 @@ __all__ = [
     "generate",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lora_lock' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -59,20 +60,37 @@ def safe_relative(root: Path, name: str, what: Path) -> Path:
     return root / pure
 
 
-def read_checkpoint(root: Path) -> Checkpoint:
-    """Read the tensor table of the full-model checkpoint in ``root`` (headers only)."""
+#: Reads the header of a file that is not on local disk (a Hub file read with HTTP range requests).
+RemoteHeader = Callable[[str], Header]
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Files of a source that live elsewhere: their names and how to read one's header."""
+
+    names: frozenset[str]
+    header: RemoteHeader
+
+
+def read_checkpoint(root: Path, remote: Remote | None = None) -> Checkpoint:
+    """Read the tensor table of the full-model checkpoint in ``root`` (headers only).
+
+    Files missing from ``root`` are read through ``remote`` when given (their headers only).
+    """
     for index_name in INDEX_NAMES:
         index_path = root / index_name
         if index_path.is_file():
-            return _read_sharded(root, index_path)
+            return _read_sharded(root, index_path, remote)
     for name in SINGLE_NAMES:
         path = root / name
-        if path.is_file():
-            header = read_header(path, name)
+        if path.is_file() or (remote is not None and name in remote.names):
+            header = _header(root, name, remote)
             return Checkpoint(root=root, files=(name,), tensors=dict(header.tensors), headers=(header,))
     others = sorted(p.name for p in root.glob("*.safetensors"))
+    if remote is not None:
+        others = sorted(set(others) | {n for n in remote.names if n.endswith(".safetensors") and "/" not in n})
     if others:
-        return read_files(root, others)
+        return read_files(root, others, remote)
     pickles = [n for n in PICKLE_NAMES if (root / n).exists()]
     if pickles:
         raise InputError(
@@ -85,12 +103,19 @@ def read_checkpoint(root: Path) -> Checkpoint:
     )
 
 
-def read_files(root: Path, names: list[str]) -> Checkpoint:
+def _header(root: Path, name: str, remote: Remote | None) -> Header:
+    path = root / name
+    if remote is not None and not path.is_file() and name in remote.names:
+        return remote.header(name)
+    return read_header(path, name)
+
+
+def read_files(root: Path, names: list[str], remote: Remote | None = None) -> Checkpoint:
     """Read several safetensors files as one checkpoint (names relative to ``root``)."""
     tensors: dict[str, TensorInfo] = {}
     headers: list[Header] = []
     for name in names:
-        header = read_header(root / name, name)
+        header = _header(root, name, remote)
         headers.append(header)
         for key, info in header.tensors.items():
             if key in tensors:
@@ -99,7 +124,7 @@ def read_files(root: Path, names: list[str]) -> Checkpoint:
     return Checkpoint(root=root, files=tuple(names), tensors=tensors, headers=tuple(headers))
 
 
-def _read_sharded(root: Path, index_path: Path) -> Checkpoint:
+def _read_sharded(root: Path, index_path: Path, remote: Remote | None) -> Checkpoint:
     doc = read_json(index_path)
     weight_map = doc.get("weight_map")
     if not isinstance(weight_map, dict) or not all(
@@ -109,12 +134,12 @@ def _read_sharded(root: Path, index_path: Path) -> Checkpoint:
     shards = sorted(set(weight_map.values()))
     for shard in shards:
         path = safe_relative(root, shard, index_path)
-        if not path.is_file():
+        if not path.is_file() and not (remote is not None and shard in remote.names):
             raise InputError(
                 f"{index_path}: shard {shard!r} named in `weight_map` is missing",
                 hint="download every shard of the checkpoint",
             )
-    checkpoint = read_files(root, shards)
+    checkpoint = read_files(root, shards, remote)
     for name, shard in weight_map.items():
         info = checkpoint.tensors.get(name)
         if info is None or info.file != shard:

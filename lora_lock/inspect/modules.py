@@ -13,7 +13,6 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from lora_lock.errors import InputError
 from lora_lock.inspect.checkpoint import Checkpoint
@@ -144,18 +143,16 @@ def _packed(facts: ModelFacts, path: str, group: dict[str, TensorInfo], method: 
 
 def _bnb_shape(checkpoint: Checkpoint, state: TensorInfo) -> tuple[int, int]:
     """bitsandbytes stores the unpacked shape as JSON in ``weight.quant_state.bitsandbytes__<type>``."""
-    header = next(h for h in checkpoint.headers if h.path.name == Path(state.file).name or h.path.name == state.file)
+    header = next(h for h in checkpoint.headers if state.name in h.tensors and h.tensors[state.name] is state)
     length = state.end - state.begin
-    if length > _MAX_QUANT_STATE_BYTES:
-        raise InputError(f"{header.path}: quant state {state.name!r} is {length} bytes, too large to be a quant state")
+    if length > _MAX_QUANT_STATE_BYTES or header.read_data is None:
+        raise InputError(f"{header.path}: quant state {state.name!r} cannot be read ({length} bytes)")
     try:
-        with open(header.path, "rb") as fh:
-            fh.seek(8 + header.header_bytes + state.begin)
-            doc = json.loads(fh.read(length))
+        doc = json.loads(header.read_data(state.begin, length))
         shape = doc["shape"]
         if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) for d in shape)):
-            raise ValueError("shape")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError("field `shape` is not a pair of integers")
+    except (ValueError, KeyError, TypeError) as exc:
         raise InputError(
             f"{header.path}: cannot read the bitsandbytes quant state {state.name!r} ({exc})",
             hint="the checkpoint is corrupt or from an unknown bitsandbytes version",

@@ -11,7 +11,8 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ class Header:
     file_size: int
     metadata: dict[str, str]
     tensors: dict[str, TensorInfo]
+    #: Reads ``length`` bytes at ``offset`` of the data section (local file or HTTP range); used for the few
+    #: tensors that are metadata in disguise (bitsandbytes quant state), never for weights.
+    read_data: Callable[[int, int], bytes] | None = field(default=None, repr=False, compare=False)
 
 
 def read_header_bytes(path: Path) -> tuple[bytes, int]:
@@ -102,7 +106,13 @@ def read_header_bytes(path: Path) -> tuple[bytes, int]:
     return raw, size
 
 
-def parse_header(path: Path, raw: bytes, file_size: int, file_label: str | None = None) -> Header:
+def parse_header(
+    path: Path,
+    raw: bytes,
+    file_size: int,
+    file_label: str | None = None,
+    read_data: Callable[[int, int], bytes] | None = None,
+) -> Header:
     """Validate a header's JSON against the format's rules and return its tensors."""
     label = file_label if file_label is not None else path.name
     try:
@@ -130,13 +140,25 @@ def parse_header(path: Path, raw: bytes, file_size: int, file_label: str | None 
         tensors[name] = _tensor(path, label, name, entry, data_len)
 
     _check_layout(path, tensors, data_len)
-    return Header(path=path, header_bytes=len(raw), file_size=file_size, metadata=metadata, tensors=tensors)
+    return Header(
+        path=path, header_bytes=len(raw), file_size=file_size, metadata=metadata, tensors=tensors, read_data=read_data
+    )
 
 
 def read_header(path: Path, file_label: str | None = None) -> Header:
     """Read and validate the header of one ``.safetensors`` file (no tensor data is read)."""
     raw, size = read_header_bytes(path)
-    return parse_header(path, raw, size, file_label)
+    start = 8 + len(raw)
+
+    def read_data(offset: int, length: int) -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(start + offset)
+                return fh.read(length)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+    return parse_header(path, raw, size, file_label, read_data)
 
 
 def _tensor(path: Path, label: str, name: str, entry: Any, data_len: int) -> TensorInfo:
