@@ -98,6 +98,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             args.output,
             tokenizer=args.tokenizer,
             allow_symlinks=args.allow_symlinks,
+            download=args.download,
             progress=progress,
         )
     finally:
@@ -124,11 +125,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             skip=_categories(args.skip) or (),
             adapters=args.adapter or None,
             allow_symlinks=args.allow_symlinks,
+            deep=args.deep,
             progress=progress,
         )
     finally:
         progress.close()
     return _emit(report, args, source=args.lockfile)
+
+
+def _cmd_outdated(args: argparse.Namespace) -> int:
+    from lora_lock.outdated import outdated
+
+    return _emit(outdated(args.lockfile), args, source=args.lockfile)
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -154,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     formats = [f.value for f in Format]
 
     p = sub.add_parser("check", help="does an adapter fit a base? (static: headers and configs only)")
-    p.add_argument("adapter", help="adapter directory (adapter_config.json + adapter_model.safetensors)")
-    p.add_argument("--base", help="base model directory (default: the base the adapter config names)")
+    p.add_argument("adapter", help="adapter directory or Hub repo id org/name[@revision]")
+    p.add_argument(
+        "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
+    )
     p.add_argument("--format", choices=formats, default="text")
     p.set_defaults(func=_cmd_check)
 
@@ -164,16 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapter",
         action="append",
         required=True,
-        metavar="DIR",
-        help="adapter directory (repeat for several adapters over the same base)",
+        metavar="SRC",
+        help="adapter: directory or org/name[@revision] (repeat for several adapters over one base)",
     )
-    p.add_argument("--base", metavar="DIR", help="base model directory (default: what the adapter config names)")
-    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: the base directory)")
+    p.add_argument(
+        "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
+    )
+    p.add_argument("--tokenizer", metavar="SRC", help="tokenizer: directory or org/name[@revision] (default: the base)")
     p.add_argument("-o", "--output", default="lora.lock", help="lock file to write (default: lora.lock)")
     p.add_argument(
         "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
     )
     p.add_argument("--format", choices=formats, default="text", help="format of the report when refused")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download Hub weights into the cache and hash them (default: digests from Hub metadata, no download)",
+    )
     p.set_defaults(func=_cmd_generate)
 
     cats = ",".join(c.value for c in Category if c is not Category.INPUT)
@@ -186,7 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
     )
     p.add_argument("--format", choices=formats, default="text")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="re-hash every byte, also of Hub cache files whose blob names already prove their digest",
+    )
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("outdated", help="has a Hub branch or tag the lock was resolved from moved? exit 1 if so")
+    p.add_argument("lockfile", nargs="?", default="lora.lock", help="the lock (default: lora.lock)")
+    p.add_argument("--format", choices=formats, default="text")
+    p.set_defaults(func=_cmd_outdated)
 
     p = sub.add_parser("diff", help="what changed between two locks; exit 1 when they differ")
     p.add_argument("old")

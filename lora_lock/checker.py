@@ -13,7 +13,7 @@ from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
 from lora_lock.inspect.modules import base_modules
 from lora_lock.models import Category, Finding, Report, Severity
-from lora_lock.sources import Resolved, resolve_local
+from lora_lock.sources import Resolved, resolve
 
 _SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
 
@@ -31,16 +31,22 @@ def read_base(source: Resolved) -> BaseView:
     config = source.path / "config.json"
     if not config.is_file():
         raise InputError(f"{source.path}: no config.json; this does not look like a model directory")
-    return BaseView(source=source, facts=read_model_facts(config), checkpoint=read_checkpoint(source.path))
+    return BaseView(
+        source=source, facts=read_model_facts(config), checkpoint=read_checkpoint(source.path, source.remote)
+    )
 
 
 def default_base_spec(adapter: Adapter) -> str:
+    """The base the adapter config names, with its ``revision`` when it has one (``org/name@rev``)."""
     name = adapter.config.base_model_name_or_path
     if not name:
         raise InputError(
             f"{adapter.config.path}: field `base_model_name_or_path` is empty, so the base must be given",
-            hint="pass --base DIR",
+            hint="pass --base DIR or --base org/name@revision",
         )
+    revision = adapter.config.revision
+    if revision and "@" not in name and not Path(name).expanduser().is_dir():
+        return f"{name}@{revision}"
     return name
 
 
@@ -112,9 +118,13 @@ def identity_findings(adapter: Adapter, base: Resolved) -> list[Finding]:
             )
         ]
     if base.repo_id is not None:
-        if base.repo_id == named:
+        named_repo, _, named_rev = named.partition("@")
+        wanted_rev = named_rev or adapter.config.revision
+        if base.repo_id == named_repo and (not wanted_rev or wanted_rev in (base.revision, base.ref)):
             return []
-        actual = base.repo_id
+        actual = f"{base.repo_id}@{base.revision}"
+        if base.repo_id == named_repo:
+            named = f"{named_repo}@{wanted_rev}"
     else:
         match = _SNAPSHOT.search(base.path.resolve().as_posix())
         if match and f"{match['org']}/{match['name']}" == named:
@@ -148,9 +158,10 @@ def check(adapter: str | Path, base: str | Path | None = None) -> Report:
     """
     ran = (Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION)
     try:
-        adapter_view = read_adapter(resolve_local(adapter, what="adapter").path, require_weights=False)
+        adapter_source = resolve(adapter, what="adapter")
+        adapter_view = read_adapter(adapter_source.path, require_weights=False, remote=adapter_source.remote)
         spec = base if base is not None else default_base_spec(adapter_view)
-        base_view = read_base(resolve_local(spec, relative_to=adapter_view.root, what="base"))
+        base_view = read_base(resolve(spec, relative_to=adapter_view.root, what="base"))
     except InputError as exc:
         return Report.build([input_finding(exc)], ran=ran, title="lora-lock check")
     _, findings = static_findings(adapter_view, base_view)

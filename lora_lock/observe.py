@@ -6,10 +6,9 @@ is a real change of the inputs, never a difference of code paths.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from lora_lock._version import __version__
@@ -32,23 +31,29 @@ HASHING = {
 BASE_EXTRA_FILES = ("config.json", "generation_config.json")
 
 
-def posix_relative(path: Path, start: Path) -> str:
-    """``path`` relative to ``start`` in POSIX form (the lock never stores absolute paths)."""
-    rel = os.path.relpath(path.resolve(), start.resolve())
-    return PurePosixPath(*Path(rel).parts).as_posix() if rel != "." else "."
+def checked_file(source: Resolved, name: str, *, allow_symlinks: bool) -> Path:
+    """The local file ``name`` of ``source``, refusing symlinks that lead outside the source unless allowed.
 
-
-def checked_file(root: Path, name: str, *, allow_symlinks: bool) -> Path:
-    """The file ``name`` under ``root``, refusing symlinks that lead outside ``root`` unless allowed."""
+    A Hub cache snapshot links into its repo's ``blobs/``: that is inside ``source.contain``, so it is fine.
+    """
+    root = source.path
     path = root / name
+    if not path.exists() and not path.is_symlink():
+        where = (
+            f" (Hub {source.label}: fetch it with `hf download {source.repo_id} --revision {source.revision}`)"
+            if source.repo_id
+            else ""
+        )
+        raise InputError(f"{path}: file not found{where}")
     if path.is_symlink() and not allow_symlinks:
         try:
             target = path.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
             raise InputError(f"{path}: broken or looping symlink ({exc})") from exc
-        if not target.is_relative_to(root.resolve()):
+        fence = (source.contain or root).resolve()
+        if not target.is_relative_to(fence):
             raise InputError(
-                f"{path}: symlink points outside the locked directory {root} (to {target})",
+                f"{path}: symlink points outside the locked directory {fence} (to {target})",
                 hint="copy the file into the directory, or pass --allow-symlinks if the link is intended",
             )
     return path
@@ -56,15 +61,14 @@ def checked_file(root: Path, name: str, *, allow_symlinks: bool) -> Path:
 
 @dataclass
 class Observed:
-    """Everything read from the sources for one lock: facts, fits and the files to hash."""
+    """Everything read from the sources for one lock: facts, fits and file digests."""
 
     base: BaseView
-    tokenizer_root: Path
+    tokenizer_source: Resolved
     tokenizer: TokenizerFacts | None
-    adapters: list[tuple[str, Adapter, Fit]]
+    adapters: list[tuple[str, Resolved, Adapter, Fit]]
     findings: list[Finding]
-    files: dict[tuple[str, str], Path]  # (section, name) → path; section "base", "tokenizer" or "adapter:<name>"
-    digests: dict[tuple[str, str], FileDigest]
+    digests: dict[tuple[str, str], FileDigest]  # (section, name); section "base", "tokenizer" or "adapter:<name>"
 
 
 def base_file_names(base: BaseView) -> list[str]:
@@ -73,10 +77,12 @@ def base_file_names(base: BaseView) -> list[str]:
     return sorted(names)
 
 
-def adapter_file_names(adapter: Adapter) -> list[str]:
-    names = {CONFIG_NAME, WEIGHTS_NAME}
+def adapter_file_names(adapter: Adapter, source: Resolved | None = None) -> list[str]:
+    names = {CONFIG_NAME}
+    if adapter.weights is not None:
+        names.add(WEIGHTS_NAME)
     names.update(tokenizer_files(adapter.root))
-    return sorted(n for n in names if (adapter.root / n).is_file())
+    return sorted(names)
 
 
 def observe(
@@ -85,36 +91,44 @@ def observe(
     *,
     tokenizer_source: Resolved | None = None,
     allow_symlinks: bool = False,
+    deep: bool = False,
     hash_selected: Callable[[tuple[str, str]], bool] = lambda _: True,
     progress: Progress | None = None,
 ) -> Observed:
+    """Read every source. Digests proven without reading (``source.known``) are used unless ``deep``."""
     base = read_base(base_source)
-    tok_root = (tokenizer_source or base_source).path
-    files: dict[tuple[str, str], Path] = {}
-    for name in base_file_names(base):
-        files[("base", name)] = checked_file(base.source.path, name, allow_symlinks=allow_symlinks)
-    for name in tokenizer_files(tok_root):
-        files[("tokenizer", name)] = checked_file(tok_root, name, allow_symlinks=allow_symlinks)
-    fitted: list[tuple[str, Adapter, Fit]] = []
+    tok_source = tokenizer_source or base_source
+    wanted: list[tuple[tuple[str, str], Resolved]] = []
+    wanted += [(("base", n), base_source) for n in base_file_names(base)]
+    wanted += [(("tokenizer", n), tok_source) for n in tokenizer_files(tok_source.path)]
+    fitted: list[tuple[str, Resolved, Adapter, Fit]] = []
     findings: list[Finding] = []
     for name, source in adapters:
-        adapter = read_adapter(source.path)
+        adapter = read_adapter(source.path, remote=source.remote)
         result, more = static_findings(adapter, base)
-        fitted.append((name, adapter, result))
+        fitted.append((name, source, adapter, result))
         findings += more
-        for fname in adapter_file_names(adapter):
-            files[(f"adapter:{name}", fname)] = checked_file(adapter.root, fname, allow_symlinks=allow_symlinks)
-    selected = {k: p for k, p in files.items() if hash_selected(k)}
-    by_path = hash_files(sorted(set(selected.values())), progress=progress)
-    digests = {k: by_path[p] for k, p in selected.items()}
+        wanted += [((f"adapter:{name}", f), source) for f in adapter_file_names(adapter)]
+
+    digests: dict[tuple[str, str], FileDigest] = {}
+    to_hash: dict[tuple[str, str], Path] = {}
+    for key, source in wanted:
+        if not hash_selected(key):
+            continue
+        known = None if deep else source.known.get(key[1])
+        if known is not None:
+            digests[key] = known
+        else:
+            to_hash[key] = checked_file(source, key[1], allow_symlinks=allow_symlinks)
+    by_path = hash_files(sorted(set(to_hash.values())), progress=progress)
+    digests.update({k: by_path[p] for k, p in to_hash.items()})
     return Observed(
         base=base,
-        tokenizer_root=tok_root,
-        tokenizer=read_tokenizer_facts(tok_root),
+        tokenizer_source=tok_source,
+        tokenizer=read_tokenizer_facts(tok_source.path),
         adapters=fitted,
         findings=findings,
-        files=files,
-        digests=digests,
+        digests=dict(sorted(digests.items())),
     )
 
 
@@ -126,7 +140,7 @@ def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
     facts = observed.base.facts
     quant = facts.quantization
     section: dict[str, Any] = {
-        "source": posix_relative(observed.base.source.path, lock_dir),
+        **observed.base.source.lock_fields(lock_dir),
         "config": facts.identity(),
         "weights-dtypes": observed.base.checkpoint.dtypes,
         "quantization": {"method": quant.method, **({"params": quant.params} if quant.params else {})}
@@ -136,17 +150,13 @@ def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
     }
     if facts.dtype:
         section["dtype"] = facts.dtype
-    if observed.base.source.repo_id:
-        section["repo"] = observed.base.source.repo_id
-    if observed.base.source.revision:
-        section["revision"] = observed.base.source.revision
     return section
 
 
 def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
     tok = observed.tokenizer
     section: dict[str, Any] = {
-        "source": posix_relative(observed.tokenizer_root, lock_dir),
+        **observed.tokenizer_source.lock_fields(lock_dir),
         "files": files_table(observed, "tokenizer"),
     }
     if tok is None:
@@ -185,10 +195,12 @@ def module_rows(result: Fit) -> list[dict[str, Any]]:
     ]
 
 
-def adapter_section(observed: Observed, name: str, adapter: Adapter, result: Fit, lock_dir: Path) -> dict[str, Any]:
+def adapter_section(
+    observed: Observed, name: str, source: Resolved, adapter: Adapter, result: Fit, lock_dir: Path
+) -> dict[str, Any]:
     section: dict[str, Any] = {
         "name": name,
-        "source": posix_relative(adapter.root, lock_dir),
+        **source.lock_fields(lock_dir),
         "settings": adapter.config.settings(),
         "files": files_table(observed, f"adapter:{name}"),
         "modules": module_rows(result),
@@ -212,7 +224,8 @@ def environment_section(env: Environment) -> dict[str, Any]:
 
 def build_lock(observed: Observed, lock_dir: Path, env: Environment | None = None) -> dict[str, Any]:
     adapters = sorted(
-        (adapter_section(observed, n, a, r, lock_dir) for n, a, r in observed.adapters), key=lambda s: str(s["name"])
+        (adapter_section(observed, n, s, a, r, lock_dir) for n, s, a, r in observed.adapters),
+        key=lambda s: str(s["name"]),
     )
     return {
         "lock-version": LOCK_VERSION,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from lora_lock.checker import input_finding
@@ -21,7 +21,7 @@ from lora_lock.observe import (
     observe,
     tokenizer_section,
 )
-from lora_lock.sources import Resolved
+from lora_lock.sources import locked_source
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -46,22 +46,6 @@ def _short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-def source_dir(lock_dir: Path, source: str, what: str) -> Path:
-    pure = PurePosixPath(source)
-    if pure.is_absolute():
-        raise InputError(
-            f"the lock's {what} source {source!r} is an absolute path; locks store relative paths",
-            hint="regenerate the lock with `lora-lock generate`",
-        )
-    path = lock_dir / Path(*pure.parts)
-    if not path.is_dir():
-        raise InputError(
-            f"the {what} directory {source!r} named by the lock is missing (looked in {path})",
-            hint="run verify from the repository the lock belongs to, or restore the directory",
-        )
-    return path
-
-
 def compare_files(
     category: Category,
     prefix: str,
@@ -72,8 +56,9 @@ def compare_files(
 ) -> list[Finding]:
     """Missing, changed and extra files of one section (every difference listed)."""
     out: list[Finding] = []
+    present = set(present)
     for name, entry in sorted(locked.items()):
-        if not (root / name).exists():
+        if name not in present and not (root / name).exists():
             out.append(
                 Finding(
                     f"{prefix}-FILE-MISSING",
@@ -102,7 +87,7 @@ def compare_files(
                     hint=REGENERATE,
                 )
             )
-    for name in sorted(set(present) - set(locked)):
+    for name in sorted(present - set(locked)):
         out.append(
             Finding(
                 f"{prefix}-FILE-EXTRA",
@@ -193,7 +178,7 @@ def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: P
         Category.TOKENIZER,
         "TOKENIZER",
         locked["files"],
-        observed.tokenizer_root,
+        observed.tokenizer_source.path,
         now["files"],
         observed.tokenizer.files if observed.tokenizer else (),
     )
@@ -254,11 +239,11 @@ def _adapter_findings(
     locked: Mapping[str, Any], observed: Observed, lock_dir: Path, cats: Collection[Category]
 ) -> list[Finding]:
     name = locked["name"]
-    match = next(((a, r) for n, a, r in observed.adapters if n == name), None)
+    match = next(((s, a, r) for n, s, a, r in observed.adapters if n == name), None)
     if match is None:
         return []
-    adapter, result = match
-    now = adapter_section(observed, name, adapter, result, lock_dir)
+    source, adapter, result = match
+    now = adapter_section(observed, name, source, adapter, result, lock_dir)
     out: list[Finding] = []
     if Category.ADAPTER in cats:
         out += [
@@ -379,6 +364,7 @@ def verify(
     skip: Collection[Category] = (),
     adapters: Collection[str] | None = None,
     allow_symlinks: bool = False,
+    deep: bool = False,
     progress: Progress | None = None,
 ) -> Report:
     """Re-check everything the lock pins. Unusable input becomes ``input`` findings (exit 2 unless drift found)."""
@@ -409,7 +395,7 @@ def verify(
         findings += environment_findings(lock["environment"])
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
     if file_cats & set(ran):
-        findings += _world_findings(lock, path.parent, locked_adapters, ran, allow_symlinks, progress)
+        findings += _world_findings(lock, path.parent, locked_adapters, ran, allow_symlinks, progress, deep)
     return Report.build(
         findings, ran=ran, skipped=[c for c in Category if c not in ran and c is not Category.INPUT], title=title
     )
@@ -422,16 +408,16 @@ def _world_findings(
     ran: Collection[Category],
     allow_symlinks: bool,
     progress: Progress | None,
+    deep: bool = False,
 ) -> list[Finding]:
     try:
-        base = Resolved(spec=lock["base"]["source"], path=source_dir(lock_dir, lock["base"]["source"], "base"))
-        tok = Resolved(
-            spec=lock["tokenizer"]["source"], path=source_dir(lock_dir, lock["tokenizer"]["source"], "tokenizer")
-        )
-        sources = [
-            (a["name"], Resolved(spec=a["source"], path=source_dir(lock_dir, a["source"], "adapter")))
-            for a in locked_adapters
-        ]
+        base = locked_source(lock["base"], lock_dir, "base", deep=deep)
+        tok_fields = lock["tokenizer"]
+        same = {k: tok_fields.get(k) for k in ("source", "repo", "revision")} == {
+            k: lock["base"].get(k) for k in ("source", "repo", "revision")
+        }
+        tok = base if same else locked_source(tok_fields, lock_dir, "tokenizer", deep=deep)
+        sources = [(a["name"], locked_source(a, lock_dir, "adapter", deep=deep)) for a in locked_adapters]
     except InputError as exc:
         return [input_finding(exc)]
     sections = {"base": Category.BASE, "tokenizer": Category.TOKENIZER}
@@ -442,7 +428,13 @@ def _world_findings(
 
     try:
         observed = observe(
-            base, sources, tokenizer_source=tok, allow_symlinks=allow_symlinks, hash_selected=wanted, progress=progress
+            base,
+            sources,
+            tokenizer_source=tok,
+            allow_symlinks=allow_symlinks,
+            deep=deep,
+            hash_selected=wanted,
+            progress=progress,
         )
     except InputError as exc:
         # A locked file that vanished or broke is drift; say that first, then why nothing more could be read.

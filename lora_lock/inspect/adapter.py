@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError
-from lora_lock.inspect.checkpoint import read_json
+from lora_lock.inspect.checkpoint import Remote, read_json
 from lora_lock.inspect.safetensors_header import Header, read_header
 
 CONFIG_NAME = "adapter_config.json"
@@ -211,7 +211,7 @@ class Adapter:
     weights: Header | None  # None: a config-only adapter (no weights file at all)
 
 
-def read_adapter(root: Path, *, require_weights: bool = True) -> Adapter:
+def read_adapter(root: Path, *, require_weights: bool = True, remote: Remote | None = None) -> Adapter:
     """Read an adapter directory, refusing pickle-only adapters (lora-lock never unpickles)."""
     if not root.is_dir():
         raise InputError(f"{root}: adapter directory not found")
@@ -223,6 +223,8 @@ def read_adapter(root: Path, *, require_weights: bool = True) -> Adapter:
         )
     config = read_adapter_config(config_path)
     weights_path = root / WEIGHTS_NAME
+    if not weights_path.is_file() and remote is not None and WEIGHTS_NAME in remote.names:
+        return Adapter(root=root, config=config, weights=remote.header(WEIGHTS_NAME))
     if not weights_path.is_file():
         if (root / PICKLE_WEIGHTS_NAME).is_file():
             raise InputError(

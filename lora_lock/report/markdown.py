@@ -8,7 +8,7 @@ from lora_lock.models import Category, Finding, Report, Severity, Status
 MAX_BYTES = 900_000
 _ICON = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 _STATUS = {
-    Status.PASS: "✅ **pass**: nothing drifted",
+    Status.PASS: "✅ **pass**: no problem found",
     Status.FAIL: "❌ **fail**: drift or incompatibility found",
     Status.ERROR: "⛔ **error**: unusable input",
 }

@@ -14,7 +14,7 @@ _STATE_STYLE = {
     CheckState.SKIPPED: "dim",
 }
 _STATUS_TEXT = {
-    Status.PASS: ("[bold green]PASS[/]", "nothing drifted"),
+    Status.PASS: ("[bold green]PASS[/]", "no problem found"),
     Status.FAIL: ("[bold red]FAIL[/]", "drift or incompatibility found"),
     Status.ERROR: ("[bold magenta]ERROR[/]", "unusable input; nothing could be concluded"),
 }

@@ -1,28 +1,61 @@
-"""Where bases and adapters come from. A source spec is a local directory or, later, a Hub ``repo@revision``."""
+"""Where bases and adapters come from: a local directory, or a Hub repo id with an optional ``@revision``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
-from lora_lock.errors import SourceError
+from lora_lock.errors import InputError, SourceError
+from lora_lock.hashing import FileDigest
+from lora_lock.inspect.checkpoint import Remote
+
+if TYPE_CHECKING:
+    from lora_lock.sources.hub import HubSnapshot
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """A source made concrete: the local directory holding its files, and how to name it in a lock."""
+    """A source made concrete.
+
+    ``path`` holds the files available locally (for a Hub source: the cache snapshot with the small files);
+    ``remote`` reads the headers of files that are not local; ``known`` holds digests proven without reading
+    bytes (Hub LFS metadata, or cache blob names); ``contain`` is the directory symlinks may point into.
+    """
 
     spec: str
     path: Path
     repo_id: str | None = None
     revision: str | None = None
     ref: str | None = None
+    remote: Remote | None = None
+    known: Mapping[str, FileDigest] = field(default_factory=dict)
+    contain: Path | None = None
+    hub: HubSnapshot | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
         if self.repo_id:
             return f"{self.repo_id}@{self.revision[:12]}" if self.revision else self.repo_id
         return str(self.path)
+
+    def lock_fields(self, lock_dir: Path) -> dict[str, Any]:
+        """How the lock names this source: a relative path, or repo + resolved commit (+ the ref, for info)."""
+        if self.repo_id is not None:
+            out: dict[str, Any] = {"repo": self.repo_id, "revision": self.revision}
+            if self.ref:
+                out["ref"] = self.ref
+            return out
+        return {"source": posix_relative(self.path, lock_dir)}
+
+
+def posix_relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` in POSIX form (the lock never stores absolute paths)."""
+    import os
+
+    rel = os.path.relpath(path.resolve(), start.resolve())
+    return PurePosixPath(*Path(rel).parts).as_posix() if rel != "." else "."
 
 
 def resolve_local(spec: str | Path, *, relative_to: Path | None = None, what: str = "source") -> Resolved:
@@ -36,5 +69,78 @@ def resolve_local(spec: str | Path, *, relative_to: Path | None = None, what: st
             return Resolved(spec=str(spec), path=candidate)
     raise SourceError(
         f"{what} {str(spec)!r} is not a local directory",
-        hint="pass a directory holding the model's files (Hub repo ids are resolved by the Hub source layer)",
+        hint="pass a directory holding the model's files, or a Hub repo id such as org/name@main",
     )
+
+
+def from_snapshot(spec: str, snap: HubSnapshot, *, trust_cache_names: bool = True) -> Resolved:
+    return Resolved(
+        spec=spec,
+        path=snap.snapshot_dir,
+        repo_id=snap.repo_id,
+        revision=snap.commit,
+        ref=snap.ref,
+        remote=snap.remote(),
+        known=snap.known_digests(trust_cache_names=trust_cache_names),
+        contain=snap.repo_dir,
+        hub=snap,
+    )
+
+
+def resolve(
+    spec: str | Path,
+    *,
+    relative_to: Path | None = None,
+    what: str = "source",
+    token: str | bool | None = None,
+    offline: bool | None = None,
+) -> Resolved:
+    """A local directory if one exists at ``spec``; otherwise a Hub repo id (``org/name[@revision]``)."""
+    text = str(spec)
+    try:
+        return resolve_local(spec, relative_to=relative_to, what=what)
+    except SourceError:
+        from lora_lock.sources.hub import looks_like_repo_id, resolve_hub
+
+        if not looks_like_repo_id(text) or text.startswith((".", "/", "~")):
+            raise
+    snap = resolve_hub(text, token=token, offline=offline)
+    return from_snapshot(text, snap)
+
+
+def locked_source(
+    fields: Mapping[str, Any],
+    lock_dir: Path,
+    what: str,
+    *,
+    deep: bool = False,
+    token: str | bool | None = None,
+    offline: bool | None = None,
+) -> Resolved:
+    """The source a lock names, found again: a directory relative to the lock, or the pinned Hub commit
+    (from the cache when it is there; else from the Hub, metadata and small files only)."""
+    if "repo" in fields:
+        from lora_lock.sources.hub import is_offline, resolve_cached, resolve_online
+
+        repo, commit = str(fields["repo"]), str(fields["revision"])
+        try:
+            snap = resolve_cached(repo, commit)
+        except SourceError:
+            if offline if offline is not None else is_offline():
+                raise
+            snap = resolve_online(repo, commit, token=token)
+        return from_snapshot(f"{repo}@{commit}", snap, trust_cache_names=not deep)
+    source = str(fields["source"])
+    pure = PurePosixPath(source)
+    if pure.is_absolute() or source.startswith("\\"):
+        raise InputError(
+            f"the lock's {what} source {source!r} is an absolute path; locks store relative paths",
+            hint="regenerate the lock with `lora-lock generate`",
+        )
+    path = lock_dir / Path(*pure.parts)
+    if not path.is_dir():
+        raise InputError(
+            f"the {what} directory {source!r} named by the lock is missing (looked in {path})",
+            hint="run verify from the repository the lock belongs to, or restore the directory",
+        )
+    return Resolved(spec=source, path=path)

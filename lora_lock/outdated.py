@@ -1,0 +1,151 @@
+"""``outdated``: has a Hub ref the lock was resolved from moved to another commit since?
+
+Tags and branches move; the lock pins commits. This reports, for each Hub source locked from a ref, whether the
+ref now points elsewhere and what changed there (file digests from Hub metadata, config facts), without
+downloading weights. Meant for a scheduled CI job: exit 1 when something moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from lora_lock.checker import input_finding
+from lora_lock.errors import InputError
+from lora_lock.hashing import hash_file
+from lora_lock.inspect.model_config import read_model_facts
+from lora_lock.lockfile import read
+from lora_lock.models import Category, Finding, Report, Severity
+
+
+def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mapping[str, Any]]]:
+    if "repo" in lock["base"]:
+        yield Category.BASE, "base", lock["base"]
+    tok = lock["tokenizer"]
+    if "repo" in tok and (tok.get("repo"), tok.get("revision")) != (
+        lock["base"].get("repo"),
+        lock["base"].get("revision"),
+    ):
+        yield Category.TOKENIZER, "tokenizer", tok
+    for adapter in lock["adapter"]:
+        if "repo" in adapter:
+            yield Category.ADAPTER, f"adapter {adapter['name']}", adapter
+
+
+def _short(commit: str | None) -> str:
+    return (commit or "?")[:12]
+
+
+def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Finding]:
+    from lora_lock.sources.hub import resolve_online
+
+    repo, locked, ref = section["repo"], section["revision"], section.get("ref")
+    if not ref:
+        return [
+            Finding(
+                "SOURCE-PINNED",
+                category,
+                Severity.INFO,
+                f"{what} {repo} was locked from a commit, not a branch or tag: nothing can move",
+                subject=repo,
+                actual=locked,
+            )
+        ]
+    locked_files: Mapping[str, Any] = section.get("files", {})
+    small = [n for n in locked_files if n.endswith((".json", ".txt", ".model", ".jinja"))]
+    snap = resolve_online(repo, ref, want=small)
+    if snap.commit == locked:
+        return []
+    out = [
+        Finding(
+            f"{category.value.upper()}-MOVED",
+            category,
+            Severity.ERROR,
+            f"{what} {repo}: {ref} moved {_short(locked)} → {_short(snap.commit)} since the lock was generated",
+            subject=repo,
+            expected=locked,
+            actual=snap.commit,
+            hint=f"review the upstream change; to adopt it, run `lora-lock generate` with {repo}@{ref} and verify "
+            "the adapter (and its effect) again",
+        )
+    ]
+    now: dict[str, str] = {}
+    for name, meta in snap.files.items():
+        if meta.sha256:
+            now[name] = f"sha256:{meta.sha256}"
+        elif (snap.snapshot_dir / name).is_file():
+            now[name] = hash_file(snap.snapshot_dir / name).digest
+    for name in sorted(set(locked_files) | (set(now) & set(locked_files))):
+        old = locked_files[name]["digest"]
+        new = now.get(name)
+        if new is None and name in snap.files:
+            continue  # a small file we did not fetch: its change, if any, shows in the others
+        if new != old:
+            out.append(
+                Finding(
+                    f"{category.value.upper()}-FILE-CHANGED",
+                    category,
+                    Severity.WARNING,
+                    f"{what} {repo}: {name} {'removed' if new is None else 'changed'} at {ref}",
+                    subject=name,
+                    expected=old,
+                    actual=new or "absent",
+                )
+            )
+    for name in sorted(n for n in snap.files if n.endswith(".safetensors") and n not in locked_files):
+        out.append(
+            Finding(
+                f"{category.value.upper()}-FILE-EXTRA",
+                category,
+                Severity.WARNING,
+                f"{what} {repo}: {name} added at {ref}",
+                subject=name,
+            )
+        )
+    config = snap.snapshot_dir / "config.json"
+    if "config" in section and config.is_file():
+        facts = read_model_facts(config).identity()
+        for key in sorted(set(facts) | set(section["config"])):
+            if facts.get(key) != section["config"].get(key):
+                out.append(
+                    Finding(
+                        "BASE-CONFIG",
+                        category,
+                        Severity.WARNING,
+                        f"{what} {repo}: {key} {section['config'].get(key)} → {facts.get(key)} at {ref}",
+                        subject=key,
+                        expected=str(section["config"].get(key)),
+                        actual=str(facts.get(key)),
+                    )
+                )
+    return out
+
+
+def outdated(lockfile: str | Path = "lora.lock") -> Report:
+    """Check every Hub source of the lock against the ref it was resolved from (needs the network)."""
+    path = Path(lockfile)
+    title = f"lora-lock outdated {path.name}"
+    try:
+        lock = read(path)
+    except InputError as exc:
+        return Report.build([input_finding(exc)], ran=(), title=title)
+    findings: list[Finding] = []
+    ran: set[Category] = set()
+    sources = list(_hub_sources(lock))
+    if not sources:
+        findings.append(
+            Finding(
+                "SOURCE-LOCAL",
+                Category.BASE,
+                Severity.INFO,
+                "the lock has no Hub sources; local directories cannot move under you",
+            )
+        )
+    for category, what, section in sources:
+        ran.add(category)
+        try:
+            findings += _moved(category, what, section)
+        except InputError as exc:
+            findings.append(input_finding(exc))
+    return Report.build(findings, ran=sorted(ran, key=list(Category).index), title=title)

@@ -1,0 +1,1 @@
+"""The only layer that imports torch, transformers models and peft."""
