@@ -351,7 +351,8 @@ def fit(
         findings += _unmatched_findings(unmatched, lora, modules, alignment, facts)
         untrained = [p for p in targeted if p not in lora_paths] if lora else []
         if untrained:
-            findings.append(_untrained_finding(untrained))
+            leaves = {p.rpartition(".")[2] for p in unmatched}
+            findings.append(_untrained_finding(untrained, any(p.rpartition(".")[2] in leaves for p in untrained)))
     else:
         for path in targeted:
             base = modules[to_base(path, alignment)]
@@ -622,6 +623,15 @@ def _unmatched_hint(
     if layers and n_layers is not None and min(layers) >= n_layers:
         return f"the adapter was trained on a base with at least {max(layers) + 1} layers; this base has {n_layers}"
     parent = to_base(paths[0].rpartition(".")[0], alignment)
+    renamed = _renamed_as(paths[0], modules, alignment)
+    if renamed is not None:
+        old = to_base(paths[0], alignment).split(".")
+        new = renamed.split(".")
+        change = ", ".join(f"`{a}` → `{b}`" for a, b in zip(old, new, strict=False) if a != b) or "paths differ"
+        return (
+            f"modules were renamed ({change}); the base has them under the new names: another transformers "
+            "release or architecture variant than the adapter's base"
+        )
     siblings = sorted({m.rpartition(".")[2] for m in modules if m.rpartition(".")[0] == parent})
     if siblings:
         return (
@@ -631,7 +641,15 @@ def _unmatched_hint(
     return "this base has no such modules: the adapter was trained on another architecture"
 
 
-def _untrained_finding(untrained: list[str]) -> Finding:
+def _renamed_as(path: str, modules: dict[str, BaseModule], alignment: tuple[str, str]) -> str | None:
+    """A base module with the same leaf name and layer index as ``path`` but another parent, if exactly one."""
+    leaf = path.rpartition(".")[2]
+    layers = layer_indices(path)
+    candidates = [m for m in modules if m.rpartition(".")[2] == leaf and layer_indices(m) == layers]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _untrained_finding(untrained: list[str], renamed: bool) -> Finding:
     by_pattern: dict[str, list[str]] = defaultdict(list)
     for path in untrained:
         by_pattern[pattern_of(path)].append(path)
@@ -645,7 +663,10 @@ def _untrained_finding(untrained: list[str]) -> Finding:
         subject=next(iter(sorted(by_pattern))) if len(by_pattern) == 1 else None,
         expected="trained weights for every targeted module",
         actual=f"{len(untrained)} without weights",
-        hint="the base has more layers or other modules than the adapter's base; use the base it was trained on",
+        hint="the adapter's tensors for these modules are saved under other names (renamed modules), so they "
+        "are not loaded"
+        if renamed
+        else "the base has more layers or other modules than the adapter's base; use the base it was trained on",
     )
 
 

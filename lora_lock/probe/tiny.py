@@ -139,7 +139,8 @@ def train_bpe_tokenizer(out_dir: str | Path, vocab_size: int = 1000, corpus: Ite
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
     )
 
-    fast = PreTrainedTokenizerFast(
+    fast_class: Any = PreTrainedTokenizerFast  # untyped constructor
+    fast = fast_class(
         tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD, model_max_length=256
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -174,10 +175,10 @@ def _tokenizer_facts(tokenizer_dir: Path) -> tuple[int, int, int, int]:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    ids = [tok.token_to_id(t) for t in (BOS, EOS, PAD)]
-    if any(i is None for i in ids):
+    bos, eos, pad = (tok.token_to_id(t) for t in (BOS, EOS, PAD))
+    if bos is None or eos is None or pad is None:
         raise ValueError(f"{tokenizer_dir}: the tokenizer lacks one of {BOS}, {EOS}, {PAD}")
-    return tok.get_vocab_size(with_added_tokens=True), ids[0], ids[1], ids[2]
+    return tok.get_vocab_size(with_added_tokens=True), bos, eos, pad
 
 
 def copy_tokenizer(tokenizer_dir: str | Path, out_dir: str | Path) -> None:
@@ -205,7 +206,8 @@ def _seeded(seed: int) -> Iterator[None]:
 def _save_model(model: Any, out: Path, tokenizer_dir: Path, bos: int, eos: int, pad: int) -> Path:
     from transformers import GenerationConfig
 
-    model.generation_config = GenerationConfig(
+    generation_class: Any = GenerationConfig  # untyped constructor
+    model.generation_config = generation_class(
         bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, do_sample=False, max_new_tokens=16
     )
     model.eval()
@@ -312,7 +314,7 @@ def load_causal_lm(base_dir: str | Path, dtype: str = "float32") -> Any:
     """Load a local base with ``AutoModelForCausalLM`` (local files only, no remote code), in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         str(base_dir), dtype=_torch_dtype(dtype), local_files_only=True, trust_remote_code=False
     )
     model.eval()
@@ -374,6 +376,7 @@ def train_lora(
     targets: list[str] | str = target_modules if isinstance(target_modules, str) else list(target_modules)
     if fan_in_fan_out is None:
         fan_in_fan_out = _conv1d_targets(model, targets)
+    init: Any = init_lora_weights  # peft types it as a Literal of method names
     config = LoraConfig(
         task_type="CAUSAL_LM",
         r=r,
@@ -385,7 +388,7 @@ def train_lora(
         alpha_pattern=dict(alpha_pattern or {}),
         use_dora=use_dora,
         use_rslora=use_rslora,
-        init_lora_weights=init_lora_weights,
+        init_lora_weights=init,
         fan_in_fan_out=fan_in_fan_out,
     )
     ids = encode(base, text)[:, :max_tokens]
@@ -419,7 +422,7 @@ def adapter_kl(base_dir: str | Path, adapter_dir: str | Path, prompt: str = "The
     import torch
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_causal_lm(base_dir), str(adapter_dir), is_trainable=False)
+    model: Any = PeftModel.from_pretrained(load_causal_lm(base_dir), str(adapter_dir), is_trainable=False)
     model.eval()
     ids = encode(base_dir, prompt)
     with torch.no_grad():
