@@ -6,6 +6,7 @@ Public API (each returns data; nothing here prints, reads the environment or exi
 - :func:`generate` — write ``lora.lock`` for adapters over one base.
 - :func:`verify` — re-check a lock; returns a :class:`Report` (``report.status.exit_code`` is 0 / 1 / 2).
 - :func:`diff` — what changed between two locks.
+- :func:`guard` — the serving start-up check: raises :class:`LockViolation` when the lock does not hold.
 
 Submodules load on first use, so ``import lora_lock`` stays cheap on the static path.
 """
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from lora_lock.diff import diff
     from lora_lock.errors import InputError, LockfileError, LoraLockError, SourceError
     from lora_lock.generate import GenerateResult, generate
+    from lora_lock.guard import LockViolation, guard
     from lora_lock.models import Category, Finding, Report, Severity, Status
     from lora_lock.verify import verify
 
@@ -31,6 +33,8 @@ _EXPORTS = {
     "generate": "lora_lock.generate",
     "GenerateResult": "lora_lock.generate",
     "verify": "lora_lock.verify",
+    "guard": "lora_lock.guard",
+    "LockViolation": "lora_lock.guard",
     "InputError": "lora_lock.errors",
     "LockfileError": "lora_lock.errors",
     "LoraLockError": "lora_lock.errors",
@@ -47,6 +51,7 @@ __all__ = [
     "Finding",
     "GenerateResult",
     "InputError",
+    "LockViolation",
     "LockfileError",
     "LoraLockError",
     "Report",
@@ -57,6 +62,7 @@ __all__ = [
     "check",
     "diff",
     "generate",
+    "guard",
     "verify",
 ]
 

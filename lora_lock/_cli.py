@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from lora_lock._version import __version__
@@ -133,6 +134,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return _emit(report, args, source=args.lockfile)
 
 
+def _cmd_list(args: argparse.Namespace) -> int:
+    from lora_lock.fleet import adapter_names, matrix_json
+
+    if args.format == "json":
+        sys.stdout.write(matrix_json(args.lockfile))
+    else:
+        sys.stdout.write("".join(f"{name}\n" for name in adapter_names(args.lockfile)))
+    return 0
+
+
+def _cmd_export_env(args: argparse.Namespace) -> int:
+    from lora_lock.fleet import constraints
+    from lora_lock.lockfile import write_atomic
+
+    text = constraints(args.lockfile)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        write_atomic(Path(args.output), text)
+        print(f"lora-lock: wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _cmd_outdated(args: argparse.Namespace) -> int:
     from lora_lock.outdated import outdated
 
@@ -214,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lockfile", nargs="?", default="lora.lock", help="the lock (default: lora.lock)")
     p.add_argument("--format", choices=formats, default="text")
     p.set_defaults(func=_cmd_outdated)
+
+    p = sub.add_parser("list", help="the adapters of a lock (one per line, or a CI matrix with --format json)")
+    p.add_argument("lockfile", nargs="?", default="lora.lock")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("export-env", help="pip constraints pinning the lock's environment (for containers)")
+    p.add_argument("lockfile", nargs="?", default="lora.lock")
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p.set_defaults(func=_cmd_export_env)
 
     p = sub.add_parser("diff", help="what changed between two locks; exit 1 when they differ")
     p.add_argument("old")

@@ -28,6 +28,8 @@ HASHING = {
     "files": f"{ALGORITHM} of each file's full bytes, streamed",
     "tokenizer-fingerprint": FINGERPRINT_SCHEME,
 }
+#: The digest of a file compared by size only (``verify(hash_weights=False)``, the serving guard's fast path).
+UNHASHED = ""
 BASE_EXTRA_FILES = ("config.json", "generation_config.json")
 
 
@@ -93,6 +95,7 @@ def observe(
     allow_symlinks: bool = False,
     deep: bool = False,
     hash_selected: Callable[[tuple[str, str]], bool] = lambda _: True,
+    size_only: Callable[[tuple[str, str]], bool] = lambda _: False,
     progress: Progress | None = None,
 ) -> Observed:
     """Read every source. Digests proven without reading (``source.known``) are used unless ``deep``."""
@@ -118,6 +121,9 @@ def observe(
         known = None if deep else source.known.get(key[1])
         if known is not None:
             digests[key] = known
+        elif size_only(key):
+            path = checked_file(source, key[1], allow_symlinks=allow_symlinks)
+            digests[key] = FileDigest(UNHASHED, path.stat().st_size)
         else:
             to_hash[key] = checked_file(source, key[1], allow_symlinks=allow_symlinks)
     by_path = hash_files(sorted(set(to_hash.values())), progress=progress)

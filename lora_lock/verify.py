@@ -13,6 +13,7 @@ from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versi
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import (
+    UNHASHED,
     Observed,
     adapter_file_names,
     adapter_section,
@@ -73,6 +74,8 @@ def compare_files(
             )
             continue
         now = current.get(name)
+        if now is not None and now["digest"] == UNHASHED:  # fast path: size only
+            now = {"digest": entry["digest"], "size": now["size"]}
         if now is not None and (now["digest"] != entry["digest"] or now["size"] != entry["size"]):
             out.append(
                 Finding(
@@ -365,6 +368,7 @@ def verify(
     adapters: Collection[str] | None = None,
     allow_symlinks: bool = False,
     deep: bool = False,
+    hash_weights: bool = True,
     progress: Progress | None = None,
 ) -> Report:
     """Re-check everything the lock pins. Unusable input becomes ``input`` findings (exit 2 unless drift found)."""
@@ -395,7 +399,19 @@ def verify(
         findings += environment_findings(lock["environment"])
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
     if file_cats & set(ran):
-        findings += _world_findings(lock, path.parent, locked_adapters, ran, allow_symlinks, progress, deep)
+        findings += _world_findings(
+            lock, path.parent, locked_adapters, ran, allow_symlinks, progress, deep, hash_weights
+        )
+        if not hash_weights and Category.BASE in ran:
+            findings.append(
+                Finding(
+                    "BASE-SIZE-ONLY",
+                    Category.BASE,
+                    Severity.INFO,
+                    "base weight files were compared by size (and headers, via the compat check), not re-hashed",
+                    hint="run a full `lora-lock verify` (in CI) to prove the weight bytes",
+                )
+            )
     return Report.build(
         findings, ran=ran, skipped=[c for c in Category if c not in ran and c is not Category.INPUT], title=title
     )
@@ -409,6 +425,7 @@ def _world_findings(
     allow_symlinks: bool,
     progress: Progress | None,
     deep: bool = False,
+    hash_weights: bool = True,
 ) -> list[Finding]:
     try:
         base = locked_source(lock["base"], lock_dir, "base", deep=deep)
@@ -434,6 +451,9 @@ def _world_findings(
             allow_symlinks=allow_symlinks,
             deep=deep,
             hash_selected=wanted,
+            size_only=(lambda key: key[0] == "base" and key[1].endswith(".safetensors"))
+            if not hash_weights
+            else (lambda key: False),
             progress=progress,
         )
     except InputError as exc:

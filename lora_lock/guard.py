@@ -1,0 +1,47 @@
+"""The serving guard: refuse to serve an adapter whose lock does not hold.
+
+Meant for a serving process's start-up (PEFT/transformers, vLLM multi-LoRA, TGI): the static and fast checks
+(configs, tokenizer, adapter files, compat, environment; base weights by size and header) in well under a second
+for local files, raising a typed error that carries the full report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+
+from lora_lock.errors import LoraLockError
+from lora_lock.models import Category, Report, Severity, Status
+from lora_lock.verify import STATIC_CATEGORIES, verify
+
+
+class LockViolation(LoraLockError):
+    """The lock does not hold. ``report`` has every finding; ``str()`` names the first errors."""
+
+    def __init__(self, report: Report) -> None:
+        errors = [f for f in report.findings if f.severity is Severity.ERROR]
+        head = "; ".join(f"{f.code}: {f.message}" for f in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        super().__init__(
+            f"lora-lock: the lock does not hold ({report.status.value}): {head}{more}",
+            hint="run `lora-lock verify` for the full report",
+        )
+        self.report = report
+
+
+def guard(
+    lockfile: str | Path = "lora.lock",
+    *,
+    adapters: Collection[str] | None = None,
+    categories: Collection[Category] = STATIC_CATEGORIES,
+    hash_weights: bool = False,
+) -> Report:
+    """Verify the lock's static tier; return the report when it holds, raise :class:`LockViolation` otherwise.
+
+    ``adapters`` limits the check to the named adapters (a server loading one of many). Base weights are compared
+    by size unless ``hash_weights`` (full hashing costs about a second per 1.5 GB per core).
+    """
+    report = verify(lockfile, only=categories, adapters=adapters, hash_weights=hash_weights)
+    if report.status is not Status.PASS:
+        raise LockViolation(report)
+    return report
