@@ -88,10 +88,34 @@ class _Progress:
             self.bar.stop()
 
 
+class _Steps:
+    """A rich progress bar on stderr for the probe and golden set (terminal only)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("probing", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from lora_lock.generate import generate
 
-    progress = _Progress()
+    progress, steps = _Progress(), _Steps()
     try:
         result = generate(
             args.adapter,
@@ -100,10 +124,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             tokenizer=args.tokenizer,
             allow_symlinks=args.allow_symlinks,
             download=args.download,
+            probe=args.probe,
+            probe_prompts=args.probe_prompts,
+            device=args.device,
+            dtype=args.dtype,
+            golden=args.golden,
             progress=progress,
+            probe_step=steps,
         )
     finally:
         progress.close()
+        steps.close()
     if not result.written and result.lock is None:
         print(f"lora-lock: not writing {result.path}: the adapter does not fit the base", file=sys.stderr)
         return _emit(result.report, args)
@@ -118,7 +149,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from lora_lock.verify import verify
 
-    progress = _Progress()
+    progress, steps = _Progress(), _Steps()
     try:
         report = verify(
             args.lockfile,
@@ -127,10 +158,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             adapters=args.adapter or None,
             allow_symlinks=args.allow_symlinks,
             deep=args.deep,
+            device=args.device,
+            max_nfr=args.max_nfr,
             progress=progress,
+            probe_step=steps,
         )
     finally:
         progress.close()
+        steps.close()
     return _emit(report, args, source=args.lockfile)
 
 
@@ -215,6 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="download Hub weights into the cache and hash them (default: digests from Hub metadata, no download)",
     )
+    p.add_argument(
+        "--probe",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="record the adapter-effect probe (default: on when torch, transformers and peft are installed)",
+    )
+    p.add_argument("--probe-prompts", metavar="FILE", help="probe prompts: one per line, or JSONL with `prompt`")
+    p.add_argument("--golden", metavar="FILE", help="golden dataset (JSONL) whose per-item results to lock")
+    p.add_argument("--device", default="auto", help="device for the probe: auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="dtype for the probe (auto: float32 on CPU, bfloat16 on CUDA)",
+    )
     p.set_defaults(func=_cmd_generate)
 
     cats = ",".join(c.value for c in Category if c is not Category.INPUT)
@@ -231,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep",
         action="store_true",
         help="re-hash every byte, also of Hub cache files whose blob names already prove their digest",
+    )
+    p.add_argument("--device", default="auto", help="device for the effect probe: auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--max-nfr",
+        type=float,
+        metavar="RATE",
+        help="golden set: highest allowed negative flip rate, 0..1 (default 0.01)",
     )
     p.set_defaults(func=_cmd_verify)
 

@@ -12,8 +12,9 @@ from lora_lock.errors import InputError
 from lora_lock.hashing import Progress
 from lora_lock.inspect.adapter import read_adapter
 from lora_lock.lockfile import dumps, write_atomic
-from lora_lock.models import Category, Report, Severity
-from lora_lock.observe import build_lock, observe
+from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.observe import Observed, build_lock, observe
+from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
 from lora_lock.sources import Resolved, resolve
 
 GENERATE_CATEGORIES = (
@@ -62,7 +63,13 @@ def generate(
     tokenizer: str | Path | None = None,
     allow_symlinks: bool = False,
     download: bool = False,
+    probe: bool | None = None,
+    probe_prompts: str | Path | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    golden: str | Path | None = None,
     progress: Progress | None = None,
+    probe_step: Step | None = None,
 ) -> GenerateResult:
     """Lock ``adapters`` over ``base`` into ``output``.
 
@@ -71,6 +78,10 @@ def generate(
     ``download=True`` the files are fetched into the cache and hashed. Refuses to write (status fail) when an
     adapter does not fit the base: a lock of a broken pairing protects nothing. Unusable input raises
     :class:`InputError`.
+
+    ``probe`` (default: on when torch, transformers and peft are installed) loads the base once with every
+    adapter and records the adapter-effect fingerprints (``[probe]`` + a sidecar file next to the lock);
+    ``golden`` (a JSONL file) records per-item correctness for the golden-set gate.
     """
     out = Path(output)
     if not adapters:
@@ -91,6 +102,7 @@ def generate(
     if not out.parent.is_dir():
         raise InputError(f"{out}: the directory {out.parent} does not exist")
 
+    run_probe = probe_enabled(probe) or golden is not None
     observed = observe(
         base_source,
         list(zip(adapter_names(sources), sources, strict=True)),
@@ -102,8 +114,101 @@ def generate(
     if any(f.severity is Severity.ERROR for f in report.findings):
         return GenerateResult(path=out, report=report, written=False, lock=None)
     lock = build_lock(observed, out.parent)
+    sidecar: tuple[Path, str] | None = None
+    findings = list(report.findings)
+    if run_probe:
+        section, sidecar, more = behaviour_sections(
+            observed,
+            out,
+            probe=probe_enabled(probe),
+            prompts_file=probe_prompts,
+            golden=golden,
+            device=device,
+            dtype=dtype,
+            step=probe_step,
+        )
+        lock.update(section)
+        findings += more
+        report = Report.build(
+            findings,
+            ran=(*GENERATE_CATEGORIES, *(c for c in (Category.EFFECT, Category.GOLDEN) if c.value in section)),
+            title="lora-lock generate",
+        )
+    old_sidecars = _sidecars(out)
+    if sidecar is not None:
+        write_atomic(sidecar[0], sidecar[1])
     written = write_atomic(out, dumps(lock))
+    keep = sidecar[0].name if sidecar is not None else None
+    for stale in old_sidecars:
+        if stale.name != keep:
+            stale.unlink(missing_ok=True)  # only after the new lock is in place: a crash keeps the old pair valid
     return GenerateResult(path=out, report=report, written=written, lock=lock)
+
+
+def probe_enabled(probe: bool | None) -> bool:
+    """``None`` means: on when the probe stack is installed."""
+    if probe is not None:
+        return probe
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "peft"))
+
+
+def _sidecars(lock_path: Path) -> list[Path]:
+    return sorted(lock_path.parent.glob(f"{lock_path.name}.probe-*.json"))
+
+
+def behaviour_sections(
+    observed: Observed,
+    out: Path,
+    *,
+    probe: bool,
+    prompts_file: str | Path | None,
+    golden: str | Path | None,
+    device: str,
+    dtype: str,
+    step: Step | None,
+) -> tuple[dict[str, Any], tuple[Path, str] | None, list[Finding]]:
+    """Run the probe and the golden set with one model load; return lock sections, the sidecar, findings."""
+    from lora_lock.probe.api import lock_behaviour
+
+    base_dir, tok_dir = probe_dirs(observed.base.source, observed.tokenizer_source)
+    adapters = [(name, source.path) for name, source, _, _ in observed.adapters]
+    result = lock_behaviour(
+        base_dir,
+        tok_dir,
+        adapters,
+        probe=probe,
+        prompts_file=prompts_file,
+        golden=golden,
+        lock_dir=out.parent,
+        device=device,
+        dtype=dtype,
+        step=step,
+    )
+    sections: dict[str, Any] = {}
+    sidecar = None
+    if result.probe is not None:
+        text = sidecar_text(result.probe.sidecar)
+        digest = sidecar_digest(text)
+        name = f"{out.name}.probe-{digest[7:19]}.json"
+        sections["probe"] = {**result.probe.section, "sidecar": name, "sidecar-digest": digest}
+        sidecar = (out.parent / name, text)
+    if result.golden is not None:
+        sections["golden"] = result.golden
+    return sections, sidecar, result.findings
+
+
+def probe_dirs(base: Resolved, tokenizer: Resolved) -> tuple[Path, Path]:
+    """The probe loads real weights: a Hub base must be in the cache (``--download``)."""
+    missing = [n for n in base.known if not (base.path / n).exists()] if base.repo_id else []
+    if missing:
+        raise InputError(
+            f"the effect probe needs the base weights locally, and {base.label} has {len(missing)} file(s) only "
+            "on the Hub",
+            hint="pass --download to fetch them into the cache, or --no-probe for a static lock",
+        )
+    return base.path, tokenizer.path
 
 
 __all__ = ["GenerateResult", "generate", "input_finding"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from lora_lock.observe import (
     observe,
     tokenizer_section,
 )
+from lora_lock.probe.sidecar import Step
 from lora_lock.sources import locked_source
 
 STATIC_CATEGORIES = (
@@ -369,9 +370,16 @@ def verify(
     allow_symlinks: bool = False,
     deep: bool = False,
     hash_weights: bool = True,
+    device: str = "auto",
+    max_nfr: float | None = None,
     progress: Progress | None = None,
+    probe_step: Step | None = None,
 ) -> Report:
-    """Re-check everything the lock pins. Unusable input becomes ``input`` findings (exit 2 unless drift found)."""
+    """Re-check everything the lock pins. Unusable input becomes ``input`` findings (exit 2 unless drift found).
+
+    ``effect`` and ``golden`` run when the lock has a ``[probe]`` / ``[golden]`` section and the probe stack
+    (torch, transformers, peft) is installed; otherwise they are reported as not run, never silently skipped.
+    """
     path = Path(lockfile)
     wanted = set(only) if only else set(Category) - {Category.INPUT}
     cats = [c for c in Category if c in wanted and c not in skip and c is not Category.INPUT]
@@ -381,7 +389,8 @@ def verify(
         return Report.build([input_finding(exc)], ran=(), title="lora-lock verify")
     title = f"lora-lock verify {path.name}"
     findings: list[Finding] = []
-    unsupported = [c for c in cats if c in (Category.EFFECT, Category.GOLDEN) and c.value not in lock]
+    sections = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
+    unsupported = [c for c in cats if c in sections and sections[c] not in lock]
     ran = [c for c in cats if c not in unsupported]
     locked_adapters = list(lock["adapter"])
     if adapters is not None:
@@ -412,9 +421,77 @@ def verify(
                     hint="run a full `lora-lock verify` (in CI) to prove the weight bytes",
                 )
             )
+    behaviour = [c for c in ran if c in (Category.EFFECT, Category.GOLDEN)]
+    if behaviour:
+        more, not_run = _behaviour_findings(lock, path.parent, locked_adapters, behaviour, device, max_nfr, probe_step)
+        findings += more
+        ran = [c for c in ran if c not in not_run]
     return Report.build(
         findings, ran=ran, skipped=[c for c in Category if c not in ran and c is not Category.INPUT], title=title
     )
+
+
+def _behaviour_findings(
+    lock: Mapping[str, Any],
+    lock_dir: Path,
+    locked_adapters: list[Mapping[str, Any]],
+    cats: Sequence[Category],
+    device: str,
+    max_nfr: float | None,
+    step: Step | None,
+) -> tuple[list[Finding], Sequence[Category]]:
+    """The effect probe and the golden set, with one model load (the probe layer imports torch, not us)."""
+    from lora_lock.errors import ProbeUnavailableError
+
+    try:
+        from lora_lock.probe.effect import require_probe_stack
+
+        require_probe_stack()
+        base = locked_source(lock["base"], lock_dir, "base")
+        tok = (
+            locked_source(lock["tokenizer"], lock_dir, "tokenizer")
+            if "source" in lock["tokenizer"] or "repo" in lock["tokenizer"]
+            else base
+        )
+        adapters = [(str(a["name"]), locked_source(a, lock_dir, "adapter").path) for a in locked_adapters]
+        from lora_lock.probe.api import verify_behaviour
+        from lora_lock.probe.golden import DEFAULT_MAX_NFR
+
+        found = verify_behaviour(
+            lock,
+            lock_dir,
+            base.path,
+            tok.path,
+            adapters,
+            effect=Category.EFFECT in cats,
+            golden=Category.GOLDEN in cats,
+            device=device,
+            max_nfr=DEFAULT_MAX_NFR if max_nfr is None else max_nfr,
+            step=step,
+        )
+    except ProbeUnavailableError as exc:
+        return [
+            Finding(
+                f"{c.value.upper()}-NOT-RUN",
+                c,
+                Severity.WARNING,
+                f"the {c.value} checks were not run: {exc.message}",
+                hint=exc.hint,
+            )
+            for c in cats
+        ], cats
+    except InputError as exc:
+        return [
+            Finding(
+                f"{c.value.upper()}-NOT-RUN",
+                c,
+                Severity.WARNING,
+                f"the {c.value} checks could not run: {exc.message}",
+                hint=exc.hint,
+            )
+            for c in cats
+        ] + [input_finding(exc)], cats
+    return found, []
 
 
 def _world_findings(

@@ -1,0 +1,497 @@
+"""What ``generate`` and ``verify`` call: lock-time fingerprints, and verify-time findings against them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_lock.errors import InputError
+from lora_lock.models import Category, Finding, Severity
+from lora_lock.probe import gates
+from lora_lock.probe.effect import ProbeSession, gather, kl, rounded, top_k
+from lora_lock.probe.prompts import prompts_digest
+from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step
+
+DEFAULT_POSITIONS = 16
+DEFAULT_TOP_K = 8
+
+
+@dataclass(frozen=True)
+class ProbeLock:
+    section: dict[str, Any]  # the lock's [probe] table, without the sidecar reference (the caller adds it)
+    sidecar: dict[str, Any]
+    findings: list[Finding]
+
+
+def lock_probe(
+    session: ProbeSession,
+    adapters: Sequence[tuple[str, Path]],
+    prompts: tuple[str, ...],
+    *,
+    positions: int = DEFAULT_POSITIONS,
+    k: int = DEFAULT_TOP_K,
+    step: Step | None = None,
+) -> ProbeLock:
+    runtime = session.runtime()
+    encoded = [session.encode(p) for p in prompts]
+    per_adapter: dict[str, list[dict[str, Any]]] = {}
+    rows: list[dict[str, Any]] = []
+    findings: list[Finding] = []
+    total, done = len(adapters) * len(prompts), 0
+    for name, _ in adapters:
+        prints: list[dict[str, Any]] = []
+        effects, noises, equal = [], [], True
+        for ids in encoded:
+            cont, incremental = session.greedy(name, ids, positions)
+            adapted, base, bitwise = session.passes(name, ids, cont)
+            a_ids, a_lps = top_k(adapted, k)
+            b_ids, b_lps = top_k(base, k)
+            effect, noise = kl(adapted, base), kl(adapted, incremental)
+            effects.append(effect)
+            noises.append(noise)
+            equal = equal and bitwise
+            prints.append(
+                {
+                    "prompt_ids": ids,
+                    "continuation": cont,
+                    "adapted": {"ids": a_ids, "logps": a_lps},
+                    "base": {"ids": b_ids, "logps": b_lps},
+                    "effect_kl": rounded(effect),
+                    "noise_kl": rounded(noise),
+                }
+            )
+            done += 1
+            if step is not None:
+                step(done, total)
+        per_adapter[name] = prints
+        effect = sum(effects) / len(effects)
+        noise = max(noises)
+        rows.append(
+            {
+                "name": name,
+                "effect-kl": rounded(effect),
+                "noise-kl": rounded(noise),
+                "tolerance": rounded(gates.tolerance(noise)),
+            }
+        )
+        if equal or effect <= gates.NONE_KL:
+            findings.append(
+                Finding(
+                    "EFFECT-NONE",
+                    Category.EFFECT,
+                    Severity.WARNING,
+                    f"adapter {name} has no effect on the probe prompts at lock time (KL {effect:.3g})",
+                    subject=name,
+                    hint="is the adapter trained (lora_B all zeros?) and loaded on the right modules?",
+                )
+            )
+    section: dict[str, Any] = {
+        "prompts": len(prompts),
+        "prompts-digest": prompts_digest(prompts),
+        "positions": positions,
+        "top-k": k,
+        "device": runtime.device,
+        "dtype": runtime.dtype,
+        "attn-implementation": runtime.attn_implementation,
+        "torch": runtime.torch,
+        "adapter": rows,
+    }
+    if runtime.cuda:
+        section["cuda"] = runtime.cuda
+    if runtime.gpu:
+        section["gpu"] = runtime.gpu
+    sidecar = {"format": SIDECAR_FORMAT, "prompts": list(prompts), "adapters": per_adapter}
+    return ProbeLock(section=section, sidecar=sidecar, findings=findings)
+
+
+def _finding(
+    code: str,
+    severity: Severity,
+    message: str,
+    subject: str,
+    *,
+    expected: str | None = None,
+    actual: str | None = None,
+    hint: str | None = None,
+) -> Finding:
+    return Finding(
+        code, Category.EFFECT, severity, message, subject=subject, expected=expected, actual=actual, hint=hint
+    )
+
+
+def verify_probe(
+    session: ProbeSession,
+    section: Mapping[str, Any],
+    sidecar: Mapping[str, Any],
+    adapters: Sequence[tuple[str, Path]],
+    *,
+    step: Step | None = None,
+) -> list[Finding]:
+    """Re-run the probe on today's stack and apply the gates (see :mod:`lora_lock.probe.gates`)."""
+    runtime = session.runtime()
+    findings: list[Finding] = []
+    if runtime.device != section["device"]:
+        findings.append(
+            _finding(
+                "EFFECT-DEVICE",
+                Severity.WARNING,
+                f"the probe was locked on {section['device']} and runs on "
+                f"{runtime.device} now: numerics differ, the tolerances were measured on {section['device']}",
+                "device",
+                expected=str(section["device"]),
+                actual=runtime.device,
+                hint="verify on the same kind of device the lock was generated on",
+            )
+        )
+    prompts: list[str] = list(sidecar["prompts"])
+    rows = {r["name"]: r for r in section["adapter"]}
+    total, done = len(adapters) * len(prompts), 0
+    for name, _ in adapters:
+        row = rows.get(name)
+        prints = sidecar["adapters"].get(name)
+        if row is None or prints is None:
+            findings.append(
+                _finding(
+                    "EFFECT-NOT-LOCKED",
+                    Severity.WARNING,
+                    f"adapter {name} has no probe fingerprint in the lock",
+                    name,
+                    hint="regenerate the lock with the probe on",
+                )
+            )
+            continue
+        findings += _verify_adapter(session, name, row, prompts, prints)
+        done += len(prompts)
+        if step is not None:
+            step(done, total)
+    return findings
+
+
+def _verify_adapter(
+    session: ProbeSession, name: str, row: Mapping[str, Any], prompts: list[str], prints: list[Mapping[str, Any]]
+) -> list[Finding]:
+    out: list[Finding] = []
+    tol = float(row["tolerance"])
+    effects, drifts, base_drifts, flips, diverged, retokenized = [], [], [], 0, [], 0
+    equal = True
+    for prompt, fp in zip(prompts, prints, strict=True):
+        ids, cont = list(fp["prompt_ids"]), list(fp["continuation"])
+        if session.encode(prompt) != ids:
+            retokenized += 1
+        greedy, _ = session.greedy(name, ids, len(cont))
+        first = next((i for i, (a, b) in enumerate(zip(greedy, cont, strict=True)) if a != b), None)
+        if first is not None:
+            diverged.append(first)
+        adapted, base, bitwise = session.passes(name, ids, cont)
+        equal = equal and bitwise
+        effects.append(kl(adapted, base))
+        live_a, argmax = gather(adapted, fp["adapted"]["ids"])
+        live_b, _ = gather(base, fp["base"]["ids"])
+        drifts.append(gates.coarse_kl(fp["adapted"]["logps"], live_a))
+        base_drifts.append(gates.coarse_kl(fp["base"]["logps"], live_b))
+        flips += gates.confident_flips(fp["adapted"]["ids"], fp["adapted"]["logps"], argmax)
+    locked_effect = float(row["effect-kl"])
+    effect = sum(effects) / len(effects)
+    drift, base_drift = max(drifts), max(base_drifts)
+    n = len(prompts)
+    if retokenized:
+        out.append(
+            _finding(
+                "EFFECT-TOKENS",
+                Severity.WARNING,
+                f"the tokenizer now encodes {retokenized} of {n} "
+                "probe prompts differently; the probe used the locked token ids",
+                name,
+                hint="see the tokenizer findings: the adapter now sees other ids for the same text",
+            )
+        )
+    if equal or effect <= gates.NONE_KL:
+        out.append(
+            _finding(
+                "EFFECT-NONE",
+                Severity.ERROR,
+                f"adapter {name} has no effect now: adapted and base outputs are "
+                f"{'bitwise identical' if equal else 'identical within ' + format(gates.NONE_KL, 'g')} "
+                f"(locked effect KL {locked_effect:.4g})",
+                name,
+                expected=f"KL {locked_effect:.4g}",
+                actual=f"KL {effect:.3g}",
+                hint="likely causes: the adapter's modules no longer match the base (see compat), the adapter is "
+                "disabled or not loaded, or lora_B is zero",
+            )
+        )
+    elif locked_effect >= gates.MIN_GATED_EFFECT:
+        ratio = effect / locked_effect
+        low, high = gates.RATIO_BAND
+        if not low <= ratio <= high:
+            kind = "reduced" if ratio < low else "amplified"
+            out.append(
+                _finding(
+                    "EFFECT-CHANGED",
+                    Severity.ERROR,
+                    f"adapter {name}'s effect is {kind}: KL(adapted ‖ base) {locked_effect:.4g} → {effect:.4g} "
+                    f"(ratio {ratio:.3g}, allowed {low}–{high})",
+                    name,
+                    expected=f"{locked_effect:.4g}",
+                    actual=f"{effect:.4g}",
+                    hint="a scaling change (lora_alpha, rsLoRA, PEFT's scaling rules) or a partly matched adapter",
+                )
+            )
+    if drift > tol:
+        cause = (
+            "the base or the stack moved too (the base pass drifted)"
+            if base_drift > tol
+            else "the base pass is unchanged, so the adapter itself changed"
+        )
+        out.append(
+            _finding(
+                "EFFECT-DRIFT",
+                Severity.ERROR,
+                f"adapter {name}'s outputs drifted: KL(lock ‖ now) {drift:.3g} > tolerance {tol:.3g}; {cause}",
+                name,
+                expected=f"≤ {tol:.3g}",
+                actual=f"{drift:.3g}",
+                hint="if the change is intended, regenerate the lock and review the behaviour",
+            )
+        )
+    if base_drift > tol:
+        out.append(
+            _finding(
+                "EFFECT-BASE-DRIFT",
+                Severity.WARNING,
+                f"the base pass drifted for adapter {name}: KL(lock ‖ now) {base_drift:.3g} > {tol:.3g} (the base "
+                "weights, dtype, kernels or library versions changed)",
+                name,
+                expected=f"≤ {tol:.3g}",
+                actual=f"{base_drift:.3g}",
+            )
+        )
+    if flips:
+        out.append(
+            _finding(
+                "EFFECT-FLIP",
+                Severity.ERROR,
+                f"adapter {name}: {flips} confident top-1 prediction{'s' if flips != 1 else ''} changed (locked "
+                f"margin ≥ {gates.CONFIDENT_MARGIN} nats)",
+                name,
+                expected="0",
+                actual=str(flips),
+            )
+        )
+    if diverged:
+        out.append(
+            _finding(
+                "EFFECT-GREEDY",
+                Severity.INFO,
+                f"adapter {name}: the greedy continuation now differs on {len(diverged)} of {n} prompts (first at "
+                f"token {min(diverged)}); reported, not gated",
+                name,
+            )
+        )
+    if not out or all(f.severity is not Severity.ERROR for f in out):
+        out.append(
+            _finding(
+                "EFFECT-OK",
+                Severity.INFO,
+                f"adapter {name}: effect KL {effect:.4g} (locked {locked_effect:.4g}), drift {drift:.2g} ≤ {tol:.2g}",
+                name,
+            )
+        )
+    return out
+
+
+# --- golden set ---------------------------------------------------------------------------------------------------
+
+
+def lock_golden(
+    session: ProbeSession, adapters: Sequence[tuple[str, Path]], path: Path, lock_dir: Path, *, step: Step | None = None
+) -> dict[str, Any]:
+    from lora_lock.probe.golden import GoldenRunner, pack_bits, read_golden
+    from lora_lock.sources import posix_relative
+
+    items, digest = read_golden(path)
+    runner = GoldenRunner(session)
+    rows = []
+    for index, (name, _) in enumerate(adapters):
+        results = []
+        for done, item in enumerate(items, 1):
+            results.append(runner.run(name, item))
+            if step is not None:
+                step(index * len(items) + done, len(adapters) * len(items))
+        correct = [r[0] for r in results]
+        row: dict[str, Any] = {
+            "name": name,
+            "accuracy": rounded(sum(correct) / len(items)),
+            "correct": pack_bits(correct),
+        }
+        norms = [r[1] for r in results if r[1] is not None]
+        if norms:
+            row["acc-norm"] = rounded(sum(norms) / len(norms))
+        rows.append(row)
+    kinds = {
+        "generation": sum(1 for i in items if i.kind == "generation"),
+        "choice": sum(1 for i in items if i.kind == "choice"),
+    }
+    return {
+        "dataset": posix_relative(path, lock_dir),
+        "dataset-digest": digest,
+        "items": len(items),
+        "kinds": {k: v for k, v in kinds.items() if v},
+        "adapter": rows,
+    }
+
+
+def verify_golden(
+    session: ProbeSession,
+    section: Mapping[str, Any],
+    lock_dir: Path,
+    adapters: Sequence[tuple[str, Path]],
+    *,
+    max_nfr: float,
+    step: Step | None = None,
+) -> list[Finding]:
+    from lora_lock.probe.golden import GoldenRunner, read_golden, unpack_bits
+
+    path = lock_dir / str(section["dataset"])
+    items, digest = read_golden(path)
+    if digest != section["dataset-digest"]:
+        return [
+            Finding(
+                "GOLDEN-DATASET",
+                Category.GOLDEN,
+                Severity.ERROR,
+                f"{section['dataset']} changed since the lock was generated; its baseline no longer applies",
+                subject=str(section["dataset"]),
+                expected=str(section["dataset-digest"]),
+                actual=digest,
+                hint="regenerate the lock with --golden to record a new baseline",
+            )
+        ]
+    runner = GoldenRunner(session)
+    rows = {r["name"]: r for r in section["adapter"]}
+    out: list[Finding] = []
+    n = len(items)
+    for index, (name, _) in enumerate(adapters):
+        row = rows.get(name)
+        if row is None:
+            continue
+        then = unpack_bits(str(row["correct"]), n)
+        now = []
+        for done, item in enumerate(items, 1):
+            now.append(runner.run(name, item)[0])
+            if step is not None:
+                step(index * n + done, len(adapters) * n)
+        negative = [items[i].line for i in range(n) if then[i] and not now[i]]
+        positive = [items[i].line for i in range(n) if not then[i] and now[i]]
+        nfr, pfr = len(negative) / n, len(positive) / n
+        acc_then, acc_now = sum(then) / n, sum(now) / n
+        summary = (
+            f"adapter {name}: accuracy {acc_then:.1%} → {acc_now:.1%}; negative flips {len(negative)}/{n} "
+            f"(NFR {nfr:.2%}), positive flips {len(positive)}/{n}"
+        )
+        if nfr > max_nfr:
+            lines = ", ".join(str(x) for x in negative[:10]) + (" …" if len(negative) > 10 else "")
+            out.append(
+                Finding(
+                    "GOLDEN-NFR",
+                    Category.GOLDEN,
+                    Severity.ERROR,
+                    f"{summary}: above the allowed NFR {max_nfr:.2%} (items on lines {lines})",
+                    subject=name,
+                    expected=f"NFR ≤ {max_nfr:.2%}",
+                    actual=f"NFR {nfr:.2%}",
+                    hint="items the adapter answered right at lock time are now wrong; inspect those "
+                    "lines, or raise --max-nfr if the change is accepted",
+                )
+            )
+        else:
+            out.append(Finding("GOLDEN-OK", Category.GOLDEN, Severity.INFO, summary, subject=name))
+        del pfr
+    return out
+
+
+# --- one model load for both -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    probe: ProbeLock | None
+    golden: dict[str, Any] | None
+    findings: list[Finding]
+
+
+def lock_behaviour(
+    base_dir: Path,
+    tokenizer_dir: Path,
+    adapters: Sequence[tuple[str, Path]],
+    *,
+    probe: bool,
+    prompts_file: str | Path | None,
+    golden: str | Path | None,
+    lock_dir: Path,
+    device: str,
+    dtype: str,
+    step: Step | None = None,
+) -> Behaviour:
+    from lora_lock.probe.prompts import DEFAULT_PROMPTS, read_prompts
+
+    prompts = read_prompts(Path(prompts_file)) if prompts_file is not None else DEFAULT_PROMPTS
+    golden_path = Path(golden) if golden is not None else None
+    if golden_path is not None:
+        from lora_lock.probe.golden import read_golden
+
+        read_golden(golden_path)  # fail on a bad file before loading the model
+    _require_causal(adapters)
+    session = ProbeSession(base_dir, tokenizer_dir, adapters, device=device, dtype=dtype)
+    probed = lock_probe(session, adapters, prompts, step=step) if probe else None
+    golden_section = lock_golden(session, adapters, golden_path, lock_dir, step=step) if golden_path else None
+    return Behaviour(probe=probed, golden=golden_section, findings=probed.findings if probed else [])
+
+
+def verify_behaviour(
+    lock: Mapping[str, Any],
+    lock_dir: Path,
+    base_dir: Path,
+    tokenizer_dir: Path,
+    adapters: Sequence[tuple[str, Path]],
+    *,
+    effect: bool,
+    golden: bool,
+    device: str,
+    max_nfr: float,
+    step: Step | None = None,
+) -> list[Finding]:
+    from lora_lock.probe.sidecar import read_sidecar
+
+    section = lock.get("probe")
+    sidecar = (
+        read_sidecar(lock_dir / str(section["sidecar"]), str(section["sidecar-digest"])) if effect and section else None
+    )
+    _require_causal(adapters)
+    dtype = str(section["dtype"]) if section else "auto"
+    session = ProbeSession(base_dir, tokenizer_dir, adapters, device=device, dtype=dtype)
+    findings: list[Finding] = []
+    if effect and section and sidecar is not None:
+        findings += verify_probe(session, section, sidecar, adapters, step=step)
+    if golden and "golden" in lock:
+        findings += verify_golden(session, lock["golden"], lock_dir, adapters, max_nfr=max_nfr, step=step)
+    return findings
+
+
+def _require_causal(adapters: Sequence[tuple[str, Path]]) -> None:
+    """The probe scores next-token distributions: causal language models only."""
+    import json
+
+    for name, path in adapters:
+        try:
+            task = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("task_type")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read adapter_config.json for the probe") from exc
+        if task not in (None, "CAUSAL_LM"):
+            raise InputError(
+                f"adapter {name}: task_type {task} is not a causal language model; the effect probe and golden set "
+                "score next-token distributions",
+                hint="lock it with --no-probe (the static checks still apply)",
+            )

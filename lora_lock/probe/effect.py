@@ -1,0 +1,206 @@
+"""The adapter-effect probe: one model load, adapted and base passes, compact fingerprints.
+
+For each prompt (batch 1, no padding) the adapter's own greedy continuation of K tokens is generated with the KV
+cache (frozen at lock time, stored in the sidecar); then one teacher-forced pass over prompt + continuation with
+the adapter and one inside ``disable_adapter()`` give the K next-token distributions, in fp32 log-softmax. We keep
+the top-k ids and log-probs of both passes, KL(adapted ‖ base) as the effect size, and KL(full ‖ incremental) —
+the same distributions computed two numerically different ways — as the noise floor of this stack.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_lock.errors import InputError, ProbeUnavailableError
+
+DIGITS = 6  # significant digits kept for stored floats: deterministic text, far below any gate
+
+
+def rounded(x: float) -> float:
+    return float(f"{x:.{DIGITS}g}")
+
+
+def require_probe_stack() -> None:
+    """Raise a clear error when torch / transformers / peft are not installed."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ProbeUnavailableError(
+            f"the effect probe needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            "installed here",
+            hint="pip install 'lora-lock[probe]' (with the torch build for your hardware), or pass --no-probe",
+        )
+
+
+@dataclass
+class ProbeRuntime:
+    device: str
+    dtype: str
+    attn_implementation: str
+    torch: str
+    cuda: str | None
+    gpu: str | None
+
+
+class ProbeSession:
+    """A base loaded once, with every adapter attached by name (PEFT multi-adapter)."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        tokenizer_dir: Path,
+        adapters: Sequence[tuple[str, Path]],
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+    ) -> None:
+        require_probe_stack()
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = _device(torch, device)
+        self.dtype_name = _dtype_name(torch, self.device, dtype)
+        torch_dtype = getattr(torch, self.dtype_name)
+        _quiet_libraries()
+        try:
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(
+                str(tokenizer_dir), trust_remote_code=False, local_files_only=True
+            )
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                str(base_dir), dtype=torch_dtype, trust_remote_code=False, local_files_only=True
+            )
+            model.to(self.device)
+            first, *rest = adapters
+            with warnings.catch_warnings():
+                # Deprecation notices between peft and transformers releases are not findings about the adapter.
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                peft_model: Any = PeftModel.from_pretrained(
+                    model, str(first[1]), adapter_name=first[0], is_trainable=False
+                )
+                for name, path in rest:
+                    peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        except torch.OutOfMemoryError as exc:
+            size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
+            raise InputError(
+                f"{base_dir}: the model does not fit on {self.device} ({size / 2**30:.1f} GiB of weights in "
+                f"{self.dtype_name})",
+                hint="use a larger device, --dtype bfloat16, or --no-probe",
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{base_dir}: transformers/peft cannot load the model for the probe: {exc}") from exc
+        peft_model.eval()
+        self.model = peft_model
+        self.names = [name for name, _ in adapters]
+
+    def runtime(self) -> ProbeRuntime:
+        torch = self.torch
+        base = self.model.get_base_model()
+        gpu = torch.cuda.get_device_name(0) if self.device.startswith("cuda") else None
+        return ProbeRuntime(
+            device=self.device.split(":")[0],
+            dtype=self.dtype_name,
+            attn_implementation=str(getattr(base.config, "_attn_implementation", None) or "default"),
+            torch=str(torch.__version__),
+            cuda=torch.version.cuda,
+            gpu=gpu,
+        )
+
+    def encode(self, prompt: str) -> list[int]:
+        ids = list(self.tokenizer(prompt)["input_ids"])
+        if not ids:
+            raise InputError("a probe prompt tokenizes to nothing", hint="remove empty prompts from the file")
+        return [int(i) for i in ids]
+
+    def greedy(self, name: str, prompt_ids: list[int], positions: int) -> tuple[list[int], Any]:
+        """Adapter ``name``'s greedy continuation with the KV cache, and the per-step log-probs (fp32)."""
+        torch = self.torch
+        self.model.set_adapter(name)
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True)
+            steps = []
+            tokens: list[int] = []
+            for _ in range(positions):
+                logits = out.logits[0, -1].float()
+                steps.append(torch.log_softmax(logits, dim=-1))
+                token = int(logits.argmax())
+                tokens.append(token)
+                out = self.model(
+                    input_ids=torch.tensor([[token]], device=self.device),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+        return tokens, torch.stack(steps)
+
+    def passes(self, name: str, prompt_ids: list[int], continuation: list[int]) -> tuple[Any, Any, bool]:
+        """Teacher-forced adapted and base passes (one forward each): the K next-token log-prob rows in fp32,
+        and whether the two sets of logits are bitwise equal (the adapter does nothing)."""
+        torch = self.torch
+        self.model.set_adapter(name)
+        seq = torch.tensor([prompt_ids + continuation], device=self.device)
+        start, end = len(prompt_ids) - 1, len(prompt_ids) + len(continuation) - 1
+        with torch.inference_mode():
+            adapted = self.model(input_ids=seq).logits[0, start:end].float()
+            with self.model.disable_adapter():
+                base = self.model(input_ids=seq).logits[0, start:end].float()
+        equal = bool(torch.equal(adapted, base))
+        return torch.log_softmax(adapted, dim=-1), torch.log_softmax(base, dim=-1), equal
+
+
+def kl(p_log: Any, q_log: Any) -> float:
+    """Mean over positions of KL(p ‖ q) for full distributions given as log-probs."""
+    value = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0).mean()
+    return float(value.item())
+
+
+def top_k(logp: Any, k: int) -> tuple[list[list[int]], list[list[float]]]:
+    values, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    return ids.tolist(), [[rounded(v) for v in row] for row in values.tolist()]
+
+
+def gather(logp: Any, ids: list[list[int]]) -> tuple[list[list[float]], list[int]]:
+    """Log-probs at the given ids per position, and each position's argmax."""
+    import torch
+
+    index = torch.tensor(ids, dtype=torch.long, device=logp.device)
+    return logp.gather(-1, index).tolist(), logp.argmax(-1).tolist()
+
+
+def _quiet_libraries() -> None:
+    """No load progress bars or advisory logs in our output (the report is the output)."""
+    from huggingface_hub import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    disable_progress_bars()
+
+
+def _device(torch: Any, device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeUnavailableError(
+            "--device cuda was asked for, but torch sees no CUDA device here",
+            hint="run on a GPU runner, or pass --device cpu",
+        )
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _dtype_name(torch: Any, device: str, dtype: str) -> str:
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise InputError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16")
+    return dtype

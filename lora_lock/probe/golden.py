@@ -1,0 +1,232 @@
+"""The golden-dataset gate: per-item correctness at lock time, negative flips at verify time.
+
+Items are JSONL (schema: ``schemas/golden.schema.json``):
+
+- generation: ``{"prompt", "expected", "scorer": "exact"|"contains"|"regex", "max_new_tokens", "until",
+  "ignore_case", "ignore_punctuation", "regexes_to_ignore"}`` (lm-evaluation-harness ``exact_match`` options);
+  greedy decoding with the adapter.
+- multiple choice: ``{"prompt", "choices": [...], "answer": index}``, scored by log-likelihood argmax (``acc``)
+  and by log-likelihood per byte of the choice (``acc_norm``), as lm-evaluation-harness does.
+
+The lock records each item's correctness (a bitset) and the accuracy: the lock plays the old model, so only the
+new side is run. NFR (negative flip rate, MUSCLE) = #(correct then ∧ wrong now) / N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lora_lock.errors import InputError
+
+SCORERS = ("exact", "contains", "regex")
+DEFAULT_MAX_NEW_TOKENS = 32
+#: Default gate: at most 1 item in 100 may go from right to wrong. Golden sets are small and curated, so a
+#: flip is worth reading; raise it with --max-nfr for sets scored on noisy hardware.
+DEFAULT_MAX_NFR = 0.01
+
+
+@dataclass(frozen=True)
+class GoldenItem:
+    line: int
+    prompt: str
+    kind: str  # "generation" | "choice"
+    expected: str = ""
+    scorer: str = "exact"
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    until: tuple[str, ...] = ()
+    ignore_case: bool = False
+    ignore_punctuation: bool = False
+    regexes_to_ignore: tuple[str, ...] = ()
+    choices: tuple[str, ...] = field(default_factory=tuple)
+    answer: int = 0
+
+
+def _fail(path: Path, line: int, field_name: str, expected: str, found: Any) -> InputError:
+    return InputError(f"{path}:{line}: field `{field_name}` must be {expected}, found {found!r:.60}")
+
+
+def _flag(path: Path, number: int, doc: dict[str, Any], name: str) -> bool:
+    value = doc.get(name, False)
+    if not isinstance(value, bool):
+        raise _fail(path, number, name, "true or false", value)
+    return value
+
+
+def _strings(path: Path, number: int, doc: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = doc.get(name, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(path, number, name, "a list of strings", value)
+    return tuple(value)
+
+
+def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
+    """Parse and validate the golden file; returns the items and the file's digest."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the golden dataset: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: the golden dataset is not UTF-8 text") from exc
+    items: list[GoldenItem] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(doc, dict):
+            raise InputError(f"{path}:{number}: each line must be a JSON object")
+        prompt = doc.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise _fail(path, number, "prompt", "a non-empty string", prompt)
+        if "choices" in doc:
+            choices = doc["choices"]
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+                raise _fail(path, number, "choices", "a list of at least 2 non-empty strings", choices)
+            answer = doc.get("answer")
+            if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+                raise _fail(path, number, "answer", f"an index into choices (0..{len(choices) - 1})", answer)
+            items.append(GoldenItem(line=number, prompt=prompt, kind="choice", choices=tuple(choices), answer=answer))
+            continue
+        expected = doc.get("expected")
+        if not isinstance(expected, str):
+            raise _fail(path, number, "expected", "a string (or give `choices` and `answer`)", expected)
+        scorer = doc.get("scorer", "exact")
+        if scorer not in SCORERS:
+            raise InputError(f"{path}:{number}: unknown scorer {scorer!r}; choose from {', '.join(SCORERS)}")
+        if scorer == "regex":
+            try:
+                re.compile(expected)
+            except re.error as exc:
+                raise _fail(path, number, "expected", "a valid regular expression", expected) from exc
+        max_new = doc.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+        if not isinstance(max_new, int) or isinstance(max_new, bool) or not 1 <= max_new <= 4096:
+            raise _fail(path, number, "max_new_tokens", "an integer from 1 to 4096", max_new)
+        items.append(
+            GoldenItem(
+                line=number,
+                prompt=prompt,
+                kind="generation",
+                expected=expected,
+                scorer=scorer,
+                max_new_tokens=max_new,
+                until=_strings(path, number, doc, "until"),
+                ignore_case=_flag(path, number, doc, "ignore_case"),
+                ignore_punctuation=_flag(path, number, doc, "ignore_punctuation"),
+                regexes_to_ignore=_strings(path, number, doc, "regexes_to_ignore"),
+            )
+        )
+    if not items:
+        raise InputError(f"{path}: the golden dataset has no items")
+    return items, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def normalise(text: str, item: GoldenItem) -> str:
+    """lm-evaluation-harness ``exact_match`` normalisation: regexes removed, case and punctuation optional."""
+    for pattern in item.regexes_to_ignore:
+        text = re.sub(pattern, "", text)
+    if item.ignore_case:
+        text = text.lower()
+    if item.ignore_punctuation:
+        text = text.translate(str.maketrans("", "", string.punctuation))
+    return text.strip()
+
+
+def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
+    for stop in until:
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    return text
+
+
+def score_generation(item: GoldenItem, output: str) -> bool:
+    got = normalise(cut_at_stop(output, item.until), item)
+    if item.scorer == "regex":
+        return re.search(item.expected, got) is not None
+    want = normalise(item.expected, item)
+    if item.scorer == "contains":
+        return want in got
+    return got == want
+
+
+def pack_bits(bits: list[bool]) -> str:
+    """Correctness as hex, item 0 in the most significant bit of the first nibble."""
+    padded = bits + [False] * (-len(bits) % 4)
+    return "".join(
+        f"{int(''.join('1' if b else '0' for b in padded[i : i + 4]), 2):x}" for i in range(0, len(padded), 4)
+    )
+
+
+def unpack_bits(text: str, n: int) -> list[bool]:
+    bits = [c == "1" for nibble in text for c in f"{int(nibble, 16):04b}"]
+    return bits[:n]
+
+
+class GoldenRunner:
+    """Scores items with a loaded :class:`~lora_lock.probe.effect.ProbeSession` (adapter active)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.torch = session.torch
+
+    def run(self, name: str, item: GoldenItem) -> tuple[bool, bool | None]:
+        """(correct, correct by acc_norm — multiple choice only)."""
+        self.session.model.set_adapter(name)
+        if item.kind == "choice":
+            return self._choice(item)
+        return self._generate(item), None
+
+    def _generate(self, item: GoldenItem) -> bool:
+        torch, session = self.torch, self.session
+        ids = session.encode(item.prompt)
+        eos = session.tokenizer.eos_token_id
+        tokens: list[int] = []
+        with torch.inference_mode():
+            out = session.model(input_ids=torch.tensor([ids], device=session.device), use_cache=True)
+            for _ in range(item.max_new_tokens):
+                token = int(out.logits[0, -1].float().argmax())
+                if eos is not None and token == eos:
+                    break
+                tokens.append(token)
+                text = session.tokenizer.decode(tokens, skip_special_tokens=True)
+                if item.until and any(stop in text for stop in item.until):
+                    break
+                out = session.model(
+                    input_ids=torch.tensor([[token]], device=session.device),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+        return score_generation(item, session.tokenizer.decode(tokens, skip_special_tokens=True))
+
+    def _choice(self, item: GoldenItem) -> tuple[bool, bool]:
+        torch, session = self.torch, self.session
+        context = session.encode(item.prompt)
+        scores, norms = [], []
+        for choice in item.choices:
+            whole = session.encode(item.prompt + choice)
+            cont = (
+                whole[len(context) :]
+                if whole[: len(context)] == context
+                else whole[-max(1, len(whole) - len(context)) :]
+            )
+            seq = context + cont
+            with torch.inference_mode():
+                logits = session.model(input_ids=torch.tensor([seq], device=session.device)).logits[0].float()
+            logp = torch.log_softmax(logits[len(context) - 1 : len(seq) - 1], dim=-1)
+            ll = float(logp.gather(-1, torch.tensor(cont, device=logp.device).unsqueeze(-1)).sum())
+            scores.append(ll)
+            norms.append(ll / max(1, len(choice.encode("utf-8"))))
+        best = max(range(len(scores)), key=scores.__getitem__)
+        best_norm = max(range(len(norms)), key=norms.__getitem__)
+        return best == item.answer, best_norm == item.answer
