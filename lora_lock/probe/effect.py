@@ -175,7 +175,7 @@ def gather(logp: Any, ids: list[list[int]]) -> tuple[list[list[float]], list[int
 
 def _quiet_libraries() -> None:
     """No load progress bars or advisory logs in our output (the report is the output)."""
-    from huggingface_hub import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
