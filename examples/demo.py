@@ -6,12 +6,14 @@ a few steps with PEFT so it really changes the model's outputs. Everything is wr
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +27,14 @@ def banner(text: str) -> None:
 def run(*args: str, cwd: Path, expect: int) -> None:
     """Run the real CLI in a subprocess, show the command and its output, and check the exit code."""
     print(f"$ lora-lock {shlex.join(args)}", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "lora_lock", *args], cwd=cwd, text=True, capture_output=True,
-                          env={**os.environ, "NO_COLOR": "1"}, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lora_lock", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
     out = (proc.stdout + proc.stderr).rstrip()
     if out:
         print("\n".join("  " + line for line in out.splitlines()))
@@ -46,6 +54,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices while training the example
     from lora_lock.probe import tiny
 
     start = time.monotonic()
@@ -54,15 +63,23 @@ def main() -> None:
     banner("building the tiny example: BPE tokenizer, Llama base v1, LoRA adapter trained with PEFT")
     tok = tiny.train_bpe_tokenizer(WORK / "tokenizer")
     base = tiny.build_tiny_llama(repo / "base", tok, seed=0)
-    adapter = tiny.train_lora(base, repo / "adapter",
-                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                              "down_proj"], seed=0)
+    adapter = tiny.train_lora(
+        base,
+        repo / "adapter",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        seed=0,
+    )
+    # Name the base the way a repository would: relative to the repository root, where the commands run.
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = "base"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     print(f"  adapter effect on a prompt: KL(adapted || base) = {tiny.adapter_kl(base, adapter):.4f}")
 
     banner("does the adapter fit the base? (static: headers and configs only, no torch)")
     run("check", "adapter", "--base", "base", cwd=repo, expect=0)
 
-    banner("lock it")
+    banner("lock it: digests, shapes, environment, and the adapter-effect probe")
     run("generate", "--adapter", "adapter", "--base", "base", cwd=repo, expect=0)
     lock = (repo / "lora.lock").read_text(encoding="utf-8")
     print("  " + "\n  ".join(lock.splitlines()[:40]) + "\n  ...")
@@ -92,10 +109,25 @@ def main() -> None:
     banner("cliff 3: a new release renamed the modules the adapter targets (self_attn -> attention)")
     renamed = copy_repo(repo, "renamed-modules")
     weights = load_file(renamed / "base" / "model.safetensors")
-    save_file({k.replace(".self_attn.", ".attention."): v for k, v in weights.items()},
-              renamed / "base" / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k.replace(".self_attn.", ".attention."): v for k, v in weights.items()},
+        renamed / "base" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     run("check", "adapter", "--base", "base", cwd=renamed, expect=1)
     run("verify", "--only", "compat", cwd=renamed, expect=1)
+
+    banner("cliff 4: the adapter's effect is halved (lora_B x 0.5, as a scaling-rule change would do)")
+    scaled = copy_repo(repo, "scaled-effect")
+    weights = load_file(scaled / "adapter" / "adapter_model.safetensors")
+    save_file(
+        {k: (v * 0.5 if ".lora_B." in k else v) for k, v in weights.items()},
+        scaled / "adapter" / "adapter_model.safetensors",
+        metadata={"format": "pt"},
+    )
+    run("check", "adapter", "--base", "base", cwd=scaled, expect=0)
+    print("  ^ every shape fits; the effect probe measures what the adapter now does")
+    run("verify", "--only", "effect", cwd=scaled, expect=1)
 
     banner("what changed, in a reviewer's words")
     run("generate", "--adapter", "adapter", "--base", "base", "-o", "lora.new.lock", cwd=moved, expect=0)

@@ -214,10 +214,36 @@ def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
                 b,
             )
         )
-    for section, category in (("probe", Category.EFFECT), ("golden", Category.GOLDEN)):
-        if old.get(section) != new.get(section):
-            changes.append(Change(category, f"{section} baseline changed", section))
+    changes += _behaviour_changes(old, new)
     return LockDiff(tuple(changes))
+
+
+def _behaviour_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+    out: list[Change] = []
+    for section, category, keys in (
+        ("probe", Category.EFFECT, ("effect-kl", "noise-kl", "tolerance")),
+        ("golden", Category.GOLDEN, ("accuracy", "acc-norm")),
+    ):
+        a, b = old.get(section), new.get(section)
+        if a == b:
+            continue
+        if a is None or b is None:
+            out.append(Change(category, f"{section} {'added' if a is None else 'removed'}", section))
+            continue
+        rows_a = {r["name"]: r for r in a.get("adapter", [])}
+        rows_b = {r["name"]: r for r in b.get("adapter", [])}
+        for name in sorted(set(rows_a) | set(rows_b)):
+            x, y = rows_a.get(name, {}), rows_b.get(name, {})
+            parts = [f"{k} {_v(x.get(k))} → {_v(y.get(k))}" for k in keys if x.get(k) != y.get(k)]
+            if x.get("correct") != y.get("correct"):
+                parts.append("per-item results changed")
+            if parts:
+                out.append(Change(category, f"adapter {name}: {'; '.join(parts)}", name, x, y))
+        settings = {k: v for k, v in a.items() if k != "adapter"}, {k: v for k, v in b.items() if k != "adapter"}
+        out += _section(category, section, settings[0], settings[1], skip=("sidecar", "sidecar-digest"))
+        if a.get("sidecar-digest") != b.get("sidecar-digest") and not out:
+            out.append(Change(category, f"{section} fingerprints changed", section))
+    return out
 
 
 def diff(old: str | Path, new: str | Path) -> LockDiff:
