@@ -15,7 +15,7 @@ from lora_lock.lockfile import dumps, write_atomic
 from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import Observed, build_lock, observe
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
-from lora_lock.sources import Resolved, resolve
+from lora_lock.sources import Resolved, posix_relative, resolve
 
 GENERATE_CATEGORIES = (
     Category.BASE,
@@ -37,12 +37,14 @@ class GenerateResult:
     lock: dict[str, Any] | None
 
 
-def adapter_names(sources: Sequence[Resolved]) -> list[str]:
-    """Name each adapter by its directory; when two share a name, by their paths."""
-    names = [s.path.name for s in sources]
+def adapter_names(sources: Sequence[Resolved], lock_dir: Path) -> list[str]:
+    """Name each adapter by its directory (or Hub repo); when two share a name, by their path relative to the
+    lock (or their repo id), so the name never depends on how the path was typed."""
+    names = [s.repo_id.rpartition("/")[2] if s.repo_id else s.path.resolve().name for s in sources]
     if len(set(names)) == len(names):
         return names
-    return [s.path.as_posix().strip("/").replace("/", "--") for s in sources]
+    long = [s.repo_id or posix_relative(s.path, lock_dir) for s in sources]
+    return [n.replace("../", "").replace("/", "--") for n in long]
 
 
 def _fetch(source: Resolved, download: bool) -> Resolved:
@@ -105,7 +107,7 @@ def generate(
     run_probe = probe_enabled(probe) or golden is not None
     observed = observe(
         base_source,
-        list(zip(adapter_names(sources), sources, strict=True)),
+        list(zip(adapter_names(sources, out.parent), sources, strict=True)),
         tokenizer_source=tok_source,
         allow_symlinks=allow_symlinks,
         progress=progress,

@@ -140,8 +140,10 @@ def write_atomic(path: Path, text: str) -> bool:
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # also KeyboardInterrupt: never leave a temp file behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise LockfileError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise LockfileError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
+        raise
     return True

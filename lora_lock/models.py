@@ -126,13 +126,16 @@ class Report:
         ran: Iterable[Category],
         skipped: Iterable[Category] = (),
         title: str = "lora-lock",
+        blocked: Iterable[Category] = (),
     ) -> Report:
-        """Derive each category's state from the findings: any error fails it; input errors make it ``error``."""
+        """Derive each category's state from the findings: any error fails it; a category that unusable input
+        kept from being checked (``blocked``) is ``error``, never ``pass``."""
         ordered = sort_findings(findings)
         checked: dict[Category, CheckState] = {}
+        stuck = set(blocked)
         for cat in ran:
             errors = [f for f in ordered if f.category is cat and f.severity is Severity.ERROR]
-            checked[cat] = CheckState.FAIL if errors else CheckState.PASS
+            checked[cat] = CheckState.FAIL if errors else CheckState.ERROR if cat in stuck else CheckState.PASS
         if any(f.category is Category.INPUT and f.severity is Severity.ERROR for f in ordered):
             checked[Category.INPUT] = CheckState.ERROR
         for cat in skipped:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lora_lock._version import __version__
@@ -75,7 +75,7 @@ class Observed:
 
 def base_file_names(base: BaseView) -> list[str]:
     names = set(base.checkpoint.files)
-    names.update(n for n in BASE_EXTRA_FILES if (base.source.path / n).is_file())
+    names.update(n for n in BASE_EXTRA_FILES if (base.source.path / n).is_file() or (base.source.path / n).is_symlink())
     return sorted(names)
 
 
@@ -212,7 +212,11 @@ def adapter_section(
         "modules": module_rows(result),
     }
     if adapter.config.base_model_name_or_path:
-        section["base-named"] = adapter.config.base_model_name_or_path
+        named = adapter.config.base_model_name_or_path
+        # A local absolute path (what PEFT writes for local bases) would tie the lock to one machine: keep ids
+        # and relative paths only.
+        if not PurePosixPath(named).is_absolute() and not named.startswith(("~", "\\")) and ":" not in named[:3]:
+            section["base-named"] = named
     if result.saved:
         section["saved"] = [{"name": n, "shape": shape_text(s)} for n, s in result.saved]
     return section

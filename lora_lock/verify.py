@@ -8,7 +8,7 @@ from typing import Any
 
 from lora_lock.checker import input_finding
 from lora_lock.errors import InputError
-from lora_lock.hashing import Progress
+from lora_lock.hashing import Progress, hash_files
 from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
@@ -23,7 +23,7 @@ from lora_lock.observe import (
     tokenizer_section,
 )
 from lora_lock.probe.sidecar import Step
-from lora_lock.sources import locked_source
+from lora_lock.sources import Resolved, locked_source
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -392,6 +392,14 @@ def verify(
     sections = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
     unsupported = [c for c in cats if c in sections and sections[c] not in lock]
     ran = [c for c in cats if c not in unsupported]
+    blocked: set[Category] = set()
+    if not ran:
+        asked = ", ".join(c.value for c in cats) or "none"
+        err = InputError(
+            f"{path}: nothing to verify: the categories asked for ({asked}) are not recorded in this lock",
+            hint="the effect and golden checks need a lock generated with the probe / --golden; drop --only",
+        )
+        return Report.build([input_finding(err)], ran=(), title=f"lora-lock verify {path.name}")
     locked_adapters = list(lock["adapter"])
     if adapters is not None:
         names = {a["name"] for a in locked_adapters}
@@ -408,9 +416,10 @@ def verify(
         findings += environment_findings(lock["environment"])
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
     if file_cats & set(ran):
-        findings += _world_findings(
+        world, blocked = _world_findings(
             lock, path.parent, locked_adapters, ran, allow_symlinks, progress, deep, hash_weights
         )
+        findings += world
         if not hash_weights and Category.BASE in ran:
             findings.append(
                 Finding(
@@ -427,7 +436,11 @@ def verify(
         findings += more
         ran = [c for c in ran if c not in not_run]
     return Report.build(
-        findings, ran=ran, skipped=[c for c in Category if c not in ran and c is not Category.INPUT], title=title
+        findings,
+        ran=ran,
+        skipped=[c for c in Category if c not in ran and c is not Category.INPUT],
+        title=title,
+        blocked=blocked,
     )
 
 
@@ -503,22 +516,38 @@ def _world_findings(
     progress: Progress | None,
     deep: bool = False,
     hash_weights: bool = True,
-) -> list[Finding]:
+) -> tuple[list[Finding], set[Category]]:
+    """Findings of the file-based categories, and the categories unusable input kept from being checked."""
+    file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
+    everything = file_cats & set(ran)
     try:
         base = locked_source(lock["base"], lock_dir, "base", deep=deep)
-        tok_fields = lock["tokenizer"]
-        same = {k: tok_fields.get(k) for k in ("source", "repo", "revision")} == {
-            k: lock["base"].get(k) for k in ("source", "repo", "revision")
-        }
-        tok = base if same else locked_source(tok_fields, lock_dir, "tokenizer", deep=deep)
-        sources = [(a["name"], locked_source(a, lock_dir, "adapter", deep=deep)) for a in locked_adapters]
     except InputError as exc:
-        return [input_finding(exc)]
+        return [input_finding(exc)], everything
+    findings: list[Finding] = []
+    blocked: set[Category] = set()
+    tok_fields = lock["tokenizer"]
+    same = {k: tok_fields.get(k) for k in ("source", "repo", "revision")} == {
+        k: lock["base"].get(k) for k in ("source", "repo", "revision")
+    }
+    tok = base
+    if not same:
+        try:
+            tok = locked_source(tok_fields, lock_dir, "tokenizer", deep=deep)
+        except InputError as exc:
+            findings.append(input_finding(exc))
+            blocked.add(Category.TOKENIZER)
+    sources: list[tuple[str, Resolved]] = []
+    for locked in locked_adapters:
+        try:
+            sources.append((str(locked["name"]), locked_source(locked, lock_dir, "adapter", deep=deep)))
+        except InputError as exc:
+            findings.append(_named(input_finding(exc), str(locked["name"])))
+            blocked |= {Category.ADAPTER, Category.COMPAT}
     sections = {"base": Category.BASE, "tokenizer": Category.TOKENIZER}
 
     def wanted(key: tuple[str, str]) -> bool:
-        section = key[0]
-        return sections.get(section, Category.ADAPTER) in ran
+        return sections.get(key[0], Category.ADAPTER) in ran
 
     try:
         observed = observe(
@@ -534,12 +563,11 @@ def _world_findings(
             progress=progress,
         )
     except InputError as exc:
-        # A locked file that vanished or broke is drift; say that first, then why nothing more could be read.
-        early = compare_files(Category.BASE, "BASE", lock["base"]["files"], base.path, {}, ())
-        return [*early, input_finding(exc)]
-    findings: list[Finding] = []
+        # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
+        fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran)
+        return [*findings, *fallback, input_finding(exc)], everything
     findings += _base_findings(lock, observed, lock_dir, ran)
-    if Category.TOKENIZER in ran:
+    if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked:
         findings += _tokenizer_findings(lock, observed, lock_dir)
     if Category.COMPAT in ran or Category.ADAPTER in ran or Category.QUANTIZATION in ran:
         # The lock itself pins identity, so the "cannot confirm the named base" warning of `check` is moot here.
@@ -550,4 +578,43 @@ def _world_findings(
         ]
     for locked in locked_adapters:
         findings += _adapter_findings(locked, observed, lock_dir, ran)
-    return findings
+    return findings, blocked & set(ran)
+
+
+def _file_findings(
+    lock: Mapping[str, Any],
+    base: Resolved,
+    tok: Resolved,
+    sources: list[tuple[str, Resolved]],
+    locked_adapters: list[Mapping[str, Any]],
+    ran: Collection[Category],
+) -> list[Finding]:
+    """Digest comparison of every locked file that can still be read (the fallback when a source is unusable)."""
+    plan: list[tuple[Category, str, Mapping[str, Any], Resolved, str]] = [
+        (Category.BASE, "BASE", lock["base"]["files"], base, ""),
+        (Category.TOKENIZER, "TOKENIZER", lock["tokenizer"]["files"], tok, ""),
+    ]
+    by_name = dict(sources)
+    plan += [
+        (Category.ADAPTER, "ADAPTER", a["files"], by_name[a["name"]], str(a["name"]))
+        for a in locked_adapters
+        if a["name"] in by_name
+    ]
+    out: list[Finding] = []
+    for category, prefix, locked, source, adapter in plan:
+        if category not in ran:
+            continue
+        current: dict[str, dict[str, Any]] = {}
+        readable = [n for n in locked if n not in source.known and (source.path / n).is_file()]
+        try:
+            digests = hash_files([source.path / n for n in readable])
+        except InputError:
+            continue
+        for name in readable:
+            current[name] = {"digest": digests[source.path / name].digest, "size": digests[source.path / name].size}
+        for name, known in source.known.items():
+            if name in locked:
+                current[name] = {"digest": known.digest, "size": known.size}
+        found = compare_files(category, prefix, locked, source.path, current, current.keys())
+        out += [_named(f, adapter) for f in found] if adapter else found
+    return out

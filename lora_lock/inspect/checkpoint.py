@@ -77,15 +77,16 @@ def read_checkpoint(root: Path, remote: Remote | None = None) -> Checkpoint:
 
     Files missing from ``root`` are read through ``remote`` when given (their headers only).
     """
+    # The order transformers loads in: a single model.safetensors wins over a shard index next to it.
+    for name in SINGLE_NAMES:
+        path = root / name
+        if path.is_file() or path.is_symlink() or (remote is not None and name in remote.names):
+            header = _header(root, name, remote)
+            return Checkpoint(root=root, files=(name,), tensors=dict(header.tensors), headers=(header,))
     for index_name in INDEX_NAMES:
         index_path = root / index_name
         if index_path.is_file():
             return _read_sharded(root, index_path, remote)
-    for name in SINGLE_NAMES:
-        path = root / name
-        if path.is_file() or (remote is not None and name in remote.names):
-            header = _header(root, name, remote)
-            return Checkpoint(root=root, files=(name,), tensors=dict(header.tensors), headers=(header,))
     others = sorted(p.name for p in root.glob("*.safetensors"))
     if remote is not None:
         others = sorted(set(others) | {n for n in remote.names if n.endswith(".safetensors") and "/" not in n})

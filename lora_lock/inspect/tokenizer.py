@@ -64,7 +64,8 @@ class TokenizerFacts:
 
 
 def tokenizer_files(root: Path) -> tuple[str, ...]:
-    return tuple(name for name in TOKENIZER_FILES if (root / name).is_file())
+    # ``is_symlink`` keeps broken links and loops in the list, so they are refused loudly, not dropped silently.
+    return tuple(name for name in TOKENIZER_FILES if (root / name).is_file() or (root / name).is_symlink())
 
 
 def _token_text(value: Any) -> str | None:

@@ -1,0 +1,180 @@
+"""``lora-lock diff OLD NEW``: what changed between two locks, in a reviewer's words."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tomli_w
+
+from lora_lock._cli import main
+from lora_lock.diff import diff
+from lora_lock.generate import generate
+from lora_lock.lockfile import read as read_lock
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return doc
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def lock(repo: Path, output: str, *adapters: str) -> Path:
+    result = generate([repo / a for a in adapters or ("adapter",)], repo / "base", repo / output, probe=False)
+    assert result.lock is not None, [f.to_dict() for f in result.report.findings]
+    read_lock(repo / output)  # parses and validates against the schema
+    return repo / output
+
+
+@pytest.fixture
+def repo(tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(tiny_llama, root / "base")
+    shutil.copytree(tiny_llama_adapter, root / "adapter")
+    monkeypatch.chdir(root)
+    return root
+
+
+def grow_vocab(base: Path, vocab: int) -> int:
+    """Pad the embedding and the LM head to ``vocab`` rows (as a provider resizing for new tokens would)."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(base / "model.safetensors"))
+    config = read_json(base / "config.json")
+    old = int(config["vocab_size"])
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        if key in tensors:
+            t = tensors[key]
+            tensors[key] = np.concatenate([t, np.zeros((vocab - t.shape[0], t.shape[1]), dtype=t.dtype)])
+    save_file(tensors, str(base / "model.safetensors"), metadata={"format": "pt"})
+    config["vocab_size"] = vocab
+    write_json(base / "config.json", config)
+    return old
+
+
+def shrink_rank(adapter: Path, rank: int) -> int:
+    """Re-save the adapter at a lower rank (keeping the first ``rank`` components)."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    for key, t in list(tensors.items()):
+        if "lora_A" in key:
+            tensors[key] = np.ascontiguousarray(t[:rank])
+        elif "lora_B" in key:
+            tensors[key] = np.ascontiguousarray(t[:, :rank])
+    save_file(tensors, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = read_json(adapter / "adapter_config.json")
+    old = int(config["r"])
+    config["r"] = rank
+    write_json(adapter / "adapter_config.json", config)
+    return old
+
+
+def test_diff_of_a_lock_with_itself(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lock(repo, "lora.lock")
+    rc, out, _ = run(capsys, "diff", "lora.lock", "lora.lock")
+    assert rc == 0
+    assert "identical" in out
+    rc, out, _ = run(capsys, "diff", "lora.lock", "lora.lock", "--format", "json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["identical"] is True and doc["changes"] == []
+
+
+def test_diff_of_two_locks_of_the_same_inputs(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lock(repo, "a.lock")
+    lock(repo, "b.lock")
+    assert run(capsys, "diff", "a.lock", "b.lock")[0] == 0
+
+
+def test_diff_after_base_vocab_and_adapter_rank_changed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lock(repo, "old.lock")
+    old_vocab = grow_vocab(repo / "base", 1050)
+    old_rank = shrink_rank(repo / "adapter", 4)
+    lock(repo, "new.lock")
+
+    rc, out, _ = run(capsys, "diff", "old.lock", "new.lock")
+    assert rc == 1
+    assert f"vocab size {old_vocab} → 1050" in out
+    assert "base file model.safetensors changed" in out
+    assert "base file config.json changed" in out
+    # The module table: each targeted projection's LoRA shapes follow the new rank.
+    hidden = read_json(repo / "base" / "config.json")["hidden_size"]
+    assert f"q_proj changed in 2 modules: lora-a {old_rank}x{hidden} → 4x{hidden}" in out
+    assert f"rank {old_rank} → 4" in out
+    assert f"r {old_rank} → 4" in out  # the adapter setting
+    assert "adapter adapter file adapter_model.safetensors changed" in out
+    # Nothing about the environment or the tokenizer: they did not change.
+    assert "environment" not in out and "tokenizer" not in out
+    # Sections are grouped by category, in report order.
+    headings = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert headings == ["base:", "adapter:", "compat:"]
+
+    rc, out, _ = run(capsys, "diff", "old.lock", "new.lock", "--format", "json")
+    assert rc == 1
+    doc = json.loads(out)
+    assert doc["identical"] is False
+    vocab = [c for c in doc["changes"] if c["category"] == "base" and c["subject"] == "vocab_size"]
+    assert len(vocab) == 1 and vocab[0]["old"] == old_vocab and vocab[0]["new"] == 1050
+    modules = [c for c in doc["changes"] if c["category"] == "compat"]
+    assert {c["subject"].rpartition(".")[2] for c in modules} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    assert all(c["old"]["rank"] == old_rank and c["new"]["rank"] == 4 for c in modules)
+    # The API gives the same object.
+    assert diff(repo / "old.lock", repo / "new.lock").to_dict() == doc
+
+
+def test_diff_names_environment_and_tokenizer_changes(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lock(repo, "old.lock")
+    config = read_json(repo / "base" / "tokenizer_config.json")
+    config["chat_template"] = "{{ messages }}"
+    write_json(repo / "base" / "tokenizer_config.json", config)
+    new = lock(repo, "new.lock")
+    doc = tomllib.loads(new.read_text(encoding="utf-8"))
+    doc["environment"]["versions"]["transformers"] = "0.0.1"
+    new.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    rc, out, _ = run(capsys, "diff", "old.lock", "new.lock")
+    assert rc == 1
+    assert "tokenizer file tokenizer_config.json changed" in out
+    assert "chat-template" in out
+    old_version = tomllib.loads((repo / "old.lock").read_text(encoding="utf-8"))["environment"]["versions"]
+    assert f"transformers {old_version['transformers']} → 0.0.1" in out
+
+
+def test_diff_of_added_and_removed_adapters(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lock(repo, "one.lock")
+    shutil.copytree(repo / "adapter", repo / "second")
+    lock(repo, "two.lock", "adapter", "second")
+    rc, out, _ = run(capsys, "diff", "one.lock", "two.lock")
+    assert rc == 1
+    assert "adapter second added" in out
+    rc, out, _ = run(capsys, "diff", "two.lock", "one.lock")
+    assert rc == 1
+    assert "adapter second removed" in out
