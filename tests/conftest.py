@@ -14,4 +14,5 @@ os.environ.pop("NO_COLOR", None)
 pytest_plugins = [
     "tests.fixtures.header_bases",
     "tests.fixtures.tiny_models",
+    "tests.fixtures.fake_hub",
 ]
