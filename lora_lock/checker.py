@@ -59,7 +59,8 @@ def static_findings(adapter: Adapter, base: BaseView) -> tuple[Fit, list[Finding
         base_modules(base.checkpoint, base.facts),
     )
     findings = list(result.findings)
-    findings += identity_findings(adapter, base.source)
+    fits = not any(f.category is Category.COMPAT and f.severity is Severity.ERROR for f in findings)
+    findings += identity_findings(adapter, base.source, fits=fits)
     if adapter.weights is None:
         findings.append(
             Finding(
@@ -101,7 +102,7 @@ def static_findings(adapter: Adapter, base: BaseView) -> tuple[Fit, list[Finding
     return result, findings
 
 
-def identity_findings(adapter: Adapter, base: Resolved) -> list[Finding]:
+def identity_findings(adapter: Adapter, base: Resolved, *, fits: bool = True) -> list[Finding]:
     """Shapes fitting is not identity: say when the base cannot be confirmed to be the one the adapter names."""
     named = adapter.config.base_model_name_or_path
     if not named:
@@ -141,7 +142,8 @@ def identity_findings(adapter: Adapter, base: Resolved) -> list[Finding]:
             "COMPAT-IDENTITY",
             Category.COMPAT,
             Severity.WARNING,
-            f"the shapes fit, but the base cannot be confirmed to be `{named}`, the base the adapter names",
+            f"{'the shapes fit, but ' if fits else ''}the base cannot be confirmed to be `{named}`, the base the "
+            "adapter names",
             subject="base_model_name_or_path",
             expected=named,
             actual=actual,

@@ -110,7 +110,10 @@ def split_adapter_tensors(
                 lora.setdefault(module, LoraModule(module)).parts[part] = info
                 break
         else:
-            module, _, param = key.rpartition(".")
+            if ".base_layer." in key:  # PEFT's save_embedding_layers copy of a LoRA-wrapped module's own weight
+                module, _, param = key.partition(".base_layer.")
+            else:
+                module, _, param = key.rpartition(".")
             saved.setdefault(module, {})[param] = info
     return lora, saved
 
@@ -347,7 +350,10 @@ def fit(
 
     lora_paths = set(lora)
     targeted = _targeted(config, modules, alignment)
-    if tensors is not None:
+    no_target = _no_target(config, targeted)
+    if tensors is not None and no_target:
+        pass  # PEFT raises before loading anything: COMPAT-NO-TARGET below says so; nothing is silently dropped
+    elif tensors is not None:
         findings += _unmatched_findings(unmatched, lora, modules, alignment, facts)
         untrained = [p for p in targeted if p not in lora_paths] if lora else []
         if untrained:
@@ -361,7 +367,7 @@ def fit(
             rows[(pattern_of(path), base.kind.value, _base_shape(base), rank, a, b, base.quantized)].append(path)
     findings += _target_findings(config, modules, alignment, targeted, tensors is not None)
     findings += grouper.findings(_DESCRIBE)
-    saved_table, saved_findings = _check_saved(config, facts, saved, modules, alignment)
+    saved_table, saved_findings = _check_saved(config, facts, saved, modules, alignment, frozenset(lora))
     findings += saved_findings
 
     table = tuple(
@@ -521,6 +527,11 @@ def _targeted(config: AdapterConfig, modules: dict[str, BaseModule], alignment: 
     return sorted(out)
 
 
+def _no_target(config: AdapterConfig, targeted: list[str]) -> bool:
+    """PEFT raises ``Target modules ... not found in the base model`` when nothing matches."""
+    return config.target_modules is not None and not targeted
+
+
 def _target_findings(
     config: AdapterConfig,
     modules: dict[str, BaseModule],
@@ -531,7 +542,7 @@ def _target_findings(
     targets = config.target_modules
     if targets is None or targets == "all-linear":
         return []
-    if not targeted and not has_weights:
+    if _no_target(config, targeted):
         return [
             Finding(
                 "COMPAT-NO-TARGET",
@@ -676,6 +687,7 @@ def _check_saved(
     saved: dict[str, dict[str, TensorInfo]],
     modules: dict[str, BaseModule],
     alignment: tuple[str, str],
+    lora_paths: frozenset[str] = frozenset(),
 ) -> tuple[tuple[tuple[str, tuple[int, ...]], ...], list[Finding]]:
     findings: list[Finding] = []
     table: list[tuple[str, tuple[int, ...]]] = []
@@ -683,7 +695,7 @@ def _check_saved(
     for module, params in sorted(saved.items()):
         for param, info in sorted(params.items()):
             table.append((f"{module}.{param}", tuple(info.shape)))
-        if not any(
+        if module not in lora_paths and not any(
             module == m or module.endswith("." + m) or module.startswith(m + ".") or f".{m}." in module for m in listed
         ):
             findings.append(
