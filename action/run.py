@@ -334,27 +334,12 @@ def setup(env: Mapping[str, str]) -> int:
 
 def _load_report(path: Path, title: str) -> Any:
     """The JSON report as a ``lora_lock.models.Report`` (None when the CLI wrote none)."""
-    from lora_lock.models import Category, CheckState, Finding, Report, Severity
+    from lora_lock.models import Report
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        findings = tuple(
-            Finding(
-                code=item["code"],
-                category=Category(item["category"]),
-                severity=Severity(item["severity"]),
-                message=item["message"],
-                subject=item.get("subject"),
-                expected=item.get("expected"),
-                actual=item.get("actual"),
-                hint=item.get("hint"),
-            )
-            for item in data["findings"]
-        )
-        checked = {Category(k): CheckState(v) for k, v in data["checked"].items()}
+        return Report.from_dict(json.loads(path.read_text(encoding="utf-8")), title=title)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return Report(findings=findings, checked=checked, title=title)
 
 
 def _write_summary(text: str) -> None:

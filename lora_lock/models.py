@@ -157,6 +157,28 @@ class Report:
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], title: str = "lora-lock") -> Report:
+        """The inverse of :meth:`to_dict` (e.g. to render a saved JSON report in another format).
+
+        Raises ``KeyError`` / ``ValueError`` / ``TypeError`` on a document that is not a report.
+        """
+        findings = tuple(
+            Finding(
+                code=str(item["code"]),
+                category=Category(item["category"]),
+                severity=Severity(item["severity"]),
+                message=str(item["message"]),
+                subject=item.get("subject"),
+                expected=item.get("expected"),
+                actual=item.get("actual"),
+                hint=item.get("hint"),
+            )
+            for item in data["findings"]
+        )
+        checked = {Category(k): CheckState(v) for k, v in data["checked"].items()}
+        return cls(findings=findings, checked=checked, title=title)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "lora_lock_version": __version__,

@@ -40,8 +40,9 @@ class GithubRenderer:
                 f"::notice title=lora-lock::{total} findings in all; {total - len(lines)} not shown as "
                 "annotations (see the job summary or the JSON report)"
             )
+        errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
         lines.append(
-            f"lora-lock: {report.status.value} ({report.count(Severity.ERROR)} errors, "
-            f"{report.count(Severity.WARNING)} warnings)"
+            f"lora-lock: {report.status.value} ({errors} error{'s' if errors != 1 else ''}, "
+            f"{warnings} warning{'s' if warnings != 1 else ''})"
         )
         return "\n".join(lines) + "\n"

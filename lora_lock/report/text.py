@@ -20,6 +20,11 @@ _STATUS_TEXT = {
 }
 
 
+def _indent(text: str) -> str:
+    """Continuation lines of a multi-line message line up under the finding."""
+    return text.replace("\n", "\n          ")
+
+
 class TextRenderer:
     def __init__(self, *, color: bool = False, width: int = 100) -> None:
         self.color = color
@@ -47,12 +52,14 @@ class TextRenderer:
             label = f" [{_STATE_STYLE[state]}]{state.value}[/]" if state else ""
             console.print(f"[bold]{cat.value}[/]{label}")
             for f in findings:
-                console.print(f"  [{_STYLE[f.severity]}]{f.severity.value:<7}[/] [bold]{f.code}[/] {escape(f.message)}")
+                console.print(
+                    f"  [{_STYLE[f.severity]}]{f.severity.value:<7}[/] [bold]{f.code}[/] {_indent(escape(f.message))}"
+                )
                 if f.expected is not None and f.actual is not None and f.expected not in f.message:
                     console.print(f"          expected: {escape(f.expected)}")
                     console.print(f"          actual:   {escape(f.actual)}")
                 if f.hint:
-                    console.print(f"          [dim]hint:[/] {escape(f.hint)}")
+                    console.print(f"          [dim]hint:[/] {_indent(escape(f.hint))}")
         quiet = [c for c, s in report.checked.items() if c not in by_cat]
         if quiet:
             console.print(

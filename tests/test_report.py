@@ -1,0 +1,100 @@
+"""Renderers: every format has one, the JSON shape is the documented one, and text/markdown/github are pinned
+by exact-text goldens (regenerate with LORA_LOCK_REGEN_GOLDENS=1 after an intended change)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lora_lock.models import Category, CheckState, Finding, Report, Severity, Status
+from lora_lock.report import Format, renderer_for
+from lora_lock.report.github import MAX_PER_KIND, escape_data, escape_property
+from lora_lock.report.markdown import MAX_BYTES
+
+GOLDENS = Path(__file__).parent / "goldens"
+
+
+def sample() -> Report:
+    findings = [
+        Finding(
+            "COMPAT-SHAPE",
+            Category.COMPAT,
+            Severity.ERROR,
+            "v_proj: adapter LoRA shapes lora_A [16, 4096], lora_B [4096, 16] do not fit (32 modules, layers 0-31)",
+            subject="model.layers.*.self_attn.v_proj",
+            expected="lora_B [1024, 16]",
+            actual="lora_B [4096, 16]",
+            hint="the adapter was trained on a base with 32 KV heads of size 128; this base has 8",
+        ),
+        Finding(
+            "COMPAT-IDENTITY",
+            Category.COMPAT,
+            Severity.WARNING,
+            "the base cannot be confirmed | 100% <sure>",
+            subject="base_model_name_or_path",
+            hint="pin it: a,b:c\nnext line",
+        ),
+        Finding("QUANT-FORMAT", Category.QUANTIZATION, Severity.INFO, "the base is quantized (bitsandbytes)"),
+    ]
+    return Report.build(
+        findings, ran=(Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION), title="lora-lock check"
+    )
+
+
+def test_every_format_has_a_renderer() -> None:
+    report = sample()
+    for fmt in Format:
+        text = renderer_for(fmt).render(report)
+        assert text.strip(), fmt
+
+
+def test_json_shape_round_trips() -> None:
+    report = sample()
+    data = json.loads(renderer_for(Format.JSON).render(report))
+    assert set(data) == {"lora_lock_version", "status", "findings", "checked"}
+    assert data["status"] == "fail"
+    assert data["checked"] == {"adapter": "pass", "compat": "fail", "quantization": "pass"}
+    assert data["findings"][0]["code"] == "COMPAT-SHAPE"
+    again = Report.from_dict(data, title=report.title)
+    assert again == report
+
+
+def test_status_and_exit_codes() -> None:
+    drift = Finding("BASE-FILE-CHANGED", Category.BASE, Severity.ERROR, "changed")
+    unusable = Finding("INPUT-UNUSABLE", Category.INPUT, Severity.ERROR, "bad")
+    assert Report.build([], ran=[Category.BASE]).status is Status.PASS
+    assert Report.build([drift], ran=[Category.BASE]).status.exit_code == 1
+    assert Report.build([unusable], ran=[]).status.exit_code == 2
+    # drift wins over an unrelated unusable part
+    assert Report.build([drift, unusable], ran=[Category.BASE]).status.exit_code == 1
+    # a category that input kept from being checked is never reported as passed
+    blocked = Report.build([unusable], ran=[Category.BASE], blocked=[Category.BASE])
+    assert blocked.checked[Category.BASE] is CheckState.ERROR
+
+
+def test_github_escaping_and_limits() -> None:
+    assert escape_data("50% done\r\nnext") == "50%25 done%0D%0Anext"
+    assert escape_property("a,b:c") == "a%2Cb%3Ac"
+    many = [Finding(f"X-{i}", Category.BASE, Severity.ERROR, f"problem {i}") for i in range(25)]
+    text = renderer_for(Format.GITHUB).render(Report.build(many, ran=[Category.BASE]))
+    assert sum(1 for line in text.splitlines() if line.startswith("::error ")) == MAX_PER_KIND
+    assert "25 findings in all" in text
+
+
+def test_markdown_stays_under_the_summary_limit() -> None:
+    many = [Finding(f"X-{i}", Category.BASE, Severity.ERROR, "x" * 2000, hint="h" * 500) for i in range(2000)]
+    text = renderer_for(Format.MARKDOWN).render(Report.build(many, ran=[Category.BASE]))
+    assert len(text.encode()) <= MAX_BYTES
+    assert "truncated" in text
+
+
+@pytest.mark.parametrize("fmt", [Format.TEXT, Format.MARKDOWN, Format.GITHUB])
+def test_goldens(fmt: Format) -> None:
+    text = renderer_for(fmt, color=False, width=120).render(sample())
+    golden = GOLDENS / f"report.{fmt.value}"
+    if os.environ.get("LORA_LOCK_REGEN_GOLDENS"):
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
