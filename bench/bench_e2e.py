@@ -132,10 +132,52 @@ def run(runs: int, probe_runs: int) -> Section:
         )
         sec.add(f"peak RSS {cmd} static / with probe", f"{rss[static]:.1f} / {rss[probe]:.0f}", "MiB")
         sec.raw[cmd] = {"instrumented_wall_s": wall_i, "cli_import_s": imp, "hashing_s": hashing, "main_s": main}
+    _probe_phases(sec, base, adapter, env, probe_runs)
     for label, got in done.items():
         sec.raw[label] = {"wall_s": [r.wall_s for r in got], "peak_rss_kib": [r.maxrss_kib for r in got]}
     sec.raw["files"] = sorted(p.name for p in paths)
     return sec
+
+
+PROBE_PHASES = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch, transformers, peft
+t1 = time.perf_counter()
+from pathlib import Path
+from lora_lock.probe.api import lock_probe
+from lora_lock.probe.effect import ProbeSession
+from lora_lock.probe.prompts import DEFAULT_PROMPTS
+base, adapter = Path(sys.argv[1]), Path(sys.argv[2])
+session = ProbeSession(base, base, [("adapter", adapter)], device="cpu")
+t2 = time.perf_counter()
+with torch.inference_mode():
+    session.model(input_ids=torch.tensor([session.encode(DEFAULT_PROMPTS[0])]))
+t3 = time.perf_counter()
+lock_probe(session, [("adapter", adapter)], DEFAULT_PROMPTS)
+t4 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "first": t3 - t2, "probe": t4 - t3}))
+"""
+
+
+def _probe_phases(sec: Section, base: Path, adapter: Path, env: dict[str, str], runs: int) -> None:
+    """The probe's own cost against what any use of the model pays anyway (imports, one load, a first forward)."""
+    log(f"e2e: probe phases x{runs}")
+    got = spawn_many([PY, "-c", PROBE_PHASES, str(base), str(adapter)], runs, warmup=0, env=env, ok=_ok0)
+    parts = [json.loads(r.stdout.strip().splitlines()[-1]) for r in got]
+    imports, load, first, probe = (median([p[k] for p in parts]) for k in ("imports", "load", "first", "probe"))
+    sec.add("probe phases: import torch + transformers + peft", imports * 1000, "ms", f"median of {runs}")
+    sec.add("probe phases: load base + adapter (one load)", load * 1000, "ms")
+    sec.add("probe phases: first forward", first * 1000, "ms")
+    sec.add("probe phases: 8 prompts x (16 cached steps + 2 passes)", probe * 1000, "ms")
+    sec.add("RATIO probe / (load + first forward)", probe / (load + first), "", "tiny models: forwards are ~1 ms")
+    sec.add(
+        "RATIO probe / (imports + load + first forward)",
+        probe / (imports + load + first),
+        "",
+        "what a serving start-up pays anyway",
+    )
+    sec.raw["probe_phases"] = parts
 
 
 def _ok0(run: Run) -> bool:
