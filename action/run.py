@@ -30,7 +30,7 @@ from typing import Any
 
 #: Every category ``lora-lock verify`` knows, in report order (tests/test_action.py compares with lora_lock).
 CATEGORIES = ("base", "tokenizer", "adapter", "compat", "quantization", "environment", "effect", "golden")
-#: The static tier: no torch needed (lora_lock.verify.STATIC_CATEGORIES).
+#: The static tier: no torch needed (lora_lock.verification.STATIC_CATEGORIES).
 STATIC = CATEGORIES[:6]
 #: What only the full tier checks, with the probe stack.
 BEHAVIOUR = ("effect", "golden")

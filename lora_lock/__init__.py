@@ -20,21 +20,21 @@ from lora_lock._version import __version__
 
 if TYPE_CHECKING:
     from lora_lock.checker import check
-    from lora_lock.diff import diff
     from lora_lock.errors import InputError, LockfileError, LoraLockError, SourceError
-    from lora_lock.generate import GenerateResult, generate
-    from lora_lock.guard import LockViolation, guard
+    from lora_lock.generation import GenerateResult, generate
+    from lora_lock.lockdiff import diff
     from lora_lock.models import Category, Finding, Report, Severity, Status
-    from lora_lock.verify import verify
+    from lora_lock.serving import LockViolation, guard
+    from lora_lock.verification import verify
 
 _EXPORTS = {
     "check": "lora_lock.checker",
-    "diff": "lora_lock.diff",
-    "generate": "lora_lock.generate",
-    "GenerateResult": "lora_lock.generate",
-    "verify": "lora_lock.verify",
-    "guard": "lora_lock.guard",
-    "LockViolation": "lora_lock.guard",
+    "diff": "lora_lock.lockdiff",
+    "generate": "lora_lock.generation",
+    "GenerateResult": "lora_lock.generation",
+    "verify": "lora_lock.verification",
+    "guard": "lora_lock.serving",
+    "LockViolation": "lora_lock.serving",
     "InputError": "lora_lock.errors",
     "LockfileError": "lora_lock.errors",
     "LoraLockError": "lora_lock.errors",

@@ -113,7 +113,7 @@ class _Steps:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from lora_lock.generate import generate
+    from lora_lock.generation import generate
 
     progress, steps = _Progress(), _Steps()
     try:
@@ -147,7 +147,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from lora_lock.verify import verify
+    from lora_lock.verification import verify
 
     progress, steps = _Progress(), _Steps()
     try:
@@ -199,7 +199,7 @@ def _cmd_outdated(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from lora_lock.diff import diff
+    from lora_lock.lockdiff import diff
 
     result = diff(args.old, args.new)
     sys.stdout.write(result.render_json() if args.format == "json" else result.render_text())

@@ -15,7 +15,7 @@ from lora_lock.inspect.modules import base_modules
 from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.sources import Resolved, resolve
 
-_SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
+_SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def identity_findings(adapter: Adapter, base: Resolved, *, fits: bool = True) ->
             named = f"{named_repo}@{wanted_rev}"
     else:
         match = _SNAPSHOT.search(base.path.resolve().as_posix())
-        if match and f"{match['org']}/{match['name']}" == named:
+        if match and match["repo"].replace("--", "/") == named:
             return []
         named_path = Path(named).expanduser()
         try:
@@ -164,9 +164,10 @@ def check(adapter: str | Path, base: str | Path | None = None) -> Report:
         adapter_view = read_adapter(adapter_source.path, require_weights=False, remote=adapter_source.remote)
         spec = base if base is not None else default_base_spec(adapter_view)
         base_view = read_base(resolve(spec, relative_to=adapter_view.root, what="base"))
+        _, findings = static_findings(adapter_view, base_view)
     except InputError as exc:
-        return Report.build([input_finding(exc)], ran=ran, title="lora-lock check")
-    _, findings = static_findings(adapter_view, base_view)
+        # Nothing could be concluded: every category is "error", never "pass".
+        return Report.build([input_finding(exc)], ran=ran, title="lora-lock check", blocked=ran)
     return Report.build(findings, ran=ran, title="lora-lock check")
 
 

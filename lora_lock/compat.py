@@ -96,14 +96,26 @@ def strip_peft_prefix(key: str) -> str:
     return key
 
 
+#: ``…q_proj.lora_A.default.weight``: a raw ``state_dict`` save that kept the adapter name PEFT removes on save.
+_NAMED_KEY = re.compile(
+    r"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)\.(?!weight$|bias$)"
+    r"[^.]+(\.weight|\.bias)?$"
+)
+
+
 def split_adapter_tensors(
     tensors: Iterable[TensorInfo],
-) -> tuple[dict[str, LoraModule], dict[str, dict[str, TensorInfo]]]:
-    """Split saved tensors into LoRA modules and full saved modules (``modules_to_save`` / heads)."""
+) -> tuple[dict[str, LoraModule], dict[str, dict[str, TensorInfo]], list[str]]:
+    """Split saved tensors into LoRA modules, full saved modules (``modules_to_save`` / heads) and keys that still
+    carry an adapter name (PEFT inserts the name on load, so those load nowhere)."""
     lora: dict[str, LoraModule] = {}
     saved: dict[str, dict[str, TensorInfo]] = {}
+    named: list[str] = []
     for info in tensors:
         key = strip_peft_prefix(info.name)
+        if _NAMED_KEY.search(key):
+            named.append(info.name)
+            continue
         for suffix, part in LORA_PARTS:
             if key.endswith(suffix):
                 module = key[: -len(suffix)]
@@ -115,7 +127,7 @@ def split_adapter_tensors(
             else:
                 module, _, param = key.rpartition(".")
             saved.setdefault(module, {})[param] = info
-    return lora, saved
+    return lora, saved, sorted(named)
 
 
 # --- PEFT's target matching (peft/tuners/tuners_utils.py: check_target_module_exists) -------------------------
@@ -195,8 +207,8 @@ def align(adapter_paths: Iterable[str], base_paths: set[str]) -> tuple[str, str]
         return best
     for strip in sorted(_prefixes(paths), key=len):
         for add in sorted(_prefixes(base_paths, depth=1), key=len):
-            if strip == add:
-                continue
+            if strip == add or (strip and add):
+                continue  # transformers adds or strips the base-model prefix; it never swaps one for another
             score = sum(1 for p in paths if p.startswith(strip) and add + p[len(strip) :] in base_paths)
             if score > best_score:
                 best, best_score = (strip, add), score
@@ -332,7 +344,7 @@ def fit(
     ``tensors`` is the adapter's weights header; ``None`` means config-only (what ``target_modules`` selects).
     """
     modules = with_tied_head(modules, facts)
-    lora, saved = split_adapter_tensors(tensors or ())
+    lora, saved, named_keys = split_adapter_tensors(tensors or ())
     alignment = align([*lora, *saved], set(modules))
     grouper = _Grouper()
     findings: list[Finding] = []
@@ -355,7 +367,9 @@ def fit(
         pass  # PEFT raises before loading anything: COMPAT-NO-TARGET below says so; nothing is silently dropped
     elif tensors is not None:
         findings += _unmatched_findings(unmatched, lora, modules, alignment, facts)
-        untrained = [p for p in targeted if p not in lora_paths] if lora else []
+        untrained = [p for p in targeted if p not in lora_paths]
+        if named_keys:
+            findings.append(_named_keys_finding(named_keys))
         if untrained:
             leaves = {p.rpartition(".")[2] for p in unmatched}
             findings.append(_untrained_finding(untrained, any(p.rpartition(".")[2] in leaves for p in untrained)))
@@ -653,11 +667,36 @@ def _unmatched_hint(
 
 
 def _renamed_as(path: str, modules: dict[str, BaseModule], alignment: tuple[str, str]) -> str | None:
-    """A base module with the same leaf name and layer index as ``path`` but another parent, if exactly one."""
+    """The one base module that looks like ``path`` renamed (same leaf and layer, a segment or two differ)."""
     leaf = path.rpartition(".")[2]
     layers = layer_indices(path)
-    candidates = [m for m in modules if m.rpartition(".")[2] == leaf and layer_indices(m) == layers]
+    parts = path.split(".")
+
+    def renamed(other: str) -> bool:
+        """Same shape of path, the same layer index in the same place, one or two segments named otherwise."""
+        theirs = other.split(".")
+        if len(theirs) != len(parts) or theirs[-1] != leaf or layer_indices(other) != layers:
+            return False
+        differ = [(a, b) for a, b in zip(parts, theirs, strict=True) if a != b]
+        return 0 < len(differ) <= 2 and not any(a.isdigit() or b.isdigit() for a, b in differ)
+
+    candidates = [m for m in modules if renamed(m)]
     return candidates[0] if len(candidates) == 1 else None
+
+
+def _named_keys_finding(keys: list[str]) -> Finding:
+    example = keys[0]
+    return Finding(
+        "ADAPTER-KEYS",
+        Category.ADAPTER,
+        Severity.ERROR,
+        f"{len(keys)} tensor key(s) still carry an adapter name (e.g. `{example}`): PEFT inserts the adapter name "
+        "itself when loading, so these tensors load nowhere",
+        subject=example,
+        expected="base_model.model.<module>.lora_A.weight",
+        actual=example,
+        hint="save the adapter with PeftModel.save_pretrained(), which removes the adapter name from the keys",
+    )
 
 
 def _untrained_finding(untrained: list[str], renamed: bool) -> Finding:

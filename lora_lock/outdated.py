@@ -17,6 +17,7 @@ from lora_lock.hashing import hash_file
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.sources.hub import is_offline
 
 
 def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mapping[str, Any]]]:
@@ -142,10 +143,26 @@ def outdated(lockfile: str | Path = "lora.lock") -> Report:
                 "the lock has no Hub sources; local directories cannot move under you",
             )
         )
+    blocked: set[Category] = set()
+    offline = bool(sources) and is_offline()
     for category, what, section in sources:
         ran.add(category)
+        if offline:
+            blocked.add(category)
+            continue
         try:
             findings += _moved(category, what, section)
         except InputError as exc:
             findings.append(input_finding(exc))
-    return Report.build(findings, ran=sorted(ran, key=list(Category).index), title=title)
+            blocked.add(category)
+    if offline:
+        findings.append(
+            input_finding(
+                InputError(
+                    "`lora-lock outdated` asks the Hub where each ref points now, and offline mode is on "
+                    "(HF_HUB_OFFLINE)",
+                    hint="run it where the Hub is reachable, e.g. in a scheduled CI job",
+                )
+            )
+        )
+    return Report.build(findings, ran=sorted(ran, key=list(Category).index), title=title, blocked=blocked)

@@ -29,7 +29,7 @@ import yaml
 
 from lora_lock._cli import main as cli
 from lora_lock.models import Category
-from lora_lock.verify import STATIC_CATEGORIES
+from lora_lock.verification import STATIC_CATEGORIES
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -13,8 +13,8 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
-from lora_lock.diff import diff
-from lora_lock.generate import generate
+from lora_lock.generation import generate
+from lora_lock.lockdiff import diff
 from lora_lock.lockfile import read as read_lock
 
 if sys.version_info >= (3, 11):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lora_lock._cli import main
-from lora_lock.generate import generate
+from lora_lock.generation import generate
 from lora_lock.lockfile import read as read_lock
 
 if sys.version_info >= (3, 11):

@@ -24,9 +24,9 @@ import pytest
 
 from lora_lock._cli import main
 from lora_lock.errors import LockfileError
-from lora_lock.generate import GenerateResult, generate
+from lora_lock.generation import GenerateResult, generate
 from lora_lock.lockfile import read as read_lock
-from lora_lock.verify import verify
+from lora_lock.verification import verify
 
 if sys.version_info >= (3, 11):
     import tomllib

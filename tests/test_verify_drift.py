@@ -14,7 +14,7 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
-from lora_lock.generate import generate
+from lora_lock.generation import generate
 from lora_lock.lockfile import read as read_lock
 from lora_lock.probe.tiny import copy_tokenizer, train_bpe_tokenizer
 

@@ -123,11 +123,26 @@ def locked_source(
         from lora_lock.sources.hub import is_offline, resolve_cached, resolve_online
 
         repo, commit = str(fields["repo"]), str(fields["revision"])
+        locked_files = [str(n) for n in fields.get("files", {})]
+        offline_now = offline if offline is not None else is_offline()
+        hint = f"fetch them once online: hf download {repo} --revision {commit}"
         try:
             snap = resolve_cached(repo, commit)
+            missing = [n for n in locked_files if not (snap.snapshot_dir / n).exists()]
         except SourceError:
-            if offline if offline is not None else is_offline():
+            if offline_now:
                 raise
+            snap, missing = None, locked_files
+        if missing and (offline_now or deep):
+            # Not drift: the pinned commit is simply not (fully) in the cache here.
+            raise SourceError(
+                f"{repo}@{commit[:12]}: {len(missing)} locked file(s) are not in the local Hub cache "
+                f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})",
+                hint=hint + ("" if offline_now else " (--deep hashes local bytes)"),
+            )
+        if snap is None or missing:
+            # A partial cache (e.g. the small files a zero-download generate fetched): the Hub's metadata of the
+            # pinned commit proves the rest, without downloading weights.
             snap = resolve_online(repo, commit, token=token)
         return from_snapshot(f"{repo}@{commit}", snap, trust_cache_names=not deep)
     source = str(fields["source"])

@@ -357,7 +357,7 @@ def download_snapshot(snapshot: HubSnapshot) -> HubSnapshot:
         ref=snapshot.ref,
         snapshot_dir=local.snapshot_dir,
         repo_dir=local.repo_dir,
-        files=snapshot.files,
+        files=local.files,  # the cache listing: downloaded bytes are hashed, not trusted
         online=False,
         token=snapshot.token,
     )

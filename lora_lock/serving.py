@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lora_lock.errors import LoraLockError
 from lora_lock.models import Category, Report, Severity, Status
-from lora_lock.verify import STATIC_CATEGORIES, verify
+from lora_lock.verification import STATIC_CATEGORIES, verify
 
 
 class LockViolation(LoraLockError):
