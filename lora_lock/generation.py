@@ -17,6 +17,8 @@ from lora_lock.observe import Observed, build_lock, observe
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
 from lora_lock.sources import Resolved, posix_relative, resolve
 
+#: The lock section each behavioural category records.
+BEHAVIOUR_SECTIONS = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
 GENERATE_CATEGORIES = (
     Category.BASE,
     Category.TOKENIZER,
@@ -133,7 +135,7 @@ def generate(
         findings += more
         report = Report.build(
             findings,
-            ran=(*GENERATE_CATEGORIES, *(c for c in (Category.EFFECT, Category.GOLDEN) if c.value in section)),
+            ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
             title="lora-lock generate",
         )
     old_sidecars = _sidecars(out)

@@ -381,6 +381,9 @@ def verify(
     (torch, transformers, peft) is installed; otherwise they are reported as not run, never silently skipped.
     """
     path = Path(lockfile)
+    if max_nfr is not None and not 0.0 <= max_nfr <= 1.0:  # also refuses NaN
+        err = InputError(f"--max-nfr {max_nfr}: expected a rate from 0 to 1 (0.05 means 5 %)")
+        return Report.build([input_finding(err)], ran=(), title="lora-lock verify")
     wanted = set(only) if only else set(Category) - {Category.INPUT}
     cats = [c for c in Category if c in wanted and c not in skip and c is not Category.INPUT]
     try:

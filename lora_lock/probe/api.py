@@ -242,7 +242,7 @@ def _verify_adapter(
     if drift > tol:
         cause = (
             "the base or the stack moved too (the base pass drifted)"
-            if base_drift > tol
+            if gates.moved(base_drift, float(row["noise-kl"]))
             else "the base pass is unchanged, so the adapter itself changed"
         )
         out.append(

@@ -187,7 +187,7 @@ def _device(torch: Any, device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeUnavailableError(
+        raise InputError(  # an explicit request that cannot be met: exit 2, not a quiet skip
             "--device cuda was asked for, but torch sees no CUDA device here",
             hint="run on a GPU runner, or pass --device cpu",
         )

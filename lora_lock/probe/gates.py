@@ -29,6 +29,13 @@ def tolerance(noise: float) -> float:
     return min(CAP, max(FLOOR, NOISE_FACTOR * noise))
 
 
+def moved(drift: float, noise: float) -> bool:
+    """Did a pass move beyond numerical noise? (Attribution only: the gates use :func:`tolerance`.)"""
+    if math.isnan(noise):
+        noise = 0.0
+    return drift > max(NOISE_FACTOR * noise, 1e-9)
+
+
 def coarse_kl(locked: Sequence[Sequence[float]], live: Sequence[Sequence[float]]) -> float:
     """Mean over positions of KL(lock ‖ now) on the locked top-k tokens plus one bucket for the rest."""
     total = 0.0

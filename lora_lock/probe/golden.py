@@ -6,7 +6,7 @@ Items are JSONL (schema: ``schemas/golden.schema.json``):
   "ignore_case", "ignore_punctuation", "regexes_to_ignore"}`` (lm-evaluation-harness ``exact_match`` options);
   greedy decoding with the adapter.
 - multiple choice: ``{"prompt", "choices": [...], "answer": index}``, scored by log-likelihood argmax (``acc``)
-  and by log-likelihood per byte of the choice (``acc_norm``), as lm-evaluation-harness does.
+  and by log-likelihood per character of the choice (``acc_norm``), as lm-evaluation-harness does.
 
 The lock records each item's correctness (a bitset) and the accuracy: the lock plays the old model, so only the
 new side is run. NFR (negative flip rate, MUSCLE) = #(correct then ∧ wrong now) / N.
@@ -153,7 +153,7 @@ def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
 def score_generation(item: GoldenItem, output: str) -> bool:
     got = normalise(cut_at_stop(output, item.until), item)
     if item.scorer == "regex":
-        return re.search(item.expected, got) is not None
+        return re.search(item.expected, got, re.IGNORECASE if item.ignore_case else 0) is not None
     want = normalise(item.expected, item)
     if item.scorer == "contains":
         return want in got
@@ -226,7 +226,7 @@ class GoldenRunner:
             logp = torch.log_softmax(logits[len(context) - 1 : len(seq) - 1], dim=-1)
             ll = float(logp.gather(-1, torch.tensor(cont, device=logp.device).unsqueeze(-1)).sum())
             scores.append(ll)
-            norms.append(ll / max(1, len(choice.encode("utf-8"))))
+            norms.append(ll / max(1, len(choice)))  # lm-evaluation-harness acc_norm: per character
         best = max(range(len(scores)), key=scores.__getitem__)
         best_norm = max(range(len(norms)), key=norms.__getitem__)
         return best == item.answer, best_norm == item.answer
