@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import WORK, Row, Section, cores, log, table
 
-BENCHES = ("check", "hashing", "e2e")
+BENCHES = ("check", "hashing", "e2e", "hub")
 
 
 def machine() -> dict[str, Any]:
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         import bench_e2e
 
         sections.append(bench_e2e.run(args.runs, args.peft_runs))
+    if "hub" in wanted:
+        import bench_hub
+
+        sections.append(bench_hub.run(args.hash_runs))
     elapsed = time.perf_counter() - started
 
     info = machine()
