@@ -7,11 +7,18 @@ engine reports what PEFT would silently ignore, and which targeted base modules 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from lora_lock.compat_drops import (
+    named_keys_finding,
+    no_target,
+    target_findings,
+    unmatched_findings,
+    untrained_finding,
+    where,
+)
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import (
@@ -23,43 +30,17 @@ from lora_lock.inspect.modules import (
 )
 from lora_lock.inspect.safetensors_header import TensorInfo
 from lora_lock.models import Category, Finding, Severity
-
-PEFT_PREFIXES = ("base_model.model.", "base_model.")
-
-#: Saved-key suffix → part name. Order matters: longer suffixes first.
-LORA_PARTS: tuple[tuple[str, str], ...] = (
-    (".lora_A.weight", "A"),
-    (".lora_B.weight", "B"),
-    (".lora_B.bias", "B_bias"),
-    (".lora_embedding_A", "A"),
-    (".lora_embedding_B", "B"),
-    (".lora_magnitude_vector", "magnitude"),
-    (".lora_E", "E"),
-    (".ranknum", "ranknum"),
-    (".token_adapter.trainable_tokens_delta", "tokens"),
+from lora_lock.peft_rules import (
+    IMPLICIT_HEADS,
+    OUTPUT_HEADS,
+    LoraModule,
+    align,
+    is_targeted,
+    rank_for,
+    split_adapter_tensors,
+    to_base,
+    to_model,
 )
-
-#: Task heads that PEFT adds to ``modules_to_save`` by itself for classification tasks.
-IMPLICIT_HEADS = {
-    "SEQ_CLS": ("classifier", "score"),
-    "TOKEN_CLS": ("classifier", "score"),
-    "QUESTION_ANS": ("qa_outputs",),
-}
-
-#: Output projections that may be tied to the input embedding.
-OUTPUT_HEADS = ("lm_head", "embed_out", "output")
-
-
-@dataclass
-class LoraModule:
-    """The LoRA tensors an adapter holds for one module (``path`` in the adapter's namespace)."""
-
-    path: str
-    parts: dict[str, TensorInfo] = field(default_factory=dict)
-
-    @property
-    def embedding_style(self) -> bool:
-        return any(t.name.endswith(("lora_embedding_A", "lora_embedding_B")) for t in self.parts.values())
 
 
 @dataclass(frozen=True)
@@ -87,142 +68,6 @@ class Fit:
     alignment: tuple[str, str]
     lora_modules: int
     matched_modules: int
-
-
-def strip_peft_prefix(key: str) -> str:
-    for prefix in PEFT_PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix) :]
-    return key
-
-
-#: ``…q_proj.lora_A.default.weight``: a raw ``state_dict`` save that kept the adapter name PEFT removes on save.
-_NAMED_KEY = re.compile(
-    r"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)\.(?!weight$|bias$)"
-    r"[^.]+(\.weight|\.bias)?$"
-)
-
-
-def split_adapter_tensors(
-    tensors: Iterable[TensorInfo],
-) -> tuple[dict[str, LoraModule], dict[str, dict[str, TensorInfo]], list[str]]:
-    """Split saved tensors into LoRA modules, full saved modules (``modules_to_save`` / heads) and keys that still
-    carry an adapter name (PEFT inserts the name on load, so those load nowhere)."""
-    lora: dict[str, LoraModule] = {}
-    saved: dict[str, dict[str, TensorInfo]] = {}
-    named: list[str] = []
-    for info in tensors:
-        key = strip_peft_prefix(info.name)
-        if _NAMED_KEY.search(key):
-            named.append(info.name)
-            continue
-        for suffix, part in LORA_PARTS:
-            if key.endswith(suffix):
-                module = key[: -len(suffix)]
-                lora.setdefault(module, LoraModule(module)).parts[part] = info
-                break
-        else:
-            if ".base_layer." in key:  # PEFT's save_embedding_layers copy of a LoRA-wrapped module's own weight
-                module, _, param = key.partition(".base_layer.")
-            else:
-                module, _, param = key.rpartition(".")
-            saved.setdefault(module, {})[param] = info
-    return lora, saved, sorted(named)
-
-
-# --- PEFT's target matching (peft/tuners/tuners_utils.py: check_target_module_exists) -------------------------
-
-
-def _names_match(names: tuple[str, ...] | str, key: str) -> bool:
-    if isinstance(names, str):
-        try:
-            return re.fullmatch(names, key) is not None
-        except re.error:
-            return False
-    return key in names or any(key.endswith(f".{n}") for n in names)
-
-
-def is_targeted(config: AdapterConfig, key: str) -> bool:
-    """Whether PEFT would wrap the module named ``key`` (model namespace) with a LoRA layer."""
-    if config.exclude_modules and _names_match(config.exclude_modules, key):
-        return False
-    if any(re.match(rf"(^|.*\.){re.escape(m)}($|\..*)", key) for m in config.modules_to_save):
-        return False
-    targets = config.target_modules
-    if targets is None:
-        return False
-    if targets == "all-linear":
-        return True  # resolved by the caller: every linear module except the output head
-    if isinstance(targets, str):
-        return _names_match(targets, key)
-    found = _names_match(targets, key)
-    if found and config.layers_to_transform:
-        match = None
-        if not config.layers_pattern:
-            match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
-        else:
-            for pattern in config.layers_pattern:
-                match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
-                if match:
-                    break
-        found = match is not None and int(match.group("idx")) in config.layers_to_transform
-    return found
-
-
-def rank_for(config: AdapterConfig, key: str) -> int:
-    """Per-module rank: the first ``rank_pattern`` key matching ``key`` (PEFT's ``get_pattern_key``), else ``r``."""
-    for pattern, rank in config.rank_pattern.items():
-        try:
-            if re.match(rf"(.*\.)?({pattern})$", key):
-                return rank
-        except re.error:
-            continue
-    return config.r
-
-
-# --- prefix alignment --------------------------------------------------------------------------------------------
-
-
-def _prefixes(paths: Iterable[str], depth: int = 2) -> set[str]:
-    out = {""}
-    for path in paths:
-        parts = path.split(".")
-        for k in range(1, min(depth, len(parts) - 1) + 1):
-            out.add(".".join(parts[:k]) + ".")
-    return out
-
-
-def align(adapter_paths: Iterable[str], base_paths: set[str]) -> tuple[str, str]:
-    """Find (strip, add) so that ``add + path[len(strip):]`` names base modules for the most adapter modules.
-
-    transformers renames checkpoint keys on load (``gpt2`` stores ``h.0.attn`` for ``transformer.h.0.attn``), so
-    the adapter's module names and the base file's tensor names may differ by a leading prefix.
-    """
-    paths = sorted(set(adapter_paths))
-    if not paths:
-        return "", ""
-    best = ("", "")
-    best_score = sum(1 for p in paths if p in base_paths)
-    if best_score == len(paths):
-        return best
-    for strip in sorted(_prefixes(paths), key=len):
-        for add in sorted(_prefixes(base_paths, depth=1), key=len):
-            if strip == add or (strip and add):
-                continue  # transformers adds or strips the base-model prefix; it never swaps one for another
-            score = sum(1 for p in paths if p.startswith(strip) and add + p[len(strip) :] in base_paths)
-            if score > best_score:
-                best, best_score = (strip, add), score
-    return best
-
-
-def to_base(path: str, alignment: tuple[str, str]) -> str:
-    strip, add = alignment
-    return add + path[len(strip) :] if path.startswith(strip) else path
-
-
-def to_model(path: str, alignment: tuple[str, str]) -> str:
-    strip, add = alignment
-    return strip + path[len(add) :] if path.startswith(add) else path
 
 
 # --- the engine --------------------------------------------------------------------------------------------------
@@ -269,14 +114,14 @@ class _Grouper:
     def findings(self, describe: dict[str, str]) -> list[Finding]:
         out = []
         for (code, category, severity, pattern, expected, actual, hint), paths in self.groups.items():
-            where = _where(paths)
+            located = where(paths)
             out.append(
                 Finding(
                     code=code,
                     category=category,
                     severity=severity,
                     message=f"{pattern.rpartition('.')[2]}: {describe[code].format(expected=expected, actual=actual)}"
-                    f" {where}",
+                    f" {located}",
                     subject=pattern,
                     expected=expected,
                     actual=actual,
@@ -284,15 +129,6 @@ class _Grouper:
                 )
             )
         return out
-
-
-def _where(paths: list[str]) -> str:
-    layers = [idx[0] for idx in (layer_indices(p) for p in paths) if idx]
-    if len(paths) == 1:
-        return f"(in {paths[0]})"
-    if layers:
-        return f"({len(paths)} modules, layers {compact_ranges(layers)})"
-    return f"({len(paths)} modules)"
 
 
 _DESCRIBE = {
@@ -362,24 +198,24 @@ def fit(
 
     lora_paths = set(lora)
     targeted = _targeted(config, modules, alignment)
-    no_target = _no_target(config, targeted)
-    if tensors is not None and no_target:
+    nothing_targeted = no_target(config, targeted)
+    if tensors is not None and nothing_targeted:
         pass  # PEFT raises before loading anything: COMPAT-NO-TARGET below says so; nothing is silently dropped
     elif tensors is not None:
-        findings += _unmatched_findings(unmatched, lora, modules, alignment, facts)
+        findings += unmatched_findings(unmatched, lora, modules, alignment, facts)
         untrained = [p for p in targeted if p not in lora_paths]
         if named_keys:
-            findings.append(_named_keys_finding(named_keys))
+            findings.append(named_keys_finding(named_keys))
         if untrained:
             leaves = {p.rpartition(".")[2] for p in unmatched}
-            findings.append(_untrained_finding(untrained, any(p.rpartition(".")[2] in leaves for p in untrained)))
+            findings.append(untrained_finding(untrained, any(p.rpartition(".")[2] in leaves for p in untrained)))
     else:
         for path in targeted:
             base = modules[to_base(path, alignment)]
             rank = rank_for(config, path)
             a, b = _expected_lora(base, rank)
             rows[(pattern_of(path), base.kind.value, _base_shape(base), rank, a, b, base.quantized)].append(path)
-    findings += _target_findings(config, modules, alignment, targeted, tensors is not None)
+    findings += target_findings(config, modules, alignment, targeted, tensors is not None)
     findings += grouper.findings(_DESCRIBE)
     saved_table, saved_findings = _check_saved(config, facts, saved, modules, alignment, frozenset(lora))
     findings += saved_findings
@@ -539,185 +375,6 @@ def _targeted(config: AdapterConfig, modules: dict[str, BaseModule], alignment: 
         if is_targeted(config, path):
             out.append(path)
     return sorted(out)
-
-
-def _no_target(config: AdapterConfig, targeted: list[str]) -> bool:
-    """PEFT raises ``Target modules ... not found in the base model`` when nothing matches."""
-    return config.target_modules is not None and not targeted
-
-
-def _target_findings(
-    config: AdapterConfig,
-    modules: dict[str, BaseModule],
-    alignment: tuple[str, str],
-    targeted: list[str],
-    has_weights: bool,
-) -> list[Finding]:
-    targets = config.target_modules
-    if targets is None or targets == "all-linear":
-        return []
-    if _no_target(config, targeted):
-        return [
-            Finding(
-                "COMPAT-NO-TARGET",
-                Category.COMPAT,
-                Severity.ERROR,
-                f"target_modules {_names(targets)} match no module of this base: PEFT refuses to load the adapter",
-                subject="target_modules",
-                expected="at least one matching module",
-                actual="none",
-                hint="the base's module names differ from the adapter's base (another architecture?)",
-            )
-        ]
-    if isinstance(targets, str):
-        return []
-    leaves = {to_model(p, alignment) for p in modules}
-    unused = sorted(t for t in targets if not any(p == t or p.endswith("." + t) for p in leaves))
-    if not unused:
-        return []
-    return [
-        Finding(
-            "COMPAT-TARGET-UNUSED",
-            Category.COMPAT,
-            Severity.WARNING,
-            f"target_modules names {', '.join(unused)}, which match no module of this base; PEFT ignores them",
-            subject="target_modules",
-            expected="names of modules in this base",
-            actual=", ".join(unused),
-            hint="harmless if the adapter was trained on this base; otherwise the adapter's base had other module "
-            "names (e.g. remote-code Phi's Wqkv vs today's q_proj/k_proj/v_proj)",
-        )
-    ]
-
-
-def _names(targets: tuple[str, ...] | str) -> str:
-    return repr(targets) if isinstance(targets, str) else "[" + ", ".join(targets) + "]"
-
-
-def _unmatched_findings(
-    unmatched: list[str],
-    lora: dict[str, LoraModule],
-    modules: dict[str, BaseModule],
-    alignment: tuple[str, str],
-    facts: ModelFacts,
-) -> list[Finding]:
-    if not unmatched:
-        return []
-    total = len(lora)
-    tensors = sum(len(lora[p].parts) for p in unmatched)
-    by_pattern: dict[str, list[str]] = defaultdict(list)
-    for path in unmatched:
-        by_pattern[pattern_of(path)].append(path)
-    parts = []
-    hints = []
-    for pattern, paths in sorted(by_pattern.items()):
-        parts.append(f"{pattern} {_where(paths)}")
-        hints.append(_unmatched_hint(paths, modules, alignment, facts))
-    if len(unmatched) == total:
-        code = "COMPAT-NO-MATCH"
-        message = (
-            f"none of the adapter's {total} LoRA modules exist in this base: PEFT would load it without an "
-            f"error and the adapter would have no effect at all ({'; '.join(parts)})"
-        )
-    else:
-        code = "COMPAT-UNMATCHED"
-        message = (
-            f"PEFT would load this adapter and silently ignore {len(unmatched)} of its {total} LoRA modules "
-            f"({tensors} tensors): {'; '.join(parts)}"
-        )
-    subject = next(iter(sorted(by_pattern))) if len(by_pattern) == 1 else None
-    return [
-        Finding(
-            code,
-            Category.COMPAT,
-            Severity.ERROR,
-            message,
-            subject=subject,
-            expected="every adapter module present in the base",
-            actual=f"{len(unmatched)} of {total} missing",
-            hint="; ".join(sorted(set(hints))),
-        )
-    ]
-
-
-def _unmatched_hint(
-    paths: list[str], modules: dict[str, BaseModule], alignment: tuple[str, str], facts: ModelFacts
-) -> str:
-    layers = [i[0] for i in map(layer_indices, paths) if i]
-    n_layers = facts.num_hidden_layers
-    if layers and n_layers is not None and min(layers) >= n_layers:
-        return f"the adapter was trained on a base with at least {max(layers) + 1} layers; this base has {n_layers}"
-    parent = to_base(paths[0].rpartition(".")[0], alignment)
-    renamed = _renamed_as(paths[0], modules, alignment)
-    if renamed is not None:
-        old = to_base(paths[0], alignment).split(".")
-        new = renamed.split(".")
-        change = ", ".join(f"`{a}` → `{b}`" for a, b in zip(old, new, strict=False) if a != b) or "paths differ"
-        return (
-            f"modules were renamed ({change}); the base has them under the new names: another transformers "
-            "release or architecture variant than the adapter's base"
-        )
-    siblings = sorted({m.rpartition(".")[2] for m in modules if m.rpartition(".")[0] == parent})
-    if siblings:
-        return (
-            f"this base has {', '.join(siblings[:8])} at {parent}: the modules were renamed, so the adapter's "
-            "base is another architecture or transformers version"
-        )
-    return "this base has no such modules: the adapter was trained on another architecture"
-
-
-def _renamed_as(path: str, modules: dict[str, BaseModule], alignment: tuple[str, str]) -> str | None:
-    """The one base module that looks like ``path`` renamed (same leaf and layer, a segment or two differ)."""
-    leaf = path.rpartition(".")[2]
-    layers = layer_indices(path)
-    parts = path.split(".")
-
-    def renamed(other: str) -> bool:
-        """Same shape of path, the same layer index in the same place, one or two segments named otherwise."""
-        theirs = other.split(".")
-        if len(theirs) != len(parts) or theirs[-1] != leaf or layer_indices(other) != layers:
-            return False
-        differ = [(a, b) for a, b in zip(parts, theirs, strict=True) if a != b]
-        return 0 < len(differ) <= 2 and not any(a.isdigit() or b.isdigit() for a, b in differ)
-
-    candidates = [m for m in modules if renamed(m)]
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _named_keys_finding(keys: list[str]) -> Finding:
-    example = keys[0]
-    return Finding(
-        "ADAPTER-KEYS",
-        Category.ADAPTER,
-        Severity.ERROR,
-        f"{len(keys)} tensor key(s) still carry an adapter name (e.g. `{example}`): PEFT inserts the adapter name "
-        "itself when loading, so these tensors load nowhere",
-        subject=example,
-        expected="base_model.model.<module>.lora_A.weight",
-        actual=example,
-        hint="save the adapter with PeftModel.save_pretrained(), which removes the adapter name from the keys",
-    )
-
-
-def _untrained_finding(untrained: list[str], renamed: bool) -> Finding:
-    by_pattern: dict[str, list[str]] = defaultdict(list)
-    for path in untrained:
-        by_pattern[pattern_of(path)].append(path)
-    parts = [f"{pattern} {_where(paths)}" for pattern, paths in sorted(by_pattern.items())]
-    return Finding(
-        "COMPAT-UNTRAINED",
-        Category.COMPAT,
-        Severity.ERROR,
-        f"target_modules selects {len(untrained)} base modules the adapter has no weights for: PEFT would give them "
-        f"a zero lora_B, so the adapter does nothing there ({'; '.join(parts)})",
-        subject=next(iter(sorted(by_pattern))) if len(by_pattern) == 1 else None,
-        expected="trained weights for every targeted module",
-        actual=f"{len(untrained)} without weights",
-        hint="the adapter's tensors for these modules are saved under other names (renamed modules), so they "
-        "are not loaded"
-        if renamed
-        else "the base has more layers or other modules than the adapter's base; use the base it was trained on",
-    )
 
 
 def _check_saved(

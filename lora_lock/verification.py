@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lora_lock.checker import input_finding
+from lora_lock.drift import REGENERATE, compare_files, compare_values, environment_findings, fmt_value
 from lora_lock.errors import InputError
 from lora_lock.hashing import Progress, hash_files
-from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import (
-    UNHASHED,
     Observed,
     adapter_file_names,
     adapter_section,
@@ -33,106 +32,6 @@ STATIC_CATEGORIES = (
     Category.QUANTIZATION,
     Category.ENVIRONMENT,
 )
-REGENERATE = "if this change is intended, run `lora-lock generate` and review the lock diff"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
-
-
-def compare_files(
-    category: Category,
-    prefix: str,
-    locked: Mapping[str, Any],
-    root: Path,
-    current: Mapping[str, Any],
-    present: Iterable[str],
-) -> list[Finding]:
-    """Missing, changed and extra files of one section (every difference listed)."""
-    out: list[Finding] = []
-    present = set(present)
-    for name, entry in sorted(locked.items()):
-        if name not in present and not (root / name).exists():
-            out.append(
-                Finding(
-                    f"{prefix}-FILE-MISSING",
-                    category,
-                    Severity.ERROR,
-                    f"{name} is locked but missing from {root}",
-                    subject=name,
-                    expected=f"{entry['digest']} ({entry['size']} bytes)",
-                    actual="missing",
-                    hint=f"restore the file; {REGENERATE}",
-                )
-            )
-            continue
-        now = current.get(name)
-        if now is not None and now["digest"] == UNHASHED:  # fast path: size only
-            now = {"digest": entry["digest"], "size": now["size"]}
-        if now is not None and (now["digest"] != entry["digest"] or now["size"] != entry["size"]):
-            out.append(
-                Finding(
-                    f"{prefix}-FILE-CHANGED",
-                    category,
-                    Severity.ERROR,
-                    f"{name} changed: {_short(entry['digest'])}… ({entry['size']} bytes) → "
-                    f"{_short(now['digest'])}… ({now['size']} bytes)",
-                    subject=name,
-                    expected=entry["digest"],
-                    actual=now["digest"],
-                    hint=REGENERATE,
-                )
-            )
-    for name in sorted(present - set(locked)):
-        out.append(
-            Finding(
-                f"{prefix}-FILE-EXTRA",
-                category,
-                Severity.ERROR,
-                f"{name} is present in {root} but not in the lock",
-                subject=name,
-                expected="absent",
-                actual="present",
-                hint=REGENERATE,
-            )
-        )
-    return out
-
-
-def compare_values(
-    code: str,
-    category: Category,
-    what: str,
-    locked: Mapping[str, Any],
-    current: Mapping[str, Any],
-    hint: str = REGENERATE,
-) -> list[Finding]:
-    out = []
-    for key in sorted(set(locked) | set(current)):
-        old, new = locked.get(key), current.get(key)
-        if old != new:
-            out.append(
-                Finding(
-                    code,
-                    category,
-                    Severity.ERROR,
-                    f"{what} `{key}` changed: {_fmt(old) if old is not None else 'absent'} → "
-                    f"{_fmt(new) if new is not None else 'absent'}",
-                    subject=key,
-                    expected=_fmt(old),
-                    actual=_fmt(new),
-                    hint=hint,
-                )
-            )
-    return out
 
 
 def _base_findings(
@@ -290,8 +189,8 @@ def _row(row: Mapping[str, Any] | None) -> str:
     if row is None:
         return "absent"
     return (
-        f"{row['count']}× {row['kind']} base {_fmt(row['base-shape'])}, lora_A {_fmt(row['lora-a'])}, "
-        f"lora_B {_fmt(row['lora-b'])}"
+        f"{row['count']}× {row['kind']} base {fmt_value(row['base-shape'])}, lora_A {fmt_value(row['lora-a'])}, "
+        f"lora_B {fmt_value(row['lora-b'])}"
     )
 
 
@@ -306,59 +205,6 @@ def _named(finding: Finding, adapter: str) -> Finding:
         actual=finding.actual,
         hint=finding.hint,
     )
-
-
-def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
-    env = current_environment()
-    out: list[Finding] = []
-    policy = locked.get("policy", {})
-    for name, old in sorted(locked["versions"].items()):
-        rule = policy.get(name, "exact")
-        new = env.versions.get(name)
-        if new is None:
-            severity = Severity.WARNING if name in PROBE_ONLY else Severity.ERROR
-            out.append(
-                Finding(
-                    "ENV-MISSING",
-                    Category.ENVIRONMENT,
-                    severity,
-                    f"{name} {old} is locked but not installed here"
-                    + (" (only the effect probe needs it)" if name in PROBE_ONLY else ""),
-                    subject=name,
-                    expected=old,
-                    actual="not installed",
-                    hint=f"install it (pip install '{name}=={old}') or see `lora-lock export-env`",
-                )
-            )
-        elif not versions_match(old, new, rule):
-            out.append(
-                Finding(
-                    "ENV-VERSION",
-                    Category.ENVIRONMENT,
-                    Severity.ERROR,
-                    f"{name} {old} → {new} (policy: {rule} match)",
-                    subject=name,
-                    expected=old,
-                    actual=new,
-                    hint=f"pin {name}=={old}, or if the upgrade is intended, regenerate the "
-                    "lock (and re-run the probe) with the new version",
-                )
-            )
-    gpu = locked.get("gpu")
-    if gpu and env.gpu != gpu:
-        out.append(
-            Finding(
-                "ENV-GPU",
-                Category.ENVIRONMENT,
-                Severity.WARNING,
-                f"GPU changed: {gpu.get('name')} → {env.gpu.get('name', 'none')}",
-                subject="gpu",
-                expected=_fmt(gpu),
-                actual=_fmt(env.gpu) if env.gpu else "none",
-                hint="numerics differ across GPU generations; the effect probe decides whether it matters",
-            )
-        )
-    return out
 
 
 def verify(

@@ -1,0 +1,200 @@
+"""The silent cliff, in words: adapter tensors PEFT would drop without a word, targeted modules left untrained,
+targets that match nothing, and keys PEFT cannot place — each with counts, layers and a hint at the cause."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from lora_lock.inspect.adapter import AdapterConfig
+from lora_lock.inspect.model_config import ModelFacts
+from lora_lock.inspect.modules import BaseModule, compact_ranges, layer_indices, pattern_of
+from lora_lock.models import Category, Finding, Severity
+from lora_lock.peft_rules import LoraModule, to_base, to_model
+
+
+def where(paths: list[str]) -> str:
+    layers = [idx[0] for idx in (layer_indices(p) for p in paths) if idx]
+    if len(paths) == 1:
+        return f"(in {paths[0]})"
+    if layers:
+        return f"({len(paths)} modules, layers {compact_ranges(layers)})"
+    return f"({len(paths)} modules)"
+
+
+def no_target(config: AdapterConfig, targeted: list[str]) -> bool:
+    """PEFT raises ``Target modules ... not found in the base model`` when nothing matches."""
+    return config.target_modules is not None and not targeted
+
+
+def target_findings(
+    config: AdapterConfig,
+    modules: dict[str, BaseModule],
+    alignment: tuple[str, str],
+    targeted: list[str],
+    has_weights: bool,
+) -> list[Finding]:
+    targets = config.target_modules
+    if targets is None or targets == "all-linear":
+        return []
+    if no_target(config, targeted):
+        return [
+            Finding(
+                "COMPAT-NO-TARGET",
+                Category.COMPAT,
+                Severity.ERROR,
+                f"target_modules {_names(targets)} match no module of this base: PEFT refuses to load the adapter",
+                subject="target_modules",
+                expected="at least one matching module",
+                actual="none",
+                hint="the base's module names differ from the adapter's base (another architecture?)",
+            )
+        ]
+    if isinstance(targets, str):
+        return []
+    leaves = {to_model(p, alignment) for p in modules}
+    unused = sorted(t for t in targets if not any(p == t or p.endswith("." + t) for p in leaves))
+    if not unused:
+        return []
+    return [
+        Finding(
+            "COMPAT-TARGET-UNUSED",
+            Category.COMPAT,
+            Severity.WARNING,
+            f"target_modules names {', '.join(unused)}, which match no module of this base; PEFT ignores them",
+            subject="target_modules",
+            expected="names of modules in this base",
+            actual=", ".join(unused),
+            hint="harmless if the adapter was trained on this base; otherwise the adapter's base had other module "
+            "names (e.g. remote-code Phi's Wqkv vs today's q_proj/k_proj/v_proj)",
+        )
+    ]
+
+
+def _names(targets: tuple[str, ...] | str) -> str:
+    return repr(targets) if isinstance(targets, str) else "[" + ", ".join(targets) + "]"
+
+
+def unmatched_findings(
+    unmatched: list[str],
+    lora: dict[str, LoraModule],
+    modules: dict[str, BaseModule],
+    alignment: tuple[str, str],
+    facts: ModelFacts,
+) -> list[Finding]:
+    if not unmatched:
+        return []
+    total = len(lora)
+    tensors = sum(len(lora[p].parts) for p in unmatched)
+    by_pattern: dict[str, list[str]] = defaultdict(list)
+    for path in unmatched:
+        by_pattern[pattern_of(path)].append(path)
+    parts = []
+    hints = []
+    for pattern, paths in sorted(by_pattern.items()):
+        parts.append(f"{pattern} {where(paths)}")
+        hints.append(_unmatched_hint(paths, modules, alignment, facts))
+    if len(unmatched) == total:
+        code = "COMPAT-NO-MATCH"
+        message = (
+            f"none of the adapter's {total} LoRA modules exist in this base: PEFT would load it without an "
+            f"error and the adapter would have no effect at all ({'; '.join(parts)})"
+        )
+    else:
+        code = "COMPAT-UNMATCHED"
+        message = (
+            f"PEFT would load this adapter and silently ignore {len(unmatched)} of its {total} LoRA modules "
+            f"({tensors} tensors): {'; '.join(parts)}"
+        )
+    subject = next(iter(sorted(by_pattern))) if len(by_pattern) == 1 else None
+    return [
+        Finding(
+            code,
+            Category.COMPAT,
+            Severity.ERROR,
+            message,
+            subject=subject,
+            expected="every adapter module present in the base",
+            actual=f"{len(unmatched)} of {total} missing",
+            hint="; ".join(sorted(set(hints))),
+        )
+    ]
+
+
+def _unmatched_hint(
+    paths: list[str], modules: dict[str, BaseModule], alignment: tuple[str, str], facts: ModelFacts
+) -> str:
+    layers = [i[0] for i in map(layer_indices, paths) if i]
+    n_layers = facts.num_hidden_layers
+    if layers and n_layers is not None and min(layers) >= n_layers:
+        return f"the adapter was trained on a base with at least {max(layers) + 1} layers; this base has {n_layers}"
+    parent = to_base(paths[0].rpartition(".")[0], alignment)
+    renamed = _renamed_as(paths[0], modules, alignment)
+    if renamed is not None:
+        old = to_base(paths[0], alignment).split(".")
+        new = renamed.split(".")
+        change = ", ".join(f"`{a}` → `{b}`" for a, b in zip(old, new, strict=False) if a != b) or "paths differ"
+        return (
+            f"modules were renamed ({change}); the base has them under the new names: another transformers "
+            "release or architecture variant than the adapter's base"
+        )
+    siblings = sorted({m.rpartition(".")[2] for m in modules if m.rpartition(".")[0] == parent})
+    if siblings:
+        return (
+            f"this base has {', '.join(siblings[:8])} at {parent}: the modules were renamed, so the adapter's "
+            "base is another architecture or transformers version"
+        )
+    return "this base has no such modules: the adapter was trained on another architecture"
+
+
+def _renamed_as(path: str, modules: dict[str, BaseModule], alignment: tuple[str, str]) -> str | None:
+    """The one base module that looks like ``path`` renamed (same leaf and layer, a segment or two differ)."""
+    leaf = path.rpartition(".")[2]
+    layers = layer_indices(path)
+    parts = path.split(".")
+
+    def renamed(other: str) -> bool:
+        """Same shape of path, the same layer index in the same place, one or two segments named otherwise."""
+        theirs = other.split(".")
+        if len(theirs) != len(parts) or theirs[-1] != leaf or layer_indices(other) != layers:
+            return False
+        differ = [(a, b) for a, b in zip(parts, theirs, strict=True) if a != b]
+        return 0 < len(differ) <= 2 and not any(a.isdigit() or b.isdigit() for a, b in differ)
+
+    candidates = [m for m in modules if renamed(m)]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def named_keys_finding(keys: list[str]) -> Finding:
+    example = keys[0]
+    return Finding(
+        "ADAPTER-KEYS",
+        Category.ADAPTER,
+        Severity.ERROR,
+        f"{len(keys)} tensor key(s) still carry an adapter name (e.g. `{example}`): PEFT inserts the adapter name "
+        "itself when loading, so these tensors load nowhere",
+        subject=example,
+        expected="base_model.model.<module>.lora_A.weight",
+        actual=example,
+        hint="save the adapter with PeftModel.save_pretrained(), which removes the adapter name from the keys",
+    )
+
+
+def untrained_finding(untrained: list[str], renamed: bool) -> Finding:
+    by_pattern: dict[str, list[str]] = defaultdict(list)
+    for path in untrained:
+        by_pattern[pattern_of(path)].append(path)
+    parts = [f"{pattern} {where(paths)}" for pattern, paths in sorted(by_pattern.items())]
+    return Finding(
+        "COMPAT-UNTRAINED",
+        Category.COMPAT,
+        Severity.ERROR,
+        f"target_modules selects {len(untrained)} base modules the adapter has no weights for: PEFT would give them "
+        f"a zero lora_B, so the adapter does nothing there ({'; '.join(parts)})",
+        subject=next(iter(sorted(by_pattern))) if len(by_pattern) == 1 else None,
+        expected="trained weights for every targeted module",
+        actual=f"{len(untrained)} without weights",
+        hint="the adapter's tensors for these modules are saved under other names (renamed modules), so they "
+        "are not loaded"
+        if renamed
+        else "the base has more layers or other modules than the adapter's base; use the base it was trained on",
+    )
