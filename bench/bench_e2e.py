@@ -145,7 +145,7 @@ t0 = time.perf_counter()
 import torch, transformers, peft
 t1 = time.perf_counter()
 from pathlib import Path
-from lora_lock.probe.api import lock_probe
+from lora_lock.probe.api import lock_probe, verify_probe
 from lora_lock.probe.effect import ProbeSession
 from lora_lock.probe.prompts import DEFAULT_PROMPTS
 base, adapter = Path(sys.argv[1]), Path(sys.argv[2])
@@ -154,9 +154,11 @@ t2 = time.perf_counter()
 with torch.inference_mode():
     session.model(input_ids=torch.tensor([session.encode(DEFAULT_PROMPTS[0])]))
 t3 = time.perf_counter()
-lock_probe(session, [("adapter", adapter)], DEFAULT_PROMPTS)
+locked = lock_probe(session, [("adapter", adapter)], DEFAULT_PROMPTS)
 t4 = time.perf_counter()
-print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "first": t3 - t2, "probe": t4 - t3}))
+verify_probe(session, locked.section, locked.sidecar, [("adapter", adapter)])
+t5 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "first": t3 - t2, "probe": t4 - t3, "verify": t5 - t4}))
 """
 
 
@@ -165,12 +167,16 @@ def _probe_phases(sec: Section, base: Path, adapter: Path, env: dict[str, str], 
     log(f"e2e: probe phases x{runs}")
     got = spawn_many([PY, "-c", PROBE_PHASES, str(base), str(adapter)], runs, warmup=0, env=env, ok=_ok0)
     parts = [json.loads(r.stdout.strip().splitlines()[-1]) for r in got]
-    imports, load, first, probe = (median([p[k] for p in parts]) for k in ("imports", "load", "first", "probe"))
+    imports, load, first, probe, check = (
+        median([p[k] for p in parts]) for k in ("imports", "load", "first", "probe", "verify")
+    )
     sec.add("probe phases: import torch + transformers + peft", imports * 1000, "ms", f"median of {runs}")
     sec.add("probe phases: load base + adapter (one load)", load * 1000, "ms")
     sec.add("probe phases: first forward", first * 1000, "ms")
-    sec.add("probe phases: 8 prompts x (16 cached steps + 2 passes)", probe * 1000, "ms")
-    sec.add("RATIO probe / (load + first forward)", probe / (load + first), "", "tiny models: forwards are ~1 ms")
+    sec.add("probe phases: lock, 8 prompts x (16 cached steps + 2 passes)", probe * 1000, "ms")
+    sec.add("probe phases: verify, 8 prompts x 2 teacher-forced passes", check * 1000, "ms")
+    sec.add("RATIO lock probe / (load + first forward)", probe / (load + first), "", "tiny models: forwards are ~1 ms")
+    sec.add("RATIO verify probe / (load + first forward)", check / (load + first), "", "target <= 0.25")
     sec.add(
         "RATIO probe / (imports + load + first forward)",
         probe / (imports + load + first),

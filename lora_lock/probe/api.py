@@ -180,14 +180,15 @@ def _verify_adapter(
         ids, cont = list(fp["prompt_ids"]), list(fp["continuation"])
         if session.encode(prompt) != ids:
             retokenized += 1
-        greedy, _ = session.greedy(name, ids, len(cont))
-        first = next((i for i, (a, b) in enumerate(zip(greedy, cont, strict=True)) if a != b), None)
-        if first is not None:
-            diverged.append(first)
         adapted, base, bitwise = session.passes(name, ids, cont)
         equal = equal and bitwise
         effects.append(kl(adapted, base))
         live_a, argmax = gather(adapted, fp["adapted"]["ids"])
+        # Greedy decoding follows the frozen tokens until the first position whose argmax differs, and the
+        # teacher-forced pass sees exactly those prefixes: no decoding loop is needed to find the divergence.
+        first = next((i for i, (a, b) in enumerate(zip(argmax, cont, strict=True)) if a != b), None)
+        if first is not None:
+            diverged.append(first)
         live_b, _ = gather(base, fp["base"]["ids"])
         drifts.append(gates.coarse_kl(fp["adapted"]["logps"], live_a))
         base_drifts.append(gates.coarse_kl(fp["base"]["logps"], live_b))
