@@ -25,6 +25,21 @@ class LoraLockError(Exception):
         return self.message
 
 
+def brief(value: object, limit: int = 80) -> str:
+    """A short, safe rendering of a value from an untrusted file for an error message.
+
+    ``repr`` of a 5000-digit integer raises ``ValueError`` and of a deep structure ``RecursionError``; a message
+    about bad input must never fail itself.
+    """
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class InputError(LoraLockError):
     """An input file or argument is unusable (missing, malformed, unsupported). Exit code 2."""
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import LockfileError
+from lora_lock.errors import LockfileError, brief
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,22 +76,28 @@ def validate(lock: Mapping[str, Any], path: Path) -> None:
         raise LockfileError(f"{path}: `lock-version` is missing or not an integer; this is not a lora-lock file")
     if version > LOCK_VERSION:
         raise LockfileError(
-            f"{path}: this lock was written by a newer lora-lock (lock-version {version}; this lora-lock reads up to "
+            f"{path}: this lock was written by a newer lora-lock (lock-version {brief(version)}; this lora-lock reads "
+            "up to "
             f"{LOCK_VERSION})",
             hint="upgrade lora-lock (pip install -U lora-lock)",
         )
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(dict(lock)), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
+    hint = "regenerate the lock with `lora-lock generate`, or print the schema with `lora-lock schema`"
+    try:
+        errors = sorted(validator.iter_errors(dict(lock)), key=lambda e: [str(p) for p in e.absolute_path])
+        if not errors:
+            return
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        message = first.message if len(first.message) <= 300 else first.message[:297] + "..."
+    except (ValueError, RecursionError) as exc:  # jsonschema repr()s huge integers and deep tables in messages
         raise LockfileError(
-            f"{path}: field `{where}` does not match the lock schema: {first.message}{more}",
-            hint="regenerate the lock with `lora-lock generate`, or print the schema with `lora-lock schema`",
-        )
+            f"{path}: the lock does not match the lock schema (a value is too large or too deep)", hint=hint
+        ) from exc
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    raise LockfileError(f"{path}: field `{where}` does not match the lock schema: {message}{more}", hint=hint)
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -105,7 +111,9 @@ def read(path: Path) -> dict[str, Any]:
         lock: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise LockfileError(f"{path}: the lock is not UTF-8 text") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except RecursionError as exc:
+        raise LockfileError(f"{path}: the lock nests tables too deeply to be a lora-lock file") from exc
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: integers past Python's digit limit
         raise LockfileError(f"{path}: the lock is not valid TOML ({exc})") from exc
     validate(lock, path)
     return lock

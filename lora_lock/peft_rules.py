@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from lora_lock import userregex
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.safetensors_header import TensorInfo
 
@@ -96,50 +97,53 @@ def split_adapter_tensors(
 # --- PEFT's target matching (peft/tuners/tuners_utils.py: check_target_module_exists) -------------------------
 
 
-def _names_match(names: tuple[str, ...] | str, key: str) -> bool:
+def _names_match(names: tuple[str, ...] | str, key: str, where: str) -> bool:
     if isinstance(names, str):
-        try:
-            return re.fullmatch(names, key) is not None
-        except re.error:
-            return False
+        return userregex.fullmatch(names, key, where) is not None
     return key in names or any(key.endswith(f".{n}") for n in names)
 
 
+#: Longest digit run read as a layer index (a longer one is not a layer index: int() would refuse it anyway).
+_MAX_INDEX_DIGITS = 18
+
+
 def is_targeted(config: AdapterConfig, key: str) -> bool:
-    """Whether PEFT would wrap the module named ``key`` (model namespace) with a LoRA layer."""
-    if config.exclude_modules and _names_match(config.exclude_modules, key):
+    """Whether PEFT would wrap the module named ``key`` (model namespace) with a LoRA layer.
+
+    User patterns run with a time limit (:mod:`lora_lock.userregex`): a pathological one is an InputError.
+    """
+    where = str(config.path)
+    if config.exclude_modules and _names_match(config.exclude_modules, key, f"{where}: exclude_modules"):
         return False
-    if any(re.match(rf"(^|.*\.){re.escape(m)}($|\..*)", key) for m in config.modules_to_save):
+    # PEFT reads modules_to_save entries as regex fragments here (no escaping), so do we.
+    if any(userregex.match(rf"(^|.*\.){m}($|\..*)", key, f"{where}: modules_to_save") for m in config.modules_to_save):
         return False
     targets = config.target_modules
     if targets is None:
         return False
     if targets == "all-linear":
         return True  # resolved by the caller: every linear module except the output head
-    if isinstance(targets, str):
-        return _names_match(targets, key)
-    found = _names_match(targets, key)
-    if found and config.layers_to_transform:
-        match = None
-        if not config.layers_pattern:
-            match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
-        else:
-            for pattern in config.layers_pattern:
-                match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
-                if match:
-                    break
-        found = match is not None and int(match.group("idx")) in config.layers_to_transform
-    return found
+    found = _names_match(targets, key, f"{where}: target_modules")
+    if isinstance(targets, str) or not found or not config.layers_to_transform:
+        return found
+    match = None
+    if not config.layers_pattern:
+        match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
+    else:
+        for pattern in config.layers_pattern:
+            match = userregex.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key, f"{where}: layers_pattern")
+            if match:
+                break
+    if match is None or len(match.group("idx")) > _MAX_INDEX_DIGITS:
+        return False
+    return int(match.group("idx")) in config.layers_to_transform
 
 
 def rank_for(config: AdapterConfig, key: str) -> int:
     """Per-module rank: the first ``rank_pattern`` key matching ``key`` (PEFT's ``get_pattern_key``), else ``r``."""
     for pattern, rank in config.rank_pattern.items():
-        try:
-            if re.match(rf"(.*\.)?({pattern})$", key):
-                return rank
-        except re.error:
-            continue
+        if userregex.match(rf"(.*\.)?({pattern})$", key, f"{config.path}: rank_pattern"):
+            return rank
     return config.r
 
 

@@ -7,12 +7,14 @@ hold it as a sorted tuple and compare it as a set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError
+from lora_lock import userregex
+from lora_lock.errors import InputError, brief
 from lora_lock.inspect.checkpoint import Remote, read_json
 from lora_lock.inspect.safetensors_header import Header, read_header
 
@@ -93,7 +95,7 @@ class _Reader:
 
     def fail(self, key: str, expected: str) -> InputError:
         value = self.doc.get(key)
-        return InputError(f"{self.path}: field `{key}` must be {expected}, found {type(value).__name__} {value!r:.80}")
+        return InputError(f"{self.path}: field `{key}` must be {expected}, found {type(value).__name__} {brief(value)}")
 
     def opt_str(self, key: str) -> str | None:
         value = self.doc.get(key)
@@ -111,7 +113,7 @@ class _Reader:
 
     def number(self, key: str, default: float | None = None) -> float:
         value = self.doc.get(key, default)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return value
         raise self.fail(key, "a number")
 
@@ -145,6 +147,11 @@ class _Reader:
         for k, v in value.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue  # AdaLoRA stores per-module masks here; they are not a rank override
+            if not math.isfinite(v) or abs(v) > 2**31:
+                raise InputError(
+                    f"{self.path}: field `{key}.{k}` must be a finite number of sane size, found {brief(v)}"
+                )
+            userregex.compile_user(rf"(.*\.)?({k})$", f"{self.path}: field `{key}`")
             out[str(k)] = kind(v)
         return out
 
@@ -177,6 +184,13 @@ def read_adapter_config(path: Path) -> AdapterConfig:
     bias = doc.get("bias", "none")
     if bias not in ("none", "all", "lora_only"):
         raise rd.fail("bias", "one of 'none', 'all', 'lora_only'")
+    target_modules = rd.names("target_modules", allow_regex=True)
+    exclude_modules = rd.names("exclude_modules", allow_regex=True)
+    for field_name, value in (("target_modules", target_modules), ("exclude_modules", exclude_modules)):
+        if isinstance(value, str):
+            userregex.compile_user(value, f"{path}: field `{field_name}`")
+    for pattern in layers_pattern or ():
+        userregex.compile_user(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", f"{path}: field `layers_pattern`")
     return AdapterConfig(
         path=path,
         peft_type=peft_type,
@@ -185,8 +199,8 @@ def read_adapter_config(path: Path) -> AdapterConfig:
         revision=rd.opt_str("revision"),
         r=r_value,
         lora_alpha=rd.number("lora_alpha", 8),
-        target_modules=rd.names("target_modules", allow_regex=True),
-        exclude_modules=rd.names("exclude_modules", allow_regex=True),
+        target_modules=target_modules,
+        exclude_modules=exclude_modules,
         modules_to_save=modules_to_save or (),
         fan_in_fan_out=rd.flag("fan_in_fan_out"),
         bias=bias,

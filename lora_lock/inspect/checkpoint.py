@@ -45,8 +45,11 @@ def read_json(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read: {exc}") from exc
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path}: JSON nested too deeply to read") from exc
+    except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
+        where = f" (line {exc.lineno}, column {exc.colno}: {exc.msg})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise InputError(f"{path}: not valid JSON{where}") from exc
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a JSON object at the top level, found {type(doc).__name__}")
     return doc
@@ -55,7 +58,14 @@ def read_json(path: Path) -> dict[str, Any]:
 def safe_relative(root: Path, name: str, what: Path) -> Path:
     """Resolve ``name`` under ``root`` and refuse names that would leave it (``../``, absolute paths)."""
     pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts or "\\" in name or not name:
+    if (
+        pure.is_absolute()
+        or ".." in pure.parts
+        or "\\" in name
+        or not name
+        or "\x00" in name
+        or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in pure.parts)
+    ):
         raise InputError(f"{what}: file name {name!r} must be a plain relative path inside {root}")
     return root / pure
 

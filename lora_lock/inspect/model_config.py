@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError
+from lora_lock.errors import InputError, brief
 from lora_lock.inspect.checkpoint import read_json
 
 # Different model families spell the same fact differently; the first present key wins.
@@ -95,8 +95,8 @@ def read_model_facts(path: Path) -> ModelFacts:
                 value = source.get(key)
                 if value is None:
                     continue
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise InputError(f"{path}: field `{key}` must be a non-negative integer, found {value!r}")
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2**40:
+                    raise InputError(f"{path}: field `{key}` must be an integer from 0 to 2**40, found {brief(value)}")
                 return value
         return None
 

@@ -169,7 +169,8 @@ def pattern_of(path: str) -> str:
 
 
 def layer_indices(path: str) -> tuple[int, ...]:
-    return tuple(int(m) for m in _LAYER.findall(path))
+    # A digit run too long for a layer index (a crafted name) is not one; int() would refuse it anyway.
+    return tuple(int(m) for m in _LAYER.findall(path) if len(m) <= 18)
 
 
 def compact_ranges(numbers: Iterable[int]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError
+from lora_lock.errors import InputError, brief
 
 #: safetensors refuses headers above 100 MB; so do we (a bigger one is a corrupt or hostile file).
 MAX_HEADER_BYTES = 100_000_000
@@ -117,7 +117,7 @@ def parse_header(
     label = file_label if file_label is not None else path.name
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # incl. integers past the digit limit
         raise InputError(
             f"{path}: safetensors header is not valid JSON ({exc})",
             hint="the file is corrupt or not a safetensors file (a Git LFS pointer, or a pickle renamed?)",
@@ -170,25 +170,31 @@ def _tensor(path: Path, label: str, name: str, entry: Any, data_len: int) -> Ten
     offsets = entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise InputError(
-            f"{where}: unknown dtype {dtype!r}",
+            f"{where}: unknown dtype {brief(dtype)}",
             hint=f"safetensors dtypes are {', '.join(sorted(DTYPE_BITS))}",
         )
-    if not isinstance(shape, list) or not all(_is_nonneg_int(d) for d in shape):
-        raise InputError(f"{where}: shape must be a list of non-negative integers, found {shape!r}")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_dim(d) for d in shape):
+        raise InputError(
+            f"{where}: shape must be a list of at most {MAX_RANK} integers from 0 to 2**63, found {brief(shape)}"
+        )
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(_is_nonneg_int(o) for o in offsets)
+        or not all(_is_dim(o) for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise InputError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, found {offsets!r}")
+        raise InputError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, found {brief(offsets)}")
     begin, end = int(offsets[0]), int(offsets[1])
     if end > data_len:
         raise InputError(
             f"{where}: data_offsets end {end} lies past the end of the data section ({data_len} bytes)",
             hint="the file is truncated or corrupt; re-download it",
         )
-    numel = math.prod(int(d) for d in shape)
+    numel = (
+        0 if 0 in shape else math.prod(int(d) for d in shape) if sum(int(d).bit_length() for d in shape) < 256 else -1
+    )
+    if numel < 0:
+        raise InputError(f"{where}: shape {brief(shape)} is impossibly large", hint="the file is corrupt")
     expected = (numel * DTYPE_BITS[dtype] + 7) // 8
     if end - begin != expected:
         raise InputError(
@@ -198,8 +204,13 @@ def _tensor(path: Path, label: str, name: str, entry: Any, data_len: int) -> Ten
     return TensorInfo(name=name, dtype=dtype, shape=tuple(int(d) for d in shape), file=label, begin=begin, end=end)
 
 
-def _is_nonneg_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+#: Bounds that keep arithmetic and messages on crafted headers cheap (real tensors have rank <= 8 or so).
+MAX_RANK = 64
+_MAX_DIM = 2**63
+
+
+def _is_dim(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_DIM
 
 
 def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> None:

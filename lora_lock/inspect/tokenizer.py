@@ -8,6 +8,7 @@ fixed multilingual canary text. Token ids and text are never printed.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,22 @@ def read_tokenizer_facts(root: Path) -> TokenizerFacts | None:
         config = read_json(root / "tokenizer_config.json")
     template = config.get("chat_template")
     if "chat_template.jinja" in files:
-        template = (root / "chat_template.jinja").read_text(encoding="utf-8")
+        jinja = root / "chat_template.jinja"
+        try:
+            template = jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"{jinja}: cannot read the chat template as UTF-8 text ({exc.__class__.__name__})"
+            ) from exc
     chat = None
     if isinstance(template, str):
-        chat = prefixed(hashlib.sha256(template.encode("utf-8")).hexdigest())
-    elif template is not None:
-        chat = prefixed(hashlib.sha256(repr(template).encode("utf-8")).hexdigest())
+        chat = prefixed(hashlib.sha256(template.encode("utf-8", "surrogatepass")).hexdigest())
+    elif template is not None:  # a list of named templates: digest its canonical JSON
+        try:
+            canonical = json.dumps(template, sort_keys=True, ensure_ascii=False)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise InputError(f"{root / 'tokenizer_config.json'}: field `chat_template` cannot be read") from exc
+        chat = prefixed(hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest())
 
     vocab_size = fingerprint = count = None
     special: dict[str, int] = {}
@@ -101,16 +112,21 @@ def read_tokenizer_facts(root: Path) -> TokenizerFacts | None:
         path = root / "tokenizer.json"
         try:
             tok = Tokenizer.from_file(str(path))
+            vocab_size = tok.get_vocab_size(with_added_tokens=True)
+            ids = tok.encode(CANARY, add_special_tokens=True).ids
         except Exception as exc:
-            raise InputError(f"{path}: the tokenizers library cannot load it ({exc})") from exc
-        vocab_size = tok.get_vocab_size(with_added_tokens=True)
-        ids = tok.encode(CANARY, add_special_tokens=True).ids
+            raise InputError(f"{path}: the tokenizers library cannot load or run it ({exc})") from exc
         fingerprint = prefixed(hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest())
         count = len(ids)
         for key in _SPECIAL_KEYS:
             text = _token_text(config.get(key))
             if text is not None:
-                token_id = tok.token_to_id(text)
+                try:
+                    token_id = tok.token_to_id(text)
+                except UnicodeEncodeError as exc:
+                    raise InputError(
+                        f"{root / 'tokenizer_config.json'}: field `{key}` is not valid Unicode text"
+                    ) from exc
                 if token_id is not None:
                     special[key] = token_id
     return TokenizerFacts(

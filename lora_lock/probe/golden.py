@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError
+from lora_lock import userregex
+from lora_lock.errors import InputError, brief
 
 SCORERS = ("exact", "contains", "regex")
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -47,8 +47,12 @@ class GoldenItem:
     answer: int = 0
 
 
+def _case(ignore_case: bool) -> int:
+    return userregex.IGNORECASE if ignore_case else 0
+
+
 def _fail(path: Path, line: int, field_name: str, expected: str, found: Any) -> InputError:
-    return InputError(f"{path}:{line}: field `{field_name}` must be {expected}, found {found!r:.60}")
+    return InputError(f"{path}:{line}: field `{field_name}` must be {expected}, found {brief(found, 60)}")
 
 
 def _flag(path: Path, number: int, doc: dict[str, Any], name: str) -> bool:
@@ -78,13 +82,17 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: the golden dataset is not UTF-8 text") from exc
     items: list[GoldenItem] = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # JSONL lines end at "\n" only: str.splitlines() would also split at U+2028 inside a JSON string.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise InputError(f"{path}:{number}: JSON nested too deeply") from exc
+        except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number too long"
+            raise InputError(f"{path}:{number}: not valid JSON ({detail})") from exc
         if not isinstance(doc, dict):
             raise InputError(f"{path}:{number}: each line must be a JSON object")
         prompt = doc.get("prompt")
@@ -104,12 +112,13 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
             raise _fail(path, number, "expected", "a string (or give `choices` and `answer`)", expected)
         scorer = doc.get("scorer", "exact")
         if scorer not in SCORERS:
-            raise InputError(f"{path}:{number}: unknown scorer {scorer!r}; choose from {', '.join(SCORERS)}")
+            raise InputError(f"{path}:{number}: unknown scorer {brief(scorer)}; choose from {', '.join(SCORERS)}")
+        ignore_case = _flag(path, number, doc, "ignore_case")
         if scorer == "regex":
-            try:
-                re.compile(expected)
-            except re.error as exc:
-                raise _fail(path, number, "expected", "a valid regular expression", expected) from exc
+            userregex.compile_user(expected, f"{path}:{number}: field `expected`", _case(ignore_case))
+        regexes_to_ignore = _strings(path, number, doc, "regexes_to_ignore")
+        for pattern in regexes_to_ignore:
+            userregex.compile_user(pattern, f"{path}:{number}: field `regexes_to_ignore`")
         max_new = doc.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
         if not isinstance(max_new, int) or isinstance(max_new, bool) or not 1 <= max_new <= 4096:
             raise _fail(path, number, "max_new_tokens", "an integer from 1 to 4096", max_new)
@@ -122,9 +131,9 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
                 scorer=scorer,
                 max_new_tokens=max_new,
                 until=_strings(path, number, doc, "until"),
-                ignore_case=_flag(path, number, doc, "ignore_case"),
+                ignore_case=ignore_case,
                 ignore_punctuation=_flag(path, number, doc, "ignore_punctuation"),
-                regexes_to_ignore=_strings(path, number, doc, "regexes_to_ignore"),
+                regexes_to_ignore=regexes_to_ignore,
             )
         )
     if not items:
@@ -135,7 +144,7 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
 def normalise(text: str, item: GoldenItem) -> str:
     """lm-evaluation-harness ``exact_match`` normalisation: regexes removed, case and punctuation optional."""
     for pattern in item.regexes_to_ignore:
-        text = re.sub(pattern, "", text)
+        text = userregex.compile_user(pattern, "regexes_to_ignore").sub("", text, timeout=userregex.TIMEOUT_S)
     if item.ignore_case:
         text = text.lower()
     if item.ignore_punctuation:
@@ -153,7 +162,7 @@ def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
 def score_generation(item: GoldenItem, output: str) -> bool:
     got = normalise(cut_at_stop(output, item.until), item)
     if item.scorer == "regex":
-        return re.search(item.expected, got, re.IGNORECASE if item.ignore_case else 0) is not None
+        return userregex.search(item.expected, got, f"golden line {item.line}", _case(item.ignore_case)) is not None
     want = normalise(item.expected, item)
     if item.scorer == "contains":
         return want in got

@@ -30,13 +30,13 @@ def read_prompts(path: Path) -> tuple[str, ...]:
         raise InputError(f"{path}: cannot read the probe prompts: {exc}") from exc
     prompts: list[str] = []
     if path.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
                 item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            except (ValueError, RecursionError) as exc:
+                raise InputError(f"{path}:{number}: not valid JSON") from exc
             if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
                 raise InputError(f"{path}:{number}: field `prompt` must be a string")
             prompts.append(item["prompt"])

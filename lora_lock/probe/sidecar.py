@@ -39,7 +39,7 @@ def read_sidecar(path: Path, digest: str) -> dict[str, Any]:
         )
     try:
         data: dict[str, Any] = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InputError(f"{path}: the probe fingerprints are not valid JSON") from exc
     if data.get("format") != SIDECAR_FORMAT:
         raise InputError(f"{path}: unknown probe fingerprint format {data.get('format')!r}")
