@@ -33,6 +33,9 @@ def brief(value: object, limit: int = 80) -> str:
     """
     import json
 
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 4] + "...'"
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (ValueError, TypeError, RecursionError):

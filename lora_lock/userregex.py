@@ -12,7 +12,7 @@ from typing import Any
 
 import regex
 
-from lora_lock.errors import InputError
+from lora_lock.errors import InputError, brief
 
 IGNORECASE = int(regex.IGNORECASE)
 
@@ -31,7 +31,7 @@ def compile_user(pattern: str, where: str, flags: int = 0) -> Any:
     try:
         return _compiled(pattern, flags)
     except _COMPILE_ERRORS as exc:
-        raise InputError(f"{where}: {pattern[:80]!r} is not a usable regular expression ({exc})") from exc
+        raise InputError(f"{where} must be a valid regular expression, found {brief(pattern)} ({exc})") from exc
 
 
 def _run(kind: str, pattern: str, text: str, where: str, flags: int) -> Any:

@@ -175,7 +175,8 @@ def _tensor(path: Path, label: str, name: str, entry: Any, data_len: int) -> Ten
         )
     if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_dim(d) for d in shape):
         raise InputError(
-            f"{where}: shape must be a list of at most {MAX_RANK} integers from 0 to 2**63, found {brief(shape)}"
+            f"{where}: shape must be a list of non-negative integers (at most {MAX_RANK}, each at most 2**63), "
+            f"found {brief(shape)}"
         )
     if (
         not isinstance(offsets, list)
