@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.checker import default_base_spec, input_finding
+from lora_lock.checker import default_base_spec
 from lora_lock.errors import InputError
 from lora_lock.hashing import Progress
 from lora_lock.inspect.adapter import read_adapter
@@ -213,6 +213,3 @@ def probe_dirs(base: Resolved, tokenizer: Resolved) -> tuple[Path, Path]:
             hint="pass --download to fetch them into the cache, or --no-probe for a static lock",
         )
     return base.path, tokenizer.path
-
-
-__all__ = ["GenerateResult", "generate", "input_finding"]

@@ -79,7 +79,7 @@ def base_file_names(base: BaseView) -> list[str]:
     return sorted(names)
 
 
-def adapter_file_names(adapter: Adapter, source: Resolved | None = None) -> list[str]:
+def adapter_file_names(adapter: Adapter) -> list[str]:
     names = {CONFIG_NAME}
     if adapter.weights is not None:
         names.add(WEIGHTS_NAME)
