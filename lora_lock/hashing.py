@@ -45,6 +45,7 @@ def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:
     size = 0
     try:
         with open(path, "rb", buffering=0) as fh:
+            before = os.fstat(fh.fileno())
             while True:
                 n = fh.readinto(buf)
                 if not n:
@@ -53,8 +54,15 @@ def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:
                 size += n
                 if progress is not None:
                     progress(n)
+            after = os.fstat(fh.fileno())
     except OSError as exc:
         raise InputError(f"{path}: cannot read for hashing: {exc.strerror or exc}") from exc
+    if size != before.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        # A digest of bytes from two versions of the file would match no version of it: refuse it.
+        raise InputError(
+            f"{path}: the file changed while it was being hashed ({before.st_size} → {after.st_size} bytes)",
+            hint="wait for the writer (a download, a sync) to finish, then run again",
+        )
     return FileDigest(prefixed(h.hexdigest()), size)
 
 
