@@ -100,6 +100,30 @@ def validate(lock: Mapping[str, Any], path: Path) -> None:
     raise LockfileError(f"{path}: field `{where}` does not match the lock schema: {message}{more}", hint=hint)
 
 
+#: Dotted-key depth a lock never needs; tomllib's time grows quadratically with it (a 64 kB key takes seconds).
+MAX_KEY_PARTS = 32
+
+
+def _refuse_deep_keys(path: Path, text: str) -> None:
+    """Refuse absurdly dotted keys before tomllib parses them (cheap: one pass over the text)."""
+    if text.count(".") <= MAX_KEY_PARTS:
+        return
+    for number, line in enumerate(text.split("\n"), 1):
+        head = line if line.lstrip().startswith("[") else line.split("=", 1)[0]
+        if head.count(".") <= MAX_KEY_PARTS:
+            continue
+        dots, quote = 0, ""
+        for char in head:
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "\"'":
+                quote = char
+            elif char == ".":
+                dots += 1
+        if dots > MAX_KEY_PARTS:
+            raise LockfileError(f"{path}:{number}: a key nested {dots + 1} levels deep; this is not a lora-lock file")
+
+
 def read(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
@@ -108,7 +132,9 @@ def read(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise LockfileError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
     try:
-        lock: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        _refuse_deep_keys(path, text)
+        lock: dict[str, Any] = tomllib.loads(text)
     except UnicodeDecodeError as exc:
         raise LockfileError(f"{path}: the lock is not UTF-8 text") from exc
     except RecursionError as exc:
@@ -125,7 +151,14 @@ def write_atomic(path: Path, text: str) -> bool:
     Returns False (and leaves the file alone, mtime included) when the content is already identical. A crash at
     any moment leaves either the old file or the new one, never a mix.
     """
-    data = text.encode("utf-8")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LockfileError(
+            f"{path}: the lock would contain text that is not valid Unicode (a lone surrogate escape, from one of "
+            "the input JSON files)",
+            hint="fix the escaped text in the adapter or tokenizer config",
+        ) from exc
     try:
         if path.read_bytes() == data:
             return False

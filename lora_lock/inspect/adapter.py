@@ -147,7 +147,7 @@ class _Reader:
         for k, v in value.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue  # AdaLoRA stores per-module masks here; they are not a rank override
-            if not math.isfinite(v) or abs(v) > 2**31:
+            if abs(v) > 2**31 if isinstance(v, int) else not math.isfinite(v) or abs(v) > 2**31:
                 raise InputError(
                     f"{self.path}: field `{key}.{k}` must be a finite number of sane size, found {brief(v)}"
                 )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from lora_lock.errors import InputError
+from lora_lock.errors import InputError, brief
 from lora_lock.inspect.safetensors_header import Header, TensorInfo, read_header
 
 #: File names transformers writes for full checkpoints, in the order it looks for them.
@@ -64,9 +64,10 @@ def safe_relative(root: Path, name: str, what: Path) -> Path:
         or "\\" in name
         or not name
         or "\x00" in name
+        or len(name.encode("utf-8", "surrogatepass")) > 1024
         or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in pure.parts)
     ):
-        raise InputError(f"{what}: file name {name!r} must be a plain relative path inside {root}")
+        raise InputError(f"{what}: file name {brief(name)} must be a short plain relative path inside {root}")
     return root / pure
 
 
