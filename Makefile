@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check lora_lock tests bench examples action fuzz
+	$(VENV)/bin/ruff check lora_lock tests bench examples action fuzz faults
 	$(VENV)/bin/ruff format --check lora_lock
 
 typecheck: install
