@@ -351,6 +351,9 @@ class _FixedLM:
     def set_adapter(self, name: str) -> None:
         pass
 
+    def use(self, name: str) -> None:  # ProbeSession.use: activate an adapter (a no-op here)
+        pass
+
     def __call__(self, input_ids: Any) -> Any:
         logits = self.row.expand(1, input_ids.shape[1], len(self.vocab))
 

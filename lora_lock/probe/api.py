@@ -43,9 +43,14 @@ def lock_probe(
     for name, _ in adapters:
         prints: list[dict[str, Any]] = []
         effects, noises, equal = [], [], True
+        greedy = []
         for ids in encoded:
-            cont, incremental = session.greedy(name, ids, positions)
-            adapted, base, bitwise = session.passes(name, ids, cont)
+            greedy.append(session.greedy(name, ids, positions))
+            done += 1
+            if step is not None:
+                step(done, total)
+        scored = session.passes(name, [(ids, cont) for ids, (cont, _) in zip(encoded, greedy, strict=True)])
+        for ids, (cont, incremental), (adapted, base, bitwise) in zip(encoded, greedy, scored, strict=True):
             a_ids, a_lps = top_k(adapted, k)
             b_ids, b_lps = top_k(base, k)
             effect, noise = kl(adapted, base), kl(adapted, incremental)
@@ -62,9 +67,6 @@ def lock_probe(
                     "noise_kl": rounded(noise),
                 }
             )
-            done += 1
-            if step is not None:
-                step(done, total)
         per_adapter[name] = prints
         effect = sum(effects) / len(effects)
         noise = max(noises)
@@ -174,13 +176,12 @@ def _verify_adapter(
 ) -> list[Finding]:
     out: list[Finding] = []
     tol = float(row["tolerance"])
-    effects, drifts, base_drifts, flips, diverged, retokenized = [], [], [], 0, [], 0
+    effects, drifts, base_drifts, flips, diverged = [], [], [], 0, []
     equal = True
-    for prompt, fp in zip(prompts, prints, strict=True):
-        ids, cont = list(fp["prompt_ids"]), list(fp["continuation"])
-        if session.encode(prompt) != ids:
-            retokenized += 1
-        adapted, base, bitwise = session.passes(name, ids, cont)
+    items = [(list(fp["prompt_ids"]), list(fp["continuation"])) for fp in prints]
+    retokenized = sum(1 for prompt, (ids, _) in zip(prompts, items, strict=True) if session.encode(prompt) != ids)
+    scored = session.passes(name, items)
+    for fp, (_, cont), (adapted, base, bitwise) in zip(prints, items, scored, strict=True):
         equal = equal and bitwise
         effects.append(kl(adapted, base))
         live_a, argmax = gather(adapted, fp["adapted"]["ids"])

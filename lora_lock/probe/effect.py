@@ -119,10 +119,16 @@ class ProbeSession:
             raise InputError("a probe prompt tokenizes to nothing", hint="remove empty prompts from the file")
         return [int(i) for i in ids]
 
+    def use(self, name: str) -> None:
+        """Activate adapter ``name`` (PEFT's set_adapter costs about a millisecond: only when it changes)."""
+        if getattr(self, "_active", None) != name:
+            self.model.set_adapter(name)
+            self._active = name
+
     def greedy(self, name: str, prompt_ids: list[int], positions: int) -> tuple[list[int], Any]:
         """Adapter ``name``'s greedy continuation with the KV cache, and the per-step log-probs (fp32)."""
         torch = self.torch
-        self.model.set_adapter(name)
+        self.use(name)
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True)
             steps = []
@@ -139,19 +145,23 @@ class ProbeSession:
                 )
         return tokens, torch.stack(steps)
 
-    def passes(self, name: str, prompt_ids: list[int], continuation: list[int]) -> tuple[Any, Any, bool]:
-        """Teacher-forced adapted and base passes (one forward each): the K next-token log-prob rows in fp32,
-        and whether the two sets of logits are bitwise equal (the adapter does nothing)."""
+    def passes(self, name: str, items: list[tuple[list[int], list[int]]]) -> list[tuple[Any, Any, bool]]:
+        """Teacher-forced adapted and base passes over ``(prompt_ids, continuation)`` items, one forward each and
+        batch 1: the K next-token log-prob rows in fp32, and whether adapted and base logits are bitwise equal
+        (the adapter does nothing). All adapted passes run first, then all base passes in one
+        ``disable_adapter()`` block (entering it costs milliseconds)."""
         torch = self.torch
-        self.model.set_adapter(name)
-        seq = torch.tensor([prompt_ids + continuation], device=self.device)
-        start, end = len(prompt_ids) - 1, len(prompt_ids) + len(continuation) - 1
+        self.use(name)
+        windows = [(len(ids) - 1, len(ids) + len(cont) - 1) for ids, cont in items]
+        seqs = [torch.tensor([ids + cont], device=self.device) for ids, cont in items]
         with torch.inference_mode():
-            adapted = self.model(input_ids=seq).logits[0, start:end].float()
+            adapted = [self.model(input_ids=s).logits[0, a:b].float() for s, (a, b) in zip(seqs, windows, strict=True)]
             with self.model.disable_adapter():
-                base = self.model(input_ids=seq).logits[0, start:end].float()
-        equal = bool(torch.equal(adapted, base))
-        return torch.log_softmax(adapted, dim=-1), torch.log_softmax(base, dim=-1), equal
+                base = [self.model(input_ids=s).logits[0, a:b].float() for s, (a, b) in zip(seqs, windows, strict=True)]
+        return [
+            (torch.log_softmax(x, dim=-1), torch.log_softmax(y, dim=-1), bool(torch.equal(x, y)))
+            for x, y in zip(adapted, base, strict=True)
+        ]
 
 
 def kl(p_log: Any, q_log: Any) -> float:

@@ -191,7 +191,7 @@ class GoldenRunner:
 
     def run(self, name: str, item: GoldenItem) -> tuple[bool, bool | None]:
         """(correct, correct by acc_norm — multiple choice only)."""
-        self.session.model.set_adapter(name)
+        self.session.use(name)
         if item.kind == "choice":
             return self._choice(item)
         return self._generate(item), None
