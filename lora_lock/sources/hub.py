@@ -21,6 +21,7 @@ from lora_lock.errors import SourceError
 from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.inspect.safetensors_header import MAX_HEADER_BYTES, Header, parse_header
+from lora_lock.inspect.tokenizer import TOKENIZER_FILES
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHORT_HASH = re.compile(r"^[0-9a-f]{7,39}$")
@@ -31,20 +32,9 @@ _FIRST_RANGE = 100_000
 #: Small files worth downloading for a lock or a check: configs, tokenizer, adapter config, shard index.
 SMALL_FILES = (
     "config.json",
-    "generation_config.json",
     "model.safetensors.index.json",
     "adapter_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-    "spiece.model",
-    "chat_template.jinja",
-    "chat_template.json",
+    *TOKENIZER_FILES,  # includes generation_config.json
 )
 
 
