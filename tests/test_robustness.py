@@ -129,3 +129,35 @@ def test_header_length_prefix_claiming_exabytes_allocates_nothing(tmp_path: Path
         from lora_lock.inspect.safetensors_header import read_header
 
         read_header(path)
+
+
+def test_a_read_only_lock_directory_is_a_clear_error(
+    tmp_path: Path,
+    tiny_llama: Path,
+    tiny_llama_adapter: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Tests may run as root, where chmod does not stop writes: the read-only filesystem is simulated where the
+    lock's temp file is created."""
+    import errno
+    import tempfile
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_llama, repo / "base")
+    shutil.copytree(tiny_llama_adapter, repo / "adapter")
+    out = repo / "lora.lock"
+    argv = ["generate", "--adapter", str(repo / "adapter"), "--base", str(repo / "base"), "-o", str(out)]
+    assert main([*argv, "--no-probe"]) == 0
+    before = out.read_bytes()
+    (repo / "base" / "generation_config.json").write_text("{}", encoding="utf-8")  # so the lock would change
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    capsys.readouterr()
+    assert main([*argv, "--no-probe"]) == 2
+    err = capsys.readouterr().err
+    assert str(repo) in err and "Read-only file system" in err and "Traceback" not in err
+    assert out.read_bytes() == before
