@@ -173,7 +173,7 @@ def _probe_phases(sec: Section, base: Path, adapter: Path, env: dict[str, str], 
     sec.add("probe phases: import torch + transformers + peft", imports * 1000, "ms", f"median of {runs}")
     sec.add("probe phases: load base + adapter (one load)", load * 1000, "ms")
     sec.add("probe phases: first forward", first * 1000, "ms")
-    sec.add("probe phases: lock, 8 prompts x (16 cached steps + 2 passes)", probe * 1000, "ms")
+    sec.add("probe phases: lock, 16 batched decoding steps + 8 prompts x 2 passes", probe * 1000, "ms")
     sec.add("probe phases: verify, 8 prompts x 2 teacher-forced passes", check * 1000, "ms")
     sec.add("RATIO lock probe / (load + first forward)", probe / (load + first), "", "tiny models: forwards are ~1 ms")
     sec.add("RATIO verify probe / (load + first forward)", check / (load + first), "", "target <= 0.25")

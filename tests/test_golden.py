@@ -354,6 +354,9 @@ class _FixedLM:
     def use(self, name: str) -> None:  # ProbeSession.use: activate an adapter (a no-op here)
         pass
 
+    def fits(self, what: str) -> Any:  # ProbeSession.fits: out-of-memory as a clear error (nothing to catch here)
+        return nullcontext()
+
     def __call__(self, input_ids: Any) -> Any:
         logits = self.row.expand(1, input_ids.shape[1], len(self.vocab))
 
@@ -656,6 +659,59 @@ def test_zeroed_adapter_flips_the_known_items(golden_repo: GoldenRepo, capsys: p
 
     rc, report = verify_json(capsys, golden_repo.root / "lora.lock", "--only", "golden", "--max-nfr", repr(nfr))
     assert rc == 0, report["findings"]  # the gate is "NFR above the limit": equal passes
+
+
+@pytest.mark.slow
+def test_batched_generation_equals_one_prompt_decoding(golden_locked: GoldenRepo) -> None:
+    """Golden items decode together (left-padded); each row must end exactly where decoding it alone ends: its own
+    token limit, EOS (not kept) or a stop string (kept, cut by the scorer)."""
+    limits = [1 + i % 8 for i in range(len(CANDIDATE_PROMPTS))]
+    with _session(golden_locked.root) as session:
+        decode = session.tokenizer.decode
+        ids = [session.encode(p) for p in CANDIDATE_PROMPTS]
+        assert len({len(i) for i in ids}) > 1
+        alone = [_greedy(session, p, n, adapter=True) for p, n in zip(CANDIDATE_PROMPTS, limits, strict=True)]
+        out = session.generate(
+            "adapter", ids, max(limits), lambda row, t: len(t) >= limits[row], session.tokenizer.eos_token_id
+        )
+        assert [decode(t, skip_special_tokens=True) for t in out] == alone
+        assert all(len(t) <= n for t, n in zip(out, limits, strict=True))
+
+        # A stop string ends its row after the token that completes it; the other rows go on.
+        first = decode(out[-1][:1], skip_special_tokens=True)
+        until = session.generate(
+            "adapter", ids, 8, lambda row, t: row == len(ids) - 1 and first in decode(t), session.tokenizer.eos_token_id
+        )
+        assert until[-1] == out[-1][:1]
+        assert until[0] == session.generate("adapter", ids[:1], 8, lambda row, t: False, None)[0][: len(until[0])]
+
+
+@pytest.mark.slow
+def test_out_of_memory_batches_are_split_and_score_the_same(
+    golden_locked: GoldenRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lora_lock.probe.effect import ProbeMemoryError
+    from lora_lock.probe.golden import GoldenRunner
+
+    items, _ = read_golden(golden_locked.root / "golden.jsonl")
+    assert sum(1 for i in items if i.kind == "generation") > 2
+    with _session(golden_locked.root) as session:
+        whole = GoldenRunner(session).run_all("adapter", items)
+        generate, sizes = session.generate, []
+
+        def small_device(name: str, prompts: list[list[int]], *args: Any) -> Any:
+            sizes.append(len(prompts))
+            if len(prompts) > 2:
+                raise ProbeMemoryError("greedy decoding ran out of memory on cpu")
+            return generate(name, prompts, *args)
+
+        monkeypatch.setattr(session, "generate", small_device)
+        assert GoldenRunner(session).run_all("adapter", items) == whole
+        assert max(sizes) > 2 and any(n <= 2 for n in sizes)
+
+        monkeypatch.setattr(session, "generate", lambda *a: (_ for _ in ()).throw(ProbeMemoryError("no memory")))
+        with pytest.raises(ProbeMemoryError, match="no memory"):  # one item that does not fit: a clear error
+            GoldenRunner(session).run_all("adapter", items)
 
 
 @pytest.mark.slow

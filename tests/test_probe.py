@@ -234,6 +234,29 @@ def test_locked_effect_matches_an_independent_measurement(llama_locked: Path) ->
     assert [v for row in top.values.tolist() for v in row] == pytest.approx(flat, abs=1e-4)
 
 
+@pytest.mark.slow
+def test_batched_greedy_continuations_equal_one_prompt_decoding(llama_locked: Path) -> None:
+    """The lock decodes all prompts together (left-padded, KV cache); each continuation must be exactly what
+    decoding that prompt alone, without a cache, gives — recomputed here with plain transformers + PEFT."""
+    import torch
+    from peft import PeftModel
+
+    from lora_lock.probe.tiny import load_causal_lm
+
+    prints = json.loads((llama_locked / probe_section(llama_locked)["sidecar"]).read_text(encoding="utf-8"))[
+        "adapters"
+    ]["adapter"]
+    assert len({len(fp["prompt_ids"]) for fp in prints}) > 1  # the batch really was padded
+    model: Any = PeftModel.from_pretrained(load_causal_lm(llama_locked / "base"), str(llama_locked / "adapter"))
+    model.eval()
+    with torch.no_grad():
+        for fp in prints:
+            seq = list(fp["prompt_ids"])
+            for _ in range(len(fp["continuation"])):
+                seq.append(int(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax()))
+            assert seq[len(fp["prompt_ids"]) :] == fp["continuation"]
+
+
 # --- (2) determinism ---------------------------------------------------------------------------------------------
 
 
@@ -329,6 +352,9 @@ def test_zeroed_lora_b_has_no_effect(repo: Path, capsys: pytest.CaptureFixture[s
     assert none["hint"] and "lora_B" in none["hint"]
     assert "EFFECT-CHANGED" not in codes(report)  # one finding for one cause, not "reduced" as well
     assert "EFFECT-OK" not in codes(report)
+    # The base model continues the prompts its own way: reported (info), not gated.
+    greedy = only(report, "EFFECT-GREEDY")
+    assert greedy["severity"] == "info" and "reported, not gated" in greedy["message"]
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +43,10 @@ def lock_probe(
     for name, _ in adapters:
         prints: list[dict[str, Any]] = []
         effects, noises, equal = [], [], True
-        greedy = []
-        for ids in encoded:
-            greedy.append(session.greedy(name, ids, positions))
-            done += 1
-            if step is not None:
-                step(done, total)
+        greedy = session.greedy(name, encoded, positions)
+        done += len(encoded)
+        if step is not None:
+            step(done, total)
         scored = session.passes(name, [(ids, cont) for ids, (cont, _) in zip(encoded, greedy, strict=True)])
         for ids, (cont, incremental), (adapted, base, bitwise) in zip(encoded, greedy, scored, strict=True):
             a_ids, a_lps = top_k(adapted, k)
@@ -186,10 +184,13 @@ def _verify_adapter(
         effects.append(kl(adapted, base))
         live_a, argmax = gather(adapted, fp["adapted"]["ids"])
         # Greedy decoding follows the frozen tokens until the first position whose argmax differs, and the
-        # teacher-forced pass sees exactly those prefixes: no decoding loop is needed to find the divergence.
-        first = next((i for i, (a, b) in enumerate(zip(argmax, cont, strict=True)) if a != b), None)
-        if first is not None:
-            diverged.append(first)
+        # teacher-forced pass sees exactly those prefixes: no decoding loop is needed to find the divergence. It
+        # is compared with the lock's own teacher-forced top-1, so a near-tie that the batched, cached decoding
+        # at lock time resolved the other way is not reported as a change.
+        first = _first_difference(argmax, cont)
+        then = _first_difference([ids[0] for ids in fp["adapted"]["ids"]], cont)
+        if first != then:
+            diverged.append(min(i for i in (first, then) if i is not None))
         live_b, _ = gather(base, fp["base"]["ids"])
         drifts.append(gates.coarse_kl(fp["adapted"]["logps"], live_a))
         base_drifts.append(gates.coarse_kl(fp["base"]["logps"], live_b))
@@ -304,7 +305,17 @@ def _verify_adapter(
     return out
 
 
+def _first_difference(argmax: Sequence[int], continuation: Sequence[int]) -> int | None:
+    return next((i for i, (a, b) in enumerate(zip(argmax, continuation, strict=True)) if a != b), None)
+
+
 # --- golden set ---------------------------------------------------------------------------------------------------
+
+
+def _progress(step: Step | None, offset: int, total: int) -> Callable[[int], None] | None:
+    if step is None:
+        return None
+    return lambda done: step(offset + done, total)
 
 
 def lock_golden(
@@ -317,11 +328,7 @@ def lock_golden(
     runner = GoldenRunner(session)
     rows = []
     for index, (name, _) in enumerate(adapters):
-        results = []
-        for done, item in enumerate(items, 1):
-            results.append(runner.run(name, item))
-            if step is not None:
-                step(index * len(items) + done, len(adapters) * len(items))
+        results = runner.run_all(name, items, _progress(step, index * len(items), len(adapters) * len(items)))
         correct = [r[0] for r in results]
         row: dict[str, Any] = {
             "name": name,
@@ -380,11 +387,7 @@ def verify_golden(
         if row is None:
             continue
         then = unpack_bits(str(row["correct"]), n)
-        now = []
-        for done, item in enumerate(items, 1):
-            now.append(runner.run(name, item)[0])
-            if step is not None:
-                step(index * n + done, len(adapters) * n)
+        now = [r[0] for r in runner.run_all(name, items, _progress(step, index * n, len(adapters) * n))]
         negative = [items[i].line for i in range(n) if then[i] and not now[i]]
         positive = [items[i].line for i in range(n) if not then[i] and now[i]]
         nfr, pfr = len(negative) / n, len(positive) / n

@@ -1,23 +1,33 @@
 """The adapter-effect probe: one model load, adapted and base passes, compact fingerprints.
 
-For each prompt (batch 1, no padding) the adapter's own greedy continuation of K tokens is generated with the KV
-cache (frozen at lock time, stored in the sidecar); then one teacher-forced pass over prompt + continuation with
-the adapter and one inside ``disable_adapter()`` give the K next-token distributions, in fp32 log-softmax. We keep
-the top-k ids and log-probs of both passes, KL(adapted ‖ base) as the effect size, and KL(full ‖ incremental) —
-the same distributions computed two numerically different ways — as the noise floor of this stack.
+At lock time the adapter's own greedy continuation of K tokens is generated for all prompts together
+(left-padded, KV cache; frozen and stored in the sidecar). Then, per prompt at batch 1 without padding, one
+teacher-forced pass over prompt + continuation with the adapter and one inside ``disable_adapter()`` give the K
+next-token distributions, in fp32 log-softmax. We keep the top-k ids and log-probs of both passes, KL(adapted ‖
+base) as the effect size, and KL(batch-1 full pass ‖ batched incremental decoding) — the same distributions
+computed two numerically different ways — as the noise floor of this stack. Verify re-runs only the two
+teacher-forced passes.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, ProbeUnavailableError
 
+#: ``stop(row, tokens)``: does the generation of ``row`` end with its newest token ``tokens[-1]`` (kept)?
+Stop = Callable[[int, list[int]], bool]
+
 DIGITS = 6  # significant digits kept for stored floats: deterministic text, far below any gate
+
+
+class ProbeMemoryError(InputError):
+    """A probe or golden forward ran out of device memory (the golden set retries with smaller batches)."""
 
 
 def rounded(x: float) -> float:
@@ -100,6 +110,19 @@ class ProbeSession:
         self.model = peft_model
         self.names = [name for name, _ in adapters]
 
+    @contextmanager
+    def fits(self, what: str) -> Iterator[None]:
+        """Turn an out-of-memory error in a forward into a clear error naming what ran and on which device."""
+        try:
+            yield
+        except self.torch.OutOfMemoryError as exc:
+            if self.device.startswith("cuda"):
+                self.torch.cuda.empty_cache()
+            raise ProbeMemoryError(
+                f"{what} ran out of memory on {self.device} in {self.dtype_name}",
+                hint="use a device with more memory, --dtype bfloat16, shorter prompts, or --no-probe",
+            ) from exc
+
     def runtime(self) -> ProbeRuntime:
         torch = self.torch
         base = self.model.get_base_model()
@@ -125,25 +148,81 @@ class ProbeSession:
             self.model.set_adapter(name)
             self._active = name
 
-    def greedy(self, name: str, prompt_ids: list[int], positions: int) -> tuple[list[int], Any]:
-        """Adapter ``name``'s greedy continuation with the KV cache, and the per-step log-probs (fp32)."""
-        torch = self.torch
+    def greedy(self, name: str, prompts: Sequence[list[int]], positions: int) -> list[tuple[list[int], Any]]:
+        """Adapter ``name``'s greedy continuation of every prompt with the KV cache, and its per-step log-probs
+        (fp32). All prompts decode together, left-padded, so the K sequential steps are K batched forwards rather
+        than K per prompt. The log-probs therefore come from a numerically different configuration (batch,
+        padding, cache) than the batch-1 teacher-forced passes: that difference is the lock-time noise floor."""
         self.use(name)
-        with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True)
-            steps = []
-            tokens: list[int] = []
-            for _ in range(positions):
-                logits = out.logits[0, -1].float()
-                steps.append(torch.log_softmax(logits, dim=-1))
-                token = int(logits.argmax())
-                tokens.append(token)
+        if len(prompts) > 1 and self._accepts("position_ids"):
+            return self._decode(prompts, positions, None)
+        return [self._decode([ids], positions, None)[0] for ids in prompts]
+
+    def generate(
+        self, name: str, prompts: Sequence[list[int]], limit: int, stop: Stop, eos: int | None
+    ) -> list[list[int]]:
+        """Greedy generation for the golden set, ``prompts`` decoded together: a row ends before an ``eos``
+        token, or after a token for which ``stop(row, tokens)`` is true (a stop string, its own token limit), or
+        after ``limit`` tokens; the batch ends when every row has."""
+        self.use(name)
+        if len(prompts) > 1 and self._accepts("position_ids"):
+            return [tokens for tokens, _ in self._decode(prompts, limit, stop, eos)]
+
+        def alone(row: int) -> Stop:
+            return lambda _, tokens: stop(row, tokens)
+
+        return [self._decode([ids], limit, alone(i), eos)[0][0] for i, ids in enumerate(prompts)]
+
+    def _accepts(self, parameter: str) -> bool:
+        """Left padding needs explicit position ids; a model whose forward has none decodes one prompt at a time."""
+        import inspect
+
+        if not hasattr(self, "_parameters"):
+            self._parameters = set(inspect.signature(self.model.get_base_model().forward).parameters)
+        return parameter in self._parameters
+
+    def _decode(
+        self, prompts: Sequence[list[int]], limit: int, stop: Stop | None, eos: int | None = None
+    ) -> list[tuple[list[int], Any]]:
+        """Batched greedy decoding with the KV cache: per row its tokens and, without ``stop``, the log-prob rows
+        of every step (``None`` with ``stop``: generation keeps no distributions)."""
+        torch = self.torch
+        width = max(len(ids) for ids in prompts)
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        extra: dict[str, Any] = {}
+        if len(prompts) > 1:
+            extra["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
+        first = {"logits_to_keep": 1} if self._accepts("logits_to_keep") else {}
+        steps: list[Any] = []
+        rows: list[list[int]] = [[] for _ in prompts]
+        open_rows = set(range(len(prompts)))
+        with torch.inference_mode(), self.fits(f"greedy decoding of {len(prompts)} prompt(s)"):
+            out = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **first)
+            for step in range(limit):
+                logits = out.logits[:, -1].float()
+                if stop is None:
+                    steps.append(torch.log_softmax(logits, dim=-1))
+                token = logits.argmax(-1, keepdim=True)
+                for i, t in enumerate(token[:, 0].tolist()):
+                    if i not in open_rows:
+                        continue
+                    if t == eos:  # the end-of-sequence token is not part of the output
+                        open_rows.discard(i)
+                        continue
+                    rows[i].append(int(t))
+                    if stop is not None and stop(i, rows[i]):
+                        open_rows.discard(i)
+                if step + 1 == limit or not open_rows:
+                    break
+                mask = torch.cat([mask, torch.ones_like(token)], dim=-1)
+                if "position_ids" in extra:
+                    extra["position_ids"] = extra["position_ids"][:, -1:] + 1
                 out = self.model(
-                    input_ids=torch.tensor([[token]], device=self.device),
-                    past_key_values=out.past_key_values,
-                    use_cache=True,
+                    input_ids=token, attention_mask=mask, past_key_values=out.past_key_values, use_cache=True, **extra
                 )
-        return tokens, torch.stack(steps)
+        logps = torch.stack(steps, dim=1) if steps else None
+        return [(rows[i], None if logps is None else logps[i]) for i in range(len(prompts))]
 
     def passes(self, name: str, items: list[tuple[list[int], list[int]]]) -> list[tuple[Any, Any, bool]]:
         """Teacher-forced adapted and base passes over ``(prompt_ids, continuation)`` items, one forward each and
@@ -154,7 +233,7 @@ class ProbeSession:
         self.use(name)
         windows = [(len(ids) - 1, len(ids) + len(cont) - 1) for ids, cont in items]
         seqs = [torch.tensor([ids + cont], device=self.device) for ids, cont in items]
-        with torch.inference_mode():
+        with torch.inference_mode(), self.fits("the probe's teacher-forced passes"):
             adapted = [self.model(input_ids=s).logits[0, a:b].float() for s, (a, b) in zip(seqs, windows, strict=True)]
             with self.model.disable_adapter():
                 base = [self.model(input_ids=s).logits[0, a:b].float() for s, (a, b) in zip(seqs, windows, strict=True)]

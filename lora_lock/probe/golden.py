@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,40 +184,76 @@ def unpack_bits(text: str, n: int) -> list[bool]:
 
 
 class GoldenRunner:
-    """Scores items with a loaded :class:`~lora_lock.probe.effect.ProbeSession` (adapter active)."""
+    """Scores items with a loaded :class:`~lora_lock.probe.effect.ProbeSession`.
+
+    Generation items decode ``BATCH`` at a time (left-padded, in file order, so the batches are the same at lock
+    and at verify); multiple-choice items score each choice in its own batch-1 pass.
+    """
+
+    BATCH = 16
 
     def __init__(self, session: Any) -> None:
         self.session = session
         self.torch = session.torch
 
     def run(self, name: str, item: GoldenItem) -> tuple[bool, bool | None]:
-        """(correct, correct by acc_norm — multiple choice only)."""
-        self.session.use(name)
-        if item.kind == "choice":
-            return self._choice(item)
-        return self._generate(item), None
+        """One item: (correct, correct by acc_norm — multiple choice only)."""
+        return self.run_all(name, [item])[0]
 
-    def _generate(self, item: GoldenItem) -> bool:
-        torch, session = self.torch, self.session
-        ids = session.encode(item.prompt)
-        eos = session.tokenizer.eos_token_id
-        tokens: list[int] = []
-        with torch.inference_mode():
-            out = session.model(input_ids=torch.tensor([ids], device=session.device), use_cache=True)
-            for _ in range(item.max_new_tokens):
-                token = int(out.logits[0, -1].float().argmax())
-                if eos is not None and token == eos:
-                    break
-                tokens.append(token)
-                text = session.tokenizer.decode(tokens, skip_special_tokens=True)
-                if item.until and any(stop in text for stop in item.until):
-                    break
-                out = session.model(
-                    input_ids=torch.tensor([[token]], device=session.device),
-                    past_key_values=out.past_key_values,
-                    use_cache=True,
-                )
-        return score_generation(item, session.tokenizer.decode(tokens, skip_special_tokens=True))
+    def run_all(
+        self, name: str, items: list[GoldenItem], step: Callable[[int], None] | None = None
+    ) -> list[tuple[bool, bool | None]]:
+        """Per item: (correct, correct by acc_norm — multiple choice only), in item order. ``step(n)`` after
+        each batch or item, with the number of items scored so far."""
+        self.session.use(name)
+        results: dict[int, tuple[bool, bool | None]] = {}
+        generation = [i for i, item in enumerate(items) if item.kind == "generation"]
+        for start in range(0, len(generation), self.BATCH):
+            chunk = generation[start : start + self.BATCH]
+            for index, correct in zip(chunk, self._generate(name, [items[i] for i in chunk]), strict=True):
+                results[index] = (correct, None)
+            if step is not None:
+                step(len(results))
+        for index, item in enumerate(items):
+            if item.kind == "choice":
+                results[index] = self._choice(item)
+                if step is not None:
+                    step(len(results))
+        return [results[i] for i in range(len(items))]
+
+    def _generate(self, name: str, batch: list[GoldenItem]) -> list[bool]:
+        """Score a batch of generation items; out of memory, score its halves instead (down to one item)."""
+        from lora_lock.probe.effect import ProbeMemoryError
+
+        try:
+            return self._generate_batch(name, batch)
+        except ProbeMemoryError:
+            if len(batch) == 1:
+                raise
+            half = len(batch) // 2
+            return self._generate(name, batch[:half]) + self._generate(name, batch[half:])
+
+    def _generate_batch(self, name: str, batch: list[GoldenItem]) -> list[bool]:
+        session = self.session
+        decode = session.tokenizer.decode
+
+        def stop(row: int, tokens: list[int]) -> bool:
+            item = batch[row]
+            if len(tokens) >= item.max_new_tokens:
+                return True
+            return bool(item.until) and any(s in decode(tokens, skip_special_tokens=True) for s in item.until)
+
+        outputs = session.generate(
+            name,
+            [session.encode(item.prompt) for item in batch],
+            max(item.max_new_tokens for item in batch),
+            stop,
+            session.tokenizer.eos_token_id,
+        )
+        return [
+            score_generation(item, decode(tokens, skip_special_tokens=True))
+            for item, tokens in zip(batch, outputs, strict=True)
+        ]
 
     def _choice(self, item: GoldenItem) -> tuple[bool, bool]:
         torch, session = self.torch, self.session
@@ -230,7 +267,7 @@ class GoldenRunner:
                 else whole[-max(1, len(whole) - len(context)) :]
             )
             seq = context + cont
-            with torch.inference_mode():
+            with torch.inference_mode(), session.fits(f"golden item on line {item.line}"):
                 logits = session.model(input_ids=torch.tensor([seq], device=session.device)).logits[0].float()
             logp = torch.log_softmax(logits[len(context) - 1 : len(seq) - 1], dim=-1)
             ll = float(logp.gather(-1, torch.tensor(cont, device=logp.device).unsqueeze(-1)).sum())
