@@ -235,6 +235,31 @@ def test_locked_effect_matches_an_independent_measurement(llama_locked: Path) ->
 
 
 @pytest.mark.slow
+def test_probe_progress_counts_every_forward_and_matches_the_cli_lock(llama_locked: Path) -> None:
+    """In process, with a progress callback: the steps rise to their total, and the fingerprints are the ones the
+    CLI wrote (the progress bar changes nothing)."""
+    from lora_lock.probe.api import lock_probe, verify_probe
+    from lora_lock.probe.effect import ProbeSession
+
+    adapters = [("adapter", llama_locked / "adapter")]
+    session = ProbeSession(llama_locked / "base", llama_locked / "base", adapters, device="cpu")
+    seen: list[tuple[int, int]] = []
+    locked = lock_probe(session, adapters, DEFAULT_PROMPTS, step=lambda done, total: seen.append((done, total)))
+    n = len(DEFAULT_PROMPTS)
+    assert seen[0] == (n, 3 * n) and seen[-1] == (3 * n, 3 * n)  # the batched decoding, then one per forward
+    assert [d for d, _ in seen] == list(range(n, 3 * n + 1))
+    lock = probe_section(llama_locked)
+    assert locked.section["adapter"] == lock["adapter"]
+    stored = json.loads((llama_locked / lock["sidecar"]).read_text(encoding="utf-8"))
+    assert locked.sidecar == stored
+
+    seen.clear()
+    found = verify_probe(session, lock, stored, adapters, step=lambda done, total: seen.append((done, total)))
+    assert seen == [(d, 2 * n) for d in range(1, 2 * n + 1)]
+    assert [f.code for f in found] == ["EFFECT-OK"]
+
+
+@pytest.mark.slow
 def test_batched_greedy_continuations_equal_one_prompt_decoding(llama_locked: Path) -> None:
     """The lock decodes all prompts together (left-padded, KV cache); each continuation must be exactly what
     decoding that prompt alone, without a cache, gives — recomputed here with plain transformers + PEFT."""

@@ -39,15 +39,15 @@ def lock_probe(
     per_adapter: dict[str, list[dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
     findings: list[Finding] = []
-    total, done = len(adapters) * len(prompts), 0
+    # Progress in forwards' worth: the batched decoding costs about as much as the P adapted passes.
+    ticks = _Ticks(step, len(adapters) * 3 * len(prompts))
     for name, _ in adapters:
         prints: list[dict[str, Any]] = []
         effects, noises, equal = [], [], True
         greedy = session.greedy(name, encoded, positions)
-        done += len(encoded)
-        if step is not None:
-            step(done, total)
-        scored = session.passes(name, [(ids, cont) for ids, (cont, _) in zip(encoded, greedy, strict=True)])
+        ticks.add(len(encoded))
+        items = [(ids, cont) for ids, (cont, _) in zip(encoded, greedy, strict=True)]
+        scored = session.passes(name, items, ticks.tick)
         for ids, (cont, incremental), (adapted, base, bitwise) in zip(encoded, greedy, scored, strict=True):
             a_ids, a_lps = top_k(adapted, k)
             b_ids, b_lps = top_k(base, k)
@@ -147,7 +147,7 @@ def verify_probe(
         )
     prompts: list[str] = list(sidecar["prompts"])
     rows = {r["name"]: r for r in section["adapter"]}
-    total, done = len(adapters) * len(prompts), 0
+    ticks = _Ticks(step, len(adapters) * 2 * len(prompts))
     for name, _ in adapters:
         row = rows.get(name)
         prints = sidecar["adapters"].get(name)
@@ -161,16 +161,34 @@ def verify_probe(
                     hint="regenerate the lock with the probe on",
                 )
             )
+            ticks.add(2 * len(prompts))
             continue
-        findings += _verify_adapter(session, name, row, prompts, prints)
-        done += len(prompts)
-        if step is not None:
-            step(done, total)
+        findings += _verify_adapter(session, name, row, prompts, prints, ticks)
     return findings
 
 
+class _Ticks:
+    """Progress for a :data:`Step` callback, counted in units of work."""
+
+    def __init__(self, step: Step | None, total: int) -> None:
+        self.step, self.total, self.done = step, total, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.step is not None:
+            self.step(self.done, self.total)
+
+    def tick(self) -> None:
+        self.add(1)
+
+
 def _verify_adapter(
-    session: ProbeSession, name: str, row: Mapping[str, Any], prompts: list[str], prints: list[Mapping[str, Any]]
+    session: ProbeSession,
+    name: str,
+    row: Mapping[str, Any],
+    prompts: list[str],
+    prints: list[Mapping[str, Any]],
+    ticks: _Ticks,
 ) -> list[Finding]:
     out: list[Finding] = []
     tol = float(row["tolerance"])
@@ -178,7 +196,7 @@ def _verify_adapter(
     equal = True
     items = [(list(fp["prompt_ids"]), list(fp["continuation"])) for fp in prints]
     retokenized = sum(1 for prompt, (ids, _) in zip(prompts, items, strict=True) if session.encode(prompt) != ids)
-    scored = session.passes(name, items)
+    scored = session.passes(name, items, ticks.tick)
     for fp, (_, cont), (adapted, base, bitwise) in zip(prints, items, scored, strict=True):
         equal = equal and bitwise
         effects.append(kl(adapted, base))

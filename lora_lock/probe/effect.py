@@ -224,19 +224,28 @@ class ProbeSession:
         logps = torch.stack(steps, dim=1) if steps else None
         return [(rows[i], None if logps is None else logps[i]) for i in range(len(prompts))]
 
-    def passes(self, name: str, items: list[tuple[list[int], list[int]]]) -> list[tuple[Any, Any, bool]]:
+    def passes(
+        self, name: str, items: list[tuple[list[int], list[int]]], tick: Callable[[], None] | None = None
+    ) -> list[tuple[Any, Any, bool]]:
         """Teacher-forced adapted and base passes over ``(prompt_ids, continuation)`` items, one forward each and
         batch 1: the K next-token log-prob rows in fp32, and whether adapted and base logits are bitwise equal
         (the adapter does nothing). All adapted passes run first, then all base passes in one
-        ``disable_adapter()`` block (entering it costs milliseconds)."""
+        ``disable_adapter()`` block (entering it costs milliseconds). ``tick()`` after each forward."""
         torch = self.torch
         self.use(name)
         windows = [(len(ids) - 1, len(ids) + len(cont) - 1) for ids, cont in items]
         seqs = [torch.tensor([ids + cont], device=self.device) for ids, cont in items]
+
+        def scored(seq: Any, window: tuple[int, int]) -> Any:
+            logits = self.model(input_ids=seq, use_cache=False).logits[0, window[0] : window[1]].float()
+            if tick is not None:
+                tick()
+            return logits
+
         with torch.inference_mode(), self.fits("the probe's teacher-forced passes"):
-            adapted = [self.model(input_ids=s).logits[0, a:b].float() for s, (a, b) in zip(seqs, windows, strict=True)]
+            adapted = [scored(s, w) for s, w in zip(seqs, windows, strict=True)]
             with self.model.disable_adapter():
-                base = [self.model(input_ids=s).logits[0, a:b].float() for s, (a, b) in zip(seqs, windows, strict=True)]
+                base = [scored(s, w) for s, w in zip(seqs, windows, strict=True)]
         return [
             (torch.log_softmax(x, dim=-1), torch.log_softmax(y, dim=-1), bool(torch.equal(x, y)))
             for x, y in zip(adapted, base, strict=True)
