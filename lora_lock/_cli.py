@@ -95,6 +95,7 @@ class _Steps:
         self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
         self.bar: Any = None
         self.task: Any = None
+        self.total = 0
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -104,8 +105,11 @@ class _Steps:
 
             self.bar = Progress(transient=True)
             self.bar.start()
-            self.task = self.bar.add_task("probing", total=total)
-        self.bar.update(self.task, completed=done, total=total)
+        if self.task is None or total != self.total:  # the golden set follows the probe: a bar of its own
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task, self.total = self.bar.add_task("probing", total=total), total
+        self.bar.update(self.task, completed=done)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -280,7 +280,12 @@ def verify(
                 )
             )
     behaviour = [c for c in ran if c in (Category.EFFECT, Category.GOLDEN)]
-    if behaviour:
+    blocking = sorted({f.code for f in findings if f.code in LOAD_BLOCKING and f.severity is Severity.ERROR})
+    if behaviour and blocking:
+        why = f"were not run: PEFT cannot load the adapter onto this base ({', '.join(blocking)})"
+        findings += [_not_run(c, why, "see the compat findings") for c in behaviour]
+        ran = [c for c in ran if c not in behaviour]
+    elif behaviour:
         more, not_run = _behaviour_findings(lock, path.parent, locked_adapters, behaviour, device, max_nfr, probe_step)
         findings += more
         ran = [c for c in ran if c not in not_run]
@@ -291,6 +296,10 @@ def verify(
         title=title,
         blocked=blocked,
     )
+
+
+#: Compat errors with which ``PeftModel.from_pretrained`` raises: the behaviour checks cannot load the model.
+LOAD_BLOCKING = frozenset({"COMPAT-SHAPE", "COMPAT-NO-TARGET", "COMPAT-KIND", "COMPAT-RANK", "COMPAT-SAVED-SHAPE"})
 
 
 def _behaviour_findings(
@@ -319,7 +328,7 @@ def _behaviour_findings(
         from lora_lock.probe.api import verify_behaviour
         from lora_lock.probe.golden import DEFAULT_MAX_NFR
 
-        found = verify_behaviour(
+        found, failures = verify_behaviour(
             lock,
             lock_dir,
             base.path,
@@ -332,28 +341,16 @@ def _behaviour_findings(
             step=step,
         )
     except ProbeUnavailableError as exc:
-        return [
-            Finding(
-                f"{c.value.upper()}-NOT-RUN",
-                c,
-                Severity.WARNING,
-                f"the {c.value} checks were not run: {exc.message}",
-                hint=exc.hint,
-            )
-            for c in cats
-        ], cats
+        return [_not_run(c, f"were not run: {exc.message}", exc.hint) for c in cats], cats
     except InputError as exc:
-        return [
-            Finding(
-                f"{c.value.upper()}-NOT-RUN",
-                c,
-                Severity.WARNING,
-                f"the {c.value} checks could not run: {exc.message}",
-                hint=exc.hint,
-            )
-            for c in cats
-        ] + [input_finding(exc)], cats
-    return found, []
+        return [_not_run(c, f"could not run: {exc.message}", exc.hint) for c in cats] + [input_finding(exc)], cats
+    for cat, error in failures.items():
+        found += [_not_run(cat, f"could not run: {error.message}", error.hint), input_finding(error)]
+    return found, list(failures)
+
+
+def _not_run(cat: Category, why: str, hint: str | None) -> Finding:
+    return Finding(f"{cat.value.upper()}-NOT-RUN", cat, Severity.WARNING, f"the {cat.value} checks {why}", hint=hint)
 
 
 def _world_findings(

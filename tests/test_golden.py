@@ -160,7 +160,11 @@ def test_read_golden_parses_both_kinds(tmp_path: Path) -> None:
         (['{"prompt": "a", "expected": "b", "max_new_tokens": true}'], ":1: field `max_new_tokens`"),
         (['{"prompt": "a", "expected": "b", "max_new_tokens": 5000}'], ":1: field `max_new_tokens`"),
         (['{"prompt": "a", "expected": "b", "ignore_case": "yes"}'], ":1: field `ignore_case` must be true or false"),
-        (['{"prompt": "a", "expected": "b", "until": [1]}'], ":1: field `until` must be a list of strings"),
+        (['{"prompt": "a", "expected": "b", "until": [1]}'], ":1: field `until` must be a list of non-empty strings"),
+        # An empty stop string would end every generation after its first token.
+        (['{"prompt": "a", "expected": "b", "until": ""}'], ":1: field `until` must be a list of non-empty strings"),
+        (['{"prompt": "a", "expected": "b", "until": ["x", ""]}'], ":1: field `until`"),
+        (['{"prompt": "a", "expected": "b", "regexes_to_ignore": [""]}'], ":1: field `regexes_to_ignore`"),
         (['{"prompt": "a", "expected": "b", "regexes_to_ignore": 3}'], ":1: field `regexes_to_ignore`"),
         (['{"prompt": "a", "choices": ["x"], "answer": 0}'], ":1: field `choices` must be a list of at least 2"),
         (['{"prompt": "a", "choices": ["x", ""], "answer": 0}'], ":1: field `choices`"),
@@ -294,6 +298,9 @@ INVALID_LINES = [
     {"prompt": "Q", "expected": "a", "ignore_case": "yes"},
     {"prompt": "Q", "expected": "a", "until": [1]},
     {"prompt": "Q", "expected": "a", "regexes_to_ignore": [None]},
+    {"prompt": "Q", "expected": "a", "regexes_to_ignore": [""]},
+    {"prompt": "Q", "expected": "a", "until": ""},
+    {"prompt": "Q", "expected": "a", "until": ["\n", ""]},
     {"prompt": "Pick", "choices": [" a"], "answer": 0},
     {"prompt": "Pick", "choices": [" a", ""], "answer": 0},
     {"prompt": "Pick", "choices": [" a", " b"]},
@@ -356,6 +363,9 @@ class _FixedLM:
 
     def fits(self, what: str) -> Any:  # ProbeSession.fits: out-of-memory as a clear error (nothing to catch here)
         return nullcontext()
+
+    def check_length(self, *args: Any) -> None:  # ProbeSession.check_length: no position table here
+        pass
 
     def __call__(self, input_ids: Any) -> Any:
         logits = self.row.expand(1, input_ids.shape[1], len(self.vocab))
@@ -671,19 +681,19 @@ def test_batched_generation_equals_one_prompt_decoding(golden_locked: GoldenRepo
         ids = [session.encode(p) for p in CANDIDATE_PROMPTS]
         assert len({len(i) for i in ids}) > 1
         alone = [_greedy(session, p, n, adapter=True) for p, n in zip(CANDIDATE_PROMPTS, limits, strict=True)]
-        out = session.generate(
-            "adapter", ids, max(limits), lambda row, t: len(t) >= limits[row], session.tokenizer.eos_token_id
-        )
+        out = session.generate("adapter", ids, max(limits), lambda row, t: len(t) >= limits[row], session.eos_ids())
         assert [decode(t, skip_special_tokens=True) for t in out] == alone
         assert all(len(t) <= n for t, n in zip(out, limits, strict=True))
 
         # A stop string ends its row after the token that completes it; the other rows go on.
         first = decode(out[-1][:1], skip_special_tokens=True)
         until = session.generate(
-            "adapter", ids, 8, lambda row, t: row == len(ids) - 1 and first in decode(t), session.tokenizer.eos_token_id
+            "adapter", ids, 8, lambda row, t: row == len(ids) - 1 and first in decode(t), session.eos_ids()
         )
         assert until[-1] == out[-1][:1]
-        assert until[0] == session.generate("adapter", ids[:1], 8, lambda row, t: False, None)[0][: len(until[0])]
+        assert (
+            until[0] == session.generate("adapter", ids[:1], 8, lambda row, t: False, frozenset())[0][: len(until[0])]
+        )
 
 
 @pytest.mark.slow
@@ -807,6 +817,80 @@ def test_probe_and_golden_share_one_model_load(
     assert rc == 0, report["findings"]
     assert len(loads) == 1
     assert report["checked"]["effect"] == report["checked"]["golden"] == "pass"
+
+
+@pytest.mark.slow
+def test_a_deleted_golden_file_keeps_the_probe_findings(
+    golden_repo: GoldenRepo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One category's unusable input stops that category only: the probe still runs and still catches a change."""
+    monkeypatch.chdir(golden_repo.root)
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", "adapter", "--base", "base", "--golden", "golden.jsonl", "--device", "cpu"
+    )
+    assert rc == 0, err
+    golden = read_lock(golden_repo.root / "lora.lock")["golden"]
+    assert (golden["device"], golden["dtype"]) == ("cpu", "float32")  # verify scores the same way
+    edit_tensors(golden_repo.root / "adapter" / ADAPTER_FILE, scale_lora_b(0.5))
+    (golden_repo.root / "golden.jsonl").unlink()
+
+    rc, report = verify_json(capsys, golden_repo.root / "lora.lock", "--only", "effect,golden")
+
+    assert rc == 1  # drift wins over unusable input
+    assert "golden.jsonl" in only(report, "GOLDEN-NOT-RUN")["message"]
+    assert "golden.jsonl" in only(report, "INPUT-UNUSABLE")["message"]
+    assert "effect is reduced" in only(report, "EFFECT-CHANGED")["message"]
+    assert report["checked"]["effect"] == "fail"
+
+
+@pytest.mark.slow
+def test_generation_stops_at_the_generation_configs_end_of_turn_token(golden_locked: GoldenRepo) -> None:
+    """Chat models end a turn with a token that is not the tokenizer's EOS (Llama-3's <|eot_id|>): generation
+    stops there, as transformers' generate does."""
+    with _session(golden_locked.root) as session:
+        ids = [session.encode(p) for p in CANDIDATE_PROMPTS[:4]]
+        free = session.generate("adapter", ids, 6, lambda row, t: False, frozenset())
+        turn_end = free[0][2]
+        session.model.get_base_model().generation_config.eos_token_id = [session.tokenizer.eos_token_id, turn_end]
+        assert session.eos_ids() == {session.tokenizer.eos_token_id, turn_end}
+        stopped = session.generate("adapter", ids, 6, lambda row, t: False, session.eos_ids())
+        for before, after in zip(free, stopped, strict=True):
+            cut = before.index(turn_end) if turn_end in before else len(before)
+            assert after == before[:cut]
+        assert stopped[0] == free[0][:2]
+
+
+@pytest.mark.slow
+def test_multiple_choice_moves_the_prompts_trailing_space_to_the_choice(golden_locked: GoldenRepo) -> None:
+    """lm-evaluation-harness scores "The fox is " + "quick" as "The fox is" + " quick": the choice's tokens are the
+    whole word, never the tail of a different tokenization."""
+    from lora_lock.probe.golden import _encode_pair
+
+    with _session(golden_locked.root) as session:
+        decode = session.tokenizer.decode
+        context, cont = _encode_pair(session, "The fox is ", "quick")
+        assert context == session.encode("The fox is")
+        assert decode(cont) == " quick"
+        assert context + cont == session.encode("The fox is quick")
+        context, cont = _encode_pair(session, "The fox is", " quick")  # no trailing space: unchanged
+        assert (context, decode(cont)) == (session.encode("The fox is"), " quick")
+
+
+@pytest.mark.slow
+def test_generation_longer_than_the_position_table_is_unusable_input(
+    golden_repo: GoldenRepo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (golden_repo.root / "long.jsonl").write_text(
+        '{"prompt": "The fox is", "expected": "x"}\n{"prompt": "The fox is", "expected": "x", "max_new_tokens": 300}\n',
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(golden_repo.root)
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", "adapter", "--base", "base", "--golden", "long.jsonl", "-o", "long.lock"
+    )
+    assert rc == 2
+    assert "golden item on line 2:" in err and "exceed the model's 256 positions" in err
+    assert not (golden_repo.root / "long.lock").exists()
 
 
 @pytest.mark.slow

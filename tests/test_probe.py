@@ -583,6 +583,86 @@ def test_unusable_probe_prompts_exit_2(
 
 
 @pytest.mark.slow
+def test_a_base_the_adapter_no_longer_fits_reports_compat_and_skips_the_probe(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The base gains KV heads (k/v projections twice as wide): PEFT would refuse to load the adapter, so the
+    report carries the compat errors and says the behaviour checks were not run — no internal error."""
+    import numpy as np
+
+    def widen(tensors: dict[str, Any]) -> None:
+        for key in [k for k in tensors if k.endswith(("k_proj.weight", "v_proj.weight"))]:
+            tensors[key] = np.concatenate([tensors[key], tensors[key]], axis=0)
+
+    edit_tensors(repo / "base" / "model.safetensors", widen)
+    config_path = repo / "base" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["num_key_value_heads"] *= 2
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+
+    rc, report = verify_json(capsys, repo / "lora.lock")
+
+    assert rc == 1, report["findings"]
+    assert "COMPAT-SHAPE" in codes(report, "compat", "error")
+    not_run = only(report, "EFFECT-NOT-RUN")
+    assert "PEFT cannot load the adapter onto this base (COMPAT-SHAPE" in not_run["message"]
+    assert report["checked"]["effect"] == "skipped"
+
+    # Asked for the effect alone, the load itself fails: unusable input with PEFT's reason, still no traceback.
+    rc, report = verify_json(capsys, repo / "lora.lock", "--only", "effect")
+    assert rc == 2
+    unusable = only(report, "INPUT-UNUSABLE")["message"]
+    assert "cannot load the model and adapter for the probe" in unusable and "size mismatch" in unusable
+
+
+@pytest.mark.slow
+def test_a_probe_prompt_longer_than_the_position_table_exits_2(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (repo / "long.txt").write_text("short prompt\n" + "the fox " * 200 + "\n", encoding="utf-8")
+    monkeypatch.chdir(repo)
+    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe-prompts", "long.txt")
+    assert rc == 2
+    assert "probe prompt 2:" in err and "exceed the model's 256 positions" in err
+
+
+@pytest.mark.slow
+def test_non_finite_logits_are_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """float16 logits that overflow would make every KL NaN, and NaN passes no gate: generate refuses them."""
+    _scale_base(repo, lambda k: k == "lm_head.weight", 1e5)
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", str(repo / "adapter"), "--base", str(repo / "base"),
+        "-o", str(repo / "half.lock"), "--dtype", "float16", "--device", "cpu",
+    )  # fmt: skip
+    assert rc == 2
+    assert "logits are not finite in float16" in err and "--dtype" in err
+    assert not (repo / "half.lock").exists()
+
+
+@pytest.mark.slow
+def test_prompts_decode_in_bounded_batches_with_the_same_continuations(
+    llama_locked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lora_lock.probe import effect
+
+    adapters = [("adapter", llama_locked / "adapter")]
+    session = effect.ProbeSession(llama_locked / "base", llama_locked / "base", adapters, device="cpu")
+    encoded = [session.encode(p) for p in DEFAULT_PROMPTS]
+    whole = [tokens for tokens, _ in session.greedy("adapter", encoded, 16)]
+    calls: list[int] = []
+    decode = session._decode
+
+    def counted(prompts: Any, *args: Any) -> Any:
+        calls.append(len(prompts))
+        return decode(prompts, *args)
+
+    monkeypatch.setattr(effect, "DECODE_BATCH", 3)
+    monkeypatch.setattr(session, "_decode", counted)
+    assert [tokens for tokens, _ in session.greedy("adapter", encoded, 16)] == whole
+    assert calls == [3, 3, 2]
+
+
+@pytest.mark.slow
 def test_regenerating_after_a_change_replaces_the_sidecar(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (old,) = sidecars(repo)
     edit_tensors(repo / "adapter" / ADAPTER_FILE, scale_lora_b(0.5))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,12 @@ def _verify_adapter(
     ticks: _Ticks,
 ) -> list[Finding]:
     out: list[Finding] = []
+    for key in ("effect-kl", "noise-kl", "tolerance"):
+        if not math.isfinite(float(row[key])):  # NaN passes no comparison, so it would pass every gate
+            raise InputError(
+                f"the lock's probe value {key} = {row[key]} for adapter {name} is not a number",
+                hint="regenerate the lock (in bfloat16 or float32) to record a usable probe",
+            )
     tol = float(row["tolerance"])
     effects, drifts, base_drifts, flips, diverged = [], [], [], 0, []
     equal = True
@@ -361,9 +368,12 @@ def lock_golden(
         "generation": sum(1 for i in items if i.kind == "generation"),
         "choice": sum(1 for i in items if i.kind == "choice"),
     }
+    runtime = session.runtime()
     return {
         "dataset": posix_relative(path, lock_dir),
         "dataset-digest": digest,
+        "device": runtime.device,  # verify scores in the same dtype; another device is a warning
+        "dtype": runtime.dtype,
         "items": len(items),
         "kinds": {k: v for k, v in kinds.items() if v},
         "adapter": rows,
@@ -399,6 +409,21 @@ def verify_golden(
     runner = GoldenRunner(session)
     rows = {r["name"]: r for r in section["adapter"]}
     out: list[Finding] = []
+    device = session.runtime().device
+    if "device" in section and device != section["device"]:
+        out.append(
+            Finding(
+                "GOLDEN-DEVICE",
+                Category.GOLDEN,
+                Severity.WARNING,
+                f"the golden set was scored on {section['device']} at lock time and on {device} now: near-ties "
+                "may resolve differently",
+                subject="device",
+                expected=str(section["device"]),
+                actual=device,
+                hint="verify on the same kind of device the lock was generated on",
+            )
+        )
     n = len(items)
     for index, (name, _) in enumerate(adapters):
         row = rows.get(name)
@@ -485,22 +510,45 @@ def verify_behaviour(
     device: str,
     max_nfr: float,
     step: Step | None = None,
-) -> list[Finding]:
+) -> tuple[list[Finding], dict[Category, InputError]]:
+    """Findings, and the categories that could not run with the reason. Each category's own input (the sidecar,
+    the golden file) is read before the model loads, and an error in one never discards the other's findings;
+    an error loading the model (raised) stops both."""
+    from lora_lock.probe.golden import read_golden
     from lora_lock.probe.sidecar import read_sidecar
 
-    section = lock.get("probe")
-    sidecar = (
-        read_sidecar(lock_dir / str(section["sidecar"]), str(section["sidecar-digest"])) if effect and section else None
-    )
+    failures: dict[Category, InputError] = {}
+    section = lock.get("probe") if effect else None
+    golden_section = lock.get("golden") if golden else None
+    sidecar = None
+    if section:
+        try:
+            sidecar = read_sidecar(lock_dir / str(section["sidecar"]), str(section["sidecar-digest"]))
+        except InputError as exc:
+            failures[Category.EFFECT] = exc
+    if golden_section:
+        try:
+            read_golden(lock_dir / str(golden_section["dataset"]))
+        except InputError as exc:
+            failures[Category.GOLDEN] = exc
+            golden_section = None
+    if sidecar is None and not golden_section:
+        return [], failures
     _require_causal(adapters)
-    dtype = str(section["dtype"]) if section else "auto"
-    session = ProbeSession(base_dir, tokenizer_dir, adapters, device=device, dtype=dtype)
+    locked = section or golden_section or {}
+    session = ProbeSession(base_dir, tokenizer_dir, adapters, device=device, dtype=str(locked.get("dtype", "auto")))
     findings: list[Finding] = []
-    if effect and section and sidecar is not None:
-        findings += verify_probe(session, section, sidecar, adapters, step=step)
-    if golden and "golden" in lock:
-        findings += verify_golden(session, lock["golden"], lock_dir, adapters, max_nfr=max_nfr, step=step)
-    return findings
+    if section and sidecar is not None:
+        try:
+            findings += verify_probe(session, section, sidecar, adapters, step=step)
+        except InputError as exc:
+            failures[Category.EFFECT] = exc
+    if golden_section:
+        try:
+            findings += verify_golden(session, golden_section, lock_dir, adapters, max_nfr=max_nfr, step=step)
+        except InputError as exc:
+            failures[Category.GOLDEN] = exc
+    return findings, failures
 
 
 def _require_causal(adapters: Sequence[tuple[str, Path]]) -> None:

@@ -30,6 +30,19 @@ class ProbeMemoryError(InputError):
     """A probe or golden forward ran out of device memory (the golden set retries with smaller batches)."""
 
 
+#: Prompts decoded together at lock time: bounded, so the KV cache and the kept log-probs stay small on big models,
+#: and in prompt order, so the batches are the same on every run.
+DECODE_BATCH = 16
+
+
+def _out_of_memory(torch: Any, exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, and what a CPU allocation failure looks like (MemoryError, an allocator error)."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 def rounded(x: float) -> float:
     return float(f"{x:.{DIGITS}g}")
 
@@ -97,15 +110,20 @@ class ProbeSession:
                 )
                 for name, path in rest:
                     peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        except torch.OutOfMemoryError as exc:
-            size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
+        except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+            if _out_of_memory(torch, exc):
+                size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
+                raise InputError(
+                    f"{base_dir}: the model does not fit on {self.device} ({size / 2**30:.1f} GiB of weights in "
+                    f"{self.dtype_name})",
+                    hint="use a larger device, --dtype bfloat16, or --no-probe",
+                ) from exc
+            # A RuntimeError here is PEFT refusing the adapter (e.g. a size mismatch on a changed base): the
+            # static checks say why; the probe cannot measure an adapter that does not load.
             raise InputError(
-                f"{base_dir}: the model does not fit on {self.device} ({size / 2**30:.1f} GiB of weights in "
-                f"{self.dtype_name})",
-                hint="use a larger device, --dtype bfloat16, or --no-probe",
+                f"{base_dir}: transformers/peft cannot load the model and adapter for the probe: {_first_line(exc)}",
+                hint="see the compat findings (lora-lock check ADAPTER --base BASE)",
             ) from exc
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{base_dir}: transformers/peft cannot load the model for the probe: {exc}") from exc
         peft_model.eval()
         self.model = peft_model
         self.names = [name for name, _ in adapters]
@@ -115,18 +133,35 @@ class ProbeSession:
         """Turn an out-of-memory error in a forward into a clear error naming what ran and on which device."""
         try:
             yield
-        except self.torch.OutOfMemoryError as exc:
-            if self.device.startswith("cuda"):
-                self.torch.cuda.empty_cache()
+        except (RuntimeError, MemoryError) as exc:
+            if not _out_of_memory(self.torch, exc):
+                raise
             raise ProbeMemoryError(
                 f"{what} ran out of memory on {self.device} in {self.dtype_name}",
                 hint="use a device with more memory, --dtype bfloat16, shorter prompts, or --no-probe",
             ) from exc
 
+    def release(self) -> None:
+        """Return cached device memory after an out-of-memory error (before a retry with less)."""
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+
+    def eos_ids(self) -> frozenset[int]:
+        """Every end-of-sequence id: the tokenizer's and the generation config's (chat models end a turn with
+        another token than the tokenizer's EOS, e.g. Llama-3's ``<|eot_id|>``), as ``generate`` would stop."""
+        ids: set[int] = set()
+        config = getattr(self.model.get_base_model(), "generation_config", None)
+        for value in (self.tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list | tuple):
+                ids.update(v for v in value if isinstance(v, int))
+        return frozenset(ids)
+
     def runtime(self) -> ProbeRuntime:
         torch = self.torch
         base = self.model.get_base_model()
-        gpu = torch.cuda.get_device_name(0) if self.device.startswith("cuda") else None
+        gpu = torch.cuda.get_device_name(torch.device(self.device)) if self.device.startswith("cuda") else None
         return ProbeRuntime(
             device=self.device.split(":")[0],
             dtype=self.dtype_name,
@@ -154,12 +189,32 @@ class ProbeSession:
         than K per prompt. The log-probs therefore come from a numerically different configuration (batch,
         padding, cache) than the batch-1 teacher-forced passes: that difference is the lock-time noise floor."""
         self.use(name)
+        self.check_length(prompts, positions, "probe prompt")
         if len(prompts) > 1 and self._accepts("position_ids"):
-            return self._decode(prompts, positions, None)
+            out = []
+            for start in range(0, len(prompts), DECODE_BATCH):
+                out += self._decode(prompts[start : start + DECODE_BATCH], positions, None)
+            return out
         return [self._decode([ids], positions, None)[0] for ids in prompts]
 
+    def check_length(self, prompts: Sequence[list[int]], new: int, what: str, numbers: Sequence[int] = ()) -> None:
+        """Refuse a sequence longer than the model's position table (learned positions would index past it)."""
+        config = self.model.get_base_model().config
+        limit = next(
+            (v for v in (getattr(config, a, None) for a in ("max_position_embeddings", "n_positions")) if v), None
+        )
+        if not isinstance(limit, int):
+            return
+        for index, ids in enumerate(prompts):
+            if len(ids) + new > limit:
+                number = numbers[index] if numbers else index + 1
+                raise InputError(
+                    f"{what} {number}: {len(ids)} tokens + {new} to generate exceed the model's {limit} positions",
+                    hint="shorten it, or lower max_new_tokens",
+                )
+
     def generate(
-        self, name: str, prompts: Sequence[list[int]], limit: int, stop: Stop, eos: int | None
+        self, name: str, prompts: Sequence[list[int]], limit: int, stop: Stop, eos: frozenset[int]
     ) -> list[list[int]]:
         """Greedy generation for the golden set, ``prompts`` decoded together: a row ends before an ``eos``
         token, or after a token for which ``stop(row, tokens)`` is true (a stop string, its own token limit), or
@@ -182,7 +237,7 @@ class ProbeSession:
         return parameter in self._parameters
 
     def _decode(
-        self, prompts: Sequence[list[int]], limit: int, stop: Stop | None, eos: int | None = None
+        self, prompts: Sequence[list[int]], limit: int, stop: Stop | None, eos: frozenset[int] = frozenset()
     ) -> list[tuple[list[int], Any]]:
         """Batched greedy decoding with the KV cache: per row its tokens and, without ``stop``, the log-prob rows
         of every step (``None`` with ``stop``: generation keeps no distributions)."""
@@ -200,14 +255,14 @@ class ProbeSession:
         with torch.inference_mode(), self.fits(f"greedy decoding of {len(prompts)} prompt(s)"):
             out = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **first)
             for step in range(limit):
-                logits = out.logits[:, -1].float()
+                logits = _finite(out.logits[:, -1].float(), self.dtype_name)
                 if stop is None:
                     steps.append(torch.log_softmax(logits, dim=-1))
                 token = logits.argmax(-1, keepdim=True)
                 for i, t in enumerate(token[:, 0].tolist()):
                     if i not in open_rows:
                         continue
-                    if t == eos:  # the end-of-sequence token is not part of the output
+                    if t in eos:  # an end-of-sequence token is not part of the output
                         open_rows.discard(i)
                         continue
                     rows[i].append(int(t))
@@ -237,10 +292,15 @@ class ProbeSession:
         seqs = [torch.tensor([ids + cont], device=self.device) for ids, cont in items]
 
         def scored(seq: Any, window: tuple[int, int]) -> Any:
-            logits = self.model(input_ids=seq, use_cache=False).logits[0, window[0] : window[1]].float()
+            a, b = window
+            if self._accepts("logits_to_keep"):  # the lm_head only for the K scored rows (+ the last)
+                logits = self.model(input_ids=seq, use_cache=False, logits_to_keep=seq.shape[1] - a).logits[0, :-1]
+            else:
+                logits = self.model(input_ids=seq, use_cache=False).logits[0, a:b]
             if tick is not None:
                 tick()
-            return logits
+            # A copy in fp32: a view would pin the forward's whole [sequence, vocabulary] logits.
+            return _finite(logits.to(self.torch.float32, copy=True), self.dtype_name)
 
         with torch.inference_mode(), self.fits("the probe's teacher-forced passes"):
             adapted = [scored(s, w) for s, w in zip(seqs, windows, strict=True)]
@@ -250,6 +310,23 @@ class ProbeSession:
             (torch.log_softmax(x, dim=-1), torch.log_softmax(y, dim=-1), bool(torch.equal(x, y)))
             for x, y in zip(adapted, base, strict=True)
         ]
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The start of a library's error (PEFT's size-mismatch errors run to hundreds of lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = " ".join(lines[:2]) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _finite(logits: Any, dtype: str) -> Any:
+    """Infinite or NaN logits would turn every KL into NaN, and NaN passes no gate: refuse them."""
+    if not bool(logits.isfinite().all()):
+        raise InputError(
+            f"the model's logits are not finite in {dtype} (an overflow): the probe cannot measure the adapter",
+            hint="run the probe in bfloat16 or float32 (--dtype)",
+        )
+    return logits
 
 
 def kl(p_log: Any, q_log: Any) -> float:
@@ -291,6 +368,10 @@ def _device(torch: Any, device: str) -> str:
         )
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda:"):
+        index = device.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s) here")
     return device
 
 

@@ -67,8 +67,8 @@ def _strings(path: Path, number: int, doc: dict[str, Any], name: str) -> tuple[s
     value = doc.get(name, [])
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(path, number, name, "a list of strings", value)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(path, number, name, "a list of non-empty strings", value)
     return tuple(value)
 
 
@@ -183,6 +183,18 @@ def unpack_bits(text: str, n: int) -> list[bool]:
     return bits[:n]
 
 
+def _encode_pair(session: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness's split of a (context, continuation) pair into token ids: trailing whitespace of the
+    context moves to the continuation, and the continuation's ids are what encoding the whole adds to the
+    context's."""
+    spaces = len(context) - len(context.rstrip())
+    if 0 < spaces < len(context):
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = session.encode(context + continuation)
+    context_ids = session.encode(context)
+    return context_ids, whole[len(context_ids) :]
+
+
 class GoldenRunner:
     """Scores items with a loaded :class:`~lora_lock.probe.effect.ProbeSession`.
 
@@ -230,8 +242,10 @@ class GoldenRunner:
         except ProbeMemoryError:
             if len(batch) == 1:
                 raise
-            half = len(batch) // 2
-            return self._generate(name, batch[:half]) + self._generate(name, batch[half:])
+        # Retried outside the except block: its traceback would keep the failed batch's KV cache alive.
+        self.session.release()
+        half = len(batch) // 2
+        return self._generate(name, batch[:half]) + self._generate(name, batch[half:])
 
     def _generate_batch(self, name: str, batch: list[GoldenItem]) -> list[bool]:
         session = self.session
@@ -243,13 +257,10 @@ class GoldenRunner:
                 return True
             return bool(item.until) and any(s in decode(tokens, skip_special_tokens=True) for s in item.until)
 
-        outputs = session.generate(
-            name,
-            [session.encode(item.prompt) for item in batch],
-            max(item.max_new_tokens for item in batch),
-            stop,
-            session.tokenizer.eos_token_id,
-        )
+        prompts = [session.encode(item.prompt) for item in batch]
+        for item, ids in zip(batch, prompts, strict=True):
+            session.check_length([ids], item.max_new_tokens, "golden item on line", [item.line])
+        outputs = session.generate(name, prompts, max(item.max_new_tokens for item in batch), stop, session.eos_ids())
         return [
             score_generation(item, decode(tokens, skip_special_tokens=True))
             for item, tokens in zip(batch, outputs, strict=True)
@@ -257,16 +268,16 @@ class GoldenRunner:
 
     def _choice(self, item: GoldenItem) -> tuple[bool, bool]:
         torch, session = self.torch, self.session
-        context = session.encode(item.prompt)
         scores, norms = [], []
-        for choice in item.choices:
-            whole = session.encode(item.prompt + choice)
-            cont = (
-                whole[len(context) :]
-                if whole[: len(context)] == context
-                else whole[-max(1, len(whole) - len(context)) :]
-            )
+        for number, choice in enumerate(item.choices):
+            context, cont = _encode_pair(session, item.prompt, choice)
+            if not cont:
+                raise InputError(
+                    f"golden item on line {item.line}: choice {number} ({brief(choice, 40)}) adds no token to the "
+                    "prompt"
+                )
             seq = context + cont
+            session.check_length([seq], 0, "golden item on line", [item.line])
             with torch.inference_mode(), session.fits(f"golden item on line {item.line}"):
                 logits = session.model(input_ids=torch.tensor([seq], device=session.device)).logits[0].float()
             logp = torch.log_softmax(logits[len(context) - 1 : len(seq) - 1], dim=-1)

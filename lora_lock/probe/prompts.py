@@ -41,7 +41,8 @@ def read_prompts(path: Path) -> tuple[str, ...]:
                 raise InputError(f"{path}:{number}: field `prompt` must be a string")
             prompts.append(item["prompt"])
     else:
-        prompts = [line for line in text.splitlines() if line.strip()]
+        # Lines end at "\n" only (as in the JSONL readers): str.splitlines would also split on U+2028, form feeds…
+        prompts = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
     if not prompts:
         raise InputError(f"{path}: no probe prompts in the file", hint="one prompt per line, or JSONL with `prompt`")
     return tuple(prompts)

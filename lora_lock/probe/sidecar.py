@@ -12,7 +12,7 @@ from lora_lock.errors import InputError
 
 SIDECAR_FORMAT = 1
 
-#: Called after each probed prompt or golden item with (done, total); the CLI turns it into a progress bar.
+#: Called with (done, total) as the probe's forwards or the golden items complete; the CLI draws a progress bar.
 Step = Callable[[int, int], None]
 
 
