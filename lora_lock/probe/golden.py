@@ -143,7 +143,9 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
 
 
 def normalise(text: str, item: GoldenItem) -> str:
-    """lm-evaluation-harness ``exact_match`` normalisation: regexes removed, case and punctuation optional."""
+    """lm-evaluation-harness ``exact_match`` normalisation: regexes removed, case and punctuation optional. Then,
+    unlike ``exact_match`` itself, surrounding whitespace is dropped (what lm-eval tasks do with a ``strip`` filter):
+    a generation's leading space is never what a golden item means to test."""
     for pattern in item.regexes_to_ignore:
         text = userregex.compile_user(pattern, "regexes_to_ignore").sub("", text, timeout=userregex.TIMEOUT_S)
     if item.ignore_case:
