@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +43,18 @@ class GenerateResult:
 def adapter_names(sources: Sequence[Resolved], lock_dir: Path) -> list[str]:
     """Name each adapter by its directory (or Hub repo); when two share a name, by their path relative to the
     lock (or their repo id), so the name never depends on how the path was typed."""
+    seen: dict[str, str] = {}
+    for s in sources:
+        key = f"{s.repo_id}@{s.revision}" if s.repo_id else str(s.path.resolve())
+        if key in seen:
+            raise InputError(f"adapter {s.spec} is given twice (also as {seen[key]})", hint="pass each adapter once")
+        seen[key] = str(s.spec)
     names = [s.repo_id.rpartition("/")[2] if s.repo_id else s.path.resolve().name for s in sources]
     if len(set(names)) == len(names):
         return names
+    # ".." stays in the long name: "../x/a" and "x/a" are different adapters and must keep different names.
     long = [s.repo_id or posix_relative(s.path, lock_dir) for s in sources]
-    return [n.replace("../", "").replace("/", "--") for n in long]
+    return [n.replace("/", "--") for n in long]
 
 
 def _fetch(source: Resolved, download: bool) -> Resolved:
@@ -159,7 +167,7 @@ def probe_enabled(probe: bool | None) -> bool:
 
 
 def _sidecars(lock_path: Path) -> list[Path]:
-    return sorted(lock_path.parent.glob(f"{lock_path.name}.probe-*.json"))
+    return sorted(lock_path.parent.glob(f"{glob.escape(lock_path.name)}.probe-*.json"))
 
 
 def behaviour_sections(

@@ -47,7 +47,8 @@ class LockDiff:
         }
 
     def render_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        # default=str: a hand-edited lock may hold TOML dates or times, which JSON has no type for.
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n"
 
     def render_text(self) -> str:
         if self.identical:
@@ -194,8 +195,8 @@ def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
                     Category.ADAPTER,
                     f"adapter {name} {'added' if x is None else 'removed'}",
                     name,
-                    None if x is None else x["source"],
-                    None if y is None else y["source"],
+                    None if x is None else _origin(x),
+                    None if y is None else _origin(y),
                 )
             )
             continue
@@ -248,3 +249,11 @@ def _behaviour_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[C
 
 def diff(old: str | Path, new: str | Path) -> LockDiff:
     return diff_locks(read(Path(old)), read(Path(new)))
+
+
+def _origin(adapter: Mapping[str, Any]) -> str:
+    """Where an adapter comes from: its local path, or its Hub repo (and revision)."""
+    if "source" in adapter:
+        return str(adapter["source"])
+    revision = adapter.get("revision")
+    return f"{adapter.get('repo')}@{revision}" if revision else str(adapter.get("repo"))

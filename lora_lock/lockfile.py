@@ -87,17 +87,20 @@ def validate(lock: Mapping[str, Any], path: Path) -> None:
     hint = "regenerate the lock with `lora-lock generate`, or print the schema with `lora-lock schema`"
     try:
         errors = sorted(validator.iter_errors(dict(lock)), key=lambda e: [str(p) for p in e.absolute_path])
-        if not errors:
-            return
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        message = first.message if len(first.message) <= 300 else first.message[:297] + "..."
     except (ValueError, RecursionError) as exc:  # jsonschema repr()s huge integers and deep tables in messages
         raise LockfileError(
             f"{path}: the lock does not match the lock schema (a value is too large or too deep)", hint=hint
         ) from exc
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    raise LockfileError(f"{path}: field `{where}` does not match the lock schema: {message}{more}", hint=hint)
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        message = first.message if len(first.message) <= 300 else first.message[:297] + "..."
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise LockfileError(f"{path}: field `{where}` does not match the lock schema: {message}{more}", hint=hint)
+    names = [str(a["name"]) for a in lock["adapter"]]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # the schema cannot say "unique by name"; verify and --adapter select adapters by it
+        raise LockfileError(f"{path}: adapter name {brief(twice[0])} appears more than once in the lock", hint=hint)
 
 
 #: Dotted-key depth a lock never needs; tomllib's time grows quadratically with it (a 64 kB key takes seconds).

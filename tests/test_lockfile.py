@@ -283,6 +283,45 @@ def test_same_named_adapter_dirs_get_portable_names(
     assert (repo / "abs.lock").read_bytes() == (repo / "rel.lock").read_bytes()
 
 
+def test_adapters_named_alike_from_different_depths_keep_different_names(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """ "../x/a" and "x/a" are two adapters: their names must differ, and each entry must hold its own digests."""
+    repo = make_repo(tmp_path, tiny_llama, tiny_llama_adapter, adapters=())
+    shutil.copytree(tiny_llama_adapter, repo / "x" / "a")
+    shutil.copytree(tiny_llama_adapter, repo / "sub" / "x" / "a")
+    _perturb_adapter(repo / "sub" / "x" / "a")
+    monkeypatch.chdir(repo / "sub")
+    rc, _, err = cli(capsys, "generate", "--no-probe", "--adapter", "../x/a", "--adapter", "x/a", "--base", "../base")
+    assert rc == 0, err
+    doc = assert_schema_valid(repo / "sub" / "lora.lock")
+    assert sorted(a["name"] for a in doc["adapter"]) == ["..--x--a", "x--a"]
+    digests = {a["name"]: a["files"]["adapter_model.safetensors"]["digest"] for a in doc["adapter"]}
+    assert digests["..--x--a"] != digests["x--a"]
+    assert cli(capsys, "verify", "lora.lock")[0] == 0
+
+
+def test_an_adapter_given_twice_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo)
+    rc, _, err = cli(capsys, "generate", "--no-probe", "--adapter", "adapter", "--adapter", "./adapter/")
+    assert rc == 2
+    assert "adapter ./adapter/ is given twice (also as adapter)" in err
+    assert not (repo / "lora.lock").exists()
+
+    import tomli_w
+
+    lock(repo)
+    doc = tomllib.loads((repo / "lora.lock").read_text(encoding="utf-8"))
+    doc["adapter"].append(doc["adapter"][0])
+    (repo / "dup.lock").write_text(tomli_w.dumps(doc), encoding="utf-8")
+    rc, out, err = cli(capsys, "verify", "dup.lock")
+    assert rc == 2
+    assert "adapter name 'adapter' appears more than once in the lock" in out + err
+
+
 # --- relocation ----------------------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lora_lock.models import Category, Finding, Report, Severity, Status
+from lora_lock.report import printable
 
 #: GitHub refuses step summaries above 1 MiB; stay well below it.
 MAX_BYTES = 900_000
@@ -17,7 +18,8 @@ _STATUS = {
 def _cell(text: str | None) -> str:
     if not text:
         return ""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+    text = printable(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+    return text.replace("](", "\\](")  # no links or images from file names
 
 
 class MarkdownRenderer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from lora_lock.models import Category, CheckState, Finding, Report, Severity, Status
+from lora_lock.report import printable
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 _STATE_STYLE = {
@@ -22,7 +23,7 @@ _STATUS_TEXT = {
 
 def _indent(text: str) -> str:
     """Continuation lines of a multi-line message line up under the finding."""
-    return text.replace("\n", "\n          ")
+    return printable(text).replace("\n", "\n          ")
 
 
 class TextRenderer:
@@ -56,8 +57,8 @@ class TextRenderer:
                     f"  [{_STYLE[f.severity]}]{f.severity.value:<7}[/] [bold]{f.code}[/] {_indent(escape(f.message))}"
                 )
                 if f.expected is not None and f.actual is not None and f.expected not in f.message:
-                    console.print(f"          expected: {escape(f.expected)}")
-                    console.print(f"          actual:   {escape(f.actual)}")
+                    console.print(f"          expected: {escape(printable(f.expected))}")
+                    console.print(f"          actual:   {escape(printable(f.actual))}")
                 if f.hint:
                     console.print(f"          [dim]hint:[/] {_indent(escape(f.hint))}")
         quiet = [c for c, s in report.checked.items() if c not in by_cat]

