@@ -38,7 +38,7 @@ def compare_files(
     out: list[Finding] = []
     present = set(present)
     for name, entry in sorted(locked.items()):
-        if name not in present and not (root / name).exists():
+        if name not in present and not _exists(root / name):
             out.append(
                 Finding(
                     f"{prefix}-FILE-MISSING",
@@ -164,3 +164,11 @@ def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
             )
         )
     return out
+
+
+def _exists(path: Path) -> bool:
+    """``Path.exists`` that treats an unusable name (too long for the filesystem, …) as absent."""
+    try:
+        return path.exists()
+    except OSError:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ def adapter_names(sources: Sequence[Resolved], lock_dir: Path) -> list[str]:
         if key in seen:
             raise InputError(f"adapter {s.spec} is given twice (also as {seen[key]})", hint="pass each adapter once")
         seen[key] = str(s.spec)
-    names = [s.repo_id.rpartition("/")[2] if s.repo_id else s.path.resolve().name for s in sources]
+    # A directory is named as written (a symlink ``adapter`` → ``/shared/v3`` is "adapter"), like its source path.
+    names = [s.repo_id.rpartition("/")[2] if s.repo_id else Path(os.path.abspath(s.path)).name for s in sources]
     if len(set(names)) == len(names):
         return names
     # ".." stays in the long name: "../x/a" and "x/a" are different adapters and must keep different names.

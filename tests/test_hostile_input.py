@@ -149,3 +149,84 @@ def test_file_names_cannot_drive_a_terminal_or_a_workflow() -> None:
     cell = _cell("pipe|x\r## heading [t](http://evil.example) ![i](y)")
     assert "\r" not in cell and "\\|" in cell and "](" not in cell.replace("\\](", "")
     assert json.dumps(cell)  # plain text
+
+
+def test_a_symlinked_base_is_locked_as_written_and_moves_with_the_repo(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = tmp_path / "shared" / "models" / "tiny-llama"
+    shutil.copytree(tiny_llama, shared)
+    root = tmp_path / "repo"
+    shutil.copytree(tiny_llama_adapter, root / "adapter")
+    (root / "base").symlink_to(shared)  # absolute link to a shared model directory
+    result = generate([root / "adapter"], root / "base", root / "lora.lock", probe=False)
+    assert result.lock is not None and result.lock["base"]["source"] == "base"
+
+    moved = tmp_path / "deeper" / "still" / "repo"
+    moved.parent.mkdir(parents=True)
+    shutil.copytree(root, moved, symlinks=True)
+    rc, out, _ = cli(capsys, "verify", str(moved / "lora.lock"))
+    assert rc == 0, out
+
+
+def test_names_too_long_for_the_filesystem_are_clear_errors(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    long = "a" * 300
+    rc, out, err = cli(capsys, "check", long, "--base", str(repo / "base"))
+    assert rc == 2 and "is neither a local directory nor a Hub repo id" in out + err and long not in out + err
+    rc, out, err = cli(capsys, "check", str(repo / "adapter"), "--base", str(repo / long))
+    assert rc == 2 and "File name too long" in out + err
+
+    lock = edited(repo, "long.lock", lambda d: d["base"].__setitem__("source", long))
+    rc, out, err = cli(capsys, "verify", str(lock))
+    assert rc == 2 and "File name too long" in out + err
+
+
+@pytest.mark.parametrize(
+    ("quantization", "field"),
+    [
+        ({"quant_method": "gptq", "bits": "four"}, "quantization_config.bits"),
+        ({"quant_method": "gptq", "bits": 5}, "quantization_config.bits"),
+        ({"quant_method": "gptq", "bits": {"a": None}}, "quantization_config.bits"),
+        ({"quant_method": "bitsandbytes", "load_in_8bit": True, "llm_int8_skip_modules": ["lm_head", None]}, "skip"),
+    ],
+)
+def test_quantization_values_a_lock_cannot_hold_are_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str], quantization: dict[str, Any], field: str
+) -> None:
+    """NaN never equals itself (a fresh lock would fail its own verify); None and nested objects have no TOML form."""
+    config_path = repo / "base" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["quantization_config"] = quantization
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    rc, out, err = cli(capsys, "generate", "--no-probe", "--adapter", str(repo / "adapter"), "--base",
+                       str(repo / "base"), "-o", str(repo / "q.lock"))  # fmt: skip
+    assert rc == 2
+    assert "config.json" in out + err and field in out + err
+    assert not (repo / "q.lock").exists()
+
+
+def test_an_integer_too_large_for_a_float_is_a_clear_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = repo / "adapter" / "adapter_config.json"
+    text = config_path.read_text(encoding="utf-8")
+    config = json.loads(text)
+    config["lora_alpha"] = 0
+    config_path.write_text(
+        json.dumps(config).replace('"lora_alpha": 0', '"lora_alpha": ' + "9" * 401), encoding="utf-8"
+    )
+    rc, out, err = cli(capsys, "check", str(repo / "adapter"), "--base", str(repo / "base"))
+    assert rc == 2 and "lora_alpha" in out + err
+
+
+def test_a_nan_in_an_unknown_quantization_config_does_not_break_the_fresh_lock(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = repo / "base" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["quantization_config"] = {"quant_method": "hqq", "nbits": 4, "thr": float("nan")}
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    rc, _, err = cli(capsys, "generate", "--no-probe", "--adapter", str(repo / "adapter"), "--base",
+                     str(repo / "base"), "-o", str(repo / "q.lock"))  # fmt: skip
+    assert rc == 0, err
+    assert "nan" not in (repo / "q.lock").read_text(encoding="utf-8")
+    rc, out, _ = cli(capsys, "verify", str(repo / "q.lock"))
+    assert rc == 0, out

@@ -113,7 +113,9 @@ class _Reader:
 
     def number(self, key: str, default: float | None = None) -> float:
         value = self.doc.get(key, default)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53:
+            return value  # beyond 2**53 an int is no longer exactly a float (and a lock holds 64-bit integers)
+        if isinstance(value, float) and math.isfinite(value):
             return value
         raise self.fail(key, "a number")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,15 @@ def read_model_facts(path: Path) -> ModelFacts:
     )
 
 
+def _scalar(value: Any) -> bool:
+    """A value the lock can record and compare: no NaN (never equal to itself), no integer beyond 64 bits."""
+    if isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return abs(value) < 2**63
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def _quantization(path: Path, raw: Any) -> Quantization | None:
     if raw is None:
         return None
@@ -149,9 +159,18 @@ def _quantization(path: Path, raw: Any) -> Quantization | None:
     method = method.lower()
     keys = _QUANT_KEYS.get(method)
     if keys is None:
-        params = {k: v for k, v in raw.items() if k != "quant_method" and isinstance(v, (str, int, float, bool))}
+        params = {k: v for k, v in raw.items() if k != "quant_method" and _scalar(v)}
     else:
         params = {k: raw[k] for k in keys if k in raw and raw[k] is not None}
+        for key, value in params.items():
+            if not (_scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value))):
+                raise InputError(
+                    f"{path}: field `quantization_config.{key}` must be a string, number, boolean or a list of "
+                    f"them, found {brief(value)}"
+                )
+        bits = params.get("bits")
+        if method in ("gptq", "awq") and bits is not None and (isinstance(bits, bool) or bits not in (2, 3, 4, 8)):
+            raise InputError(f"{path}: field `quantization_config.bits` must be 2, 3, 4 or 8, found {brief(bits)}")
         if method == "bitsandbytes":
             params = {k: v for k, v in params.items() if not (k.startswith("bnb_4bit") and not raw.get("load_in_4bit"))}
     return Quantization(method=method, params=dict(sorted(params.items())))

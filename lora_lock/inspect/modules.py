@@ -126,7 +126,8 @@ def _describe(
 def _packed(facts: ModelFacts, path: str, group: dict[str, TensorInfo], method: str | None) -> BaseModule:
     """GPTQ packs ``in`` into int32 rows of ``qweight [in*bits/32, out]``; AWQ packs ``out``: ``[in, out*bits/32]``."""
     qweight = group["qweight"]
-    bits = int((facts.quantization.params.get("bits", 4) if facts.quantization else 4) or 4)
+    raw_bits = facts.quantization.params.get("bits", 4) if facts.quantization else 4
+    bits = raw_bits if isinstance(raw_bits, int) and not isinstance(raw_bits, bool) else 4  # checked in the config
     per_word = 32 // bits if bits in (2, 3, 4, 8) and 32 % bits == 0 else 8
     rows, cols = qweight.shape[0], qweight.shape[1] if len(qweight.shape) > 1 else 1
     if method == "awq":

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from lora_lock.errors import InputError, SourceError
+from lora_lock.errors import InputError, SourceError, brief
 from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 
@@ -51,10 +51,17 @@ class Resolved:
 
 
 def posix_relative(path: Path, start: Path) -> str:
-    """``path`` relative to ``start`` in POSIX form (the lock never stores absolute paths)."""
+    """``path`` relative to ``start`` in POSIX form (the lock never stores absolute paths). Symlinks are kept as
+    written (``base`` → a shared model directory stays ``base``), so the lock moves with the repository; only if
+    that spelling does not lead back to the same directory are both sides resolved."""
     import os
 
-    rel = os.path.relpath(path.resolve(), start.resolve())
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(start))
+    try:
+        if not os.path.samefile(os.path.join(start, rel), path):
+            rel = os.path.relpath(path.resolve(), start.resolve())
+    except OSError:
+        rel = os.path.relpath(path.resolve(), start.resolve())
     return PurePosixPath(*Path(rel).parts).as_posix() if rel != "." else "."
 
 
@@ -65,7 +72,11 @@ def resolve_local(spec: str | Path, *, relative_to: Path | None = None, what: st
     if relative_to is not None and not raw.is_absolute():
         candidates.append(relative_to / raw)
     for candidate in candidates:
-        if candidate.is_dir():
+        try:
+            found = candidate.is_dir()
+        except OSError as exc:  # a name too long for the filesystem, …
+            raise SourceError(f"{what} {brief(str(spec))}: {exc.strerror or exc}") from exc
+        if found:
             return Resolved(spec=str(spec), path=candidate)
     raise SourceError(
         f"{what} {str(spec)!r} is not a local directory",
@@ -153,7 +164,11 @@ def locked_source(
             hint="regenerate the lock with `lora-lock generate`",
         )
     path = lock_dir / Path(*pure.parts)
-    if not path.is_dir():
+    try:
+        found = path.is_dir()
+    except OSError as exc:
+        raise InputError(f"the lock's {what} source {brief(source)}: {exc.strerror or exc}") from exc
+    if not found:
         raise InputError(
             f"the {what} directory {source!r} named by the lock is missing (looked in {path})",
             hint="run verify from the repository the lock belongs to, or restore the directory",

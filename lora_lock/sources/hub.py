@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import SourceError
+from lora_lock.errors import SourceError, brief
 from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.inspect.safetensors_header import MAX_HEADER_BYTES, Header, parse_header
@@ -105,7 +105,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         or repo.endswith(".git")
         or any(len(part) > 96 or part[-1] in "-." for part in repo.split("/"))
     ):
-        raise SourceError(f"{spec!r} is neither a local directory nor a Hub repo id (org/name[@revision])")
+        raise SourceError(f"{brief(spec)} is neither a local directory nor a Hub repo id (org/name[@revision])")
     if sep and not revision:
         raise SourceError(f"{spec!r}: empty revision after '@'", hint="write org/name@main, a tag or a 40-hex commit")
     if revision and SHORT_HASH.match(revision):
