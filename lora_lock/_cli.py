@@ -338,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lora-lock: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lora-lock … | head`: the reader left; say nothing more, as a killed writer would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # the shell's status for SIGPIPE
     except Exception as exc:  # the CLI boundary: anything unexpected is a tool failure (exit 2), not a traceback
         if args.verbose:
             raise

@@ -31,7 +31,9 @@ class Category(str, enum.Enum):
     def parse_list(cls, text: str) -> frozenset[Category]:
         """Parse ``"base,tokenizer"`` into categories; unknown names raise ``ValueError`` naming the valid ones."""
         names = [part.strip().lower() for part in text.split(",") if part.strip()]
-        valid = {c.value: c for c in cls}
+        valid = {c.value: c for c in cls if c.value != "input"}  # unusable input is always reported, never chosen
+        if not names:
+            raise ValueError(f"no category given; choose from {', '.join(valid)}")
         unknown = [n for n in names if n not in valid]
         if unknown:
             raise ValueError(

@@ -21,13 +21,13 @@ from lora_lock.sources.hub import is_offline
 
 
 def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mapping[str, Any]]]:
-    if "repo" in lock["base"]:
-        yield Category.BASE, "base", lock["base"]
-    tok = lock["tokenizer"]
-    if "repo" in tok and (tok.get("repo"), tok.get("revision")) != (
-        lock["base"].get("repo"),
-        lock["base"].get("revision"),
-    ):
+    base, tok = lock["base"], lock["tokenizer"]
+    same_repo = "repo" in tok and (tok.get("repo"), tok.get("revision")) == (base.get("repo"), base.get("revision"))
+    if "repo" in base:
+        # The usual case: the tokenizer files live in the base repo, so they are compared with the base's.
+        files = {**base.get("files", {}), **(tok.get("files", {}) if same_repo else {})}
+        yield Category.BASE, "base", {**base, "files": files}
+    if "repo" in tok and not same_repo:
         yield Category.TOKENIZER, "tokenizer", tok
     for adapter in lock["adapter"]:
         if "repo" in adapter:

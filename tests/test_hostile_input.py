@@ -230,3 +230,28 @@ def test_a_nan_in_an_unknown_quantization_config_does_not_break_the_fresh_lock(
     assert "nan" not in (repo / "q.lock").read_text(encoding="utf-8")
     rc, out, _ = cli(capsys, "verify", str(repo / "q.lock"))
     assert rc == 0, out
+
+
+@pytest.mark.parametrize(("value", "message"), [("", "no category given"), (",", "no category given"),
+                                                ("input", "unknown category input")])  # fmt: skip
+def test_only_and_skip_need_real_categories(
+    repo: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    for flag in ("--only", "--skip"):
+        rc, out, err = cli(capsys, "verify", str(repo / "lora.lock"), flag, value)
+        assert rc == 2 and message in out + err and "choose from base," in out + err
+
+
+def test_a_closed_pipe_is_not_an_internal_error(repo: Path) -> None:
+    import subprocess
+
+    script = (
+        "import sys; from lora_lock._cli import main; "
+        f"sys.exit(main(['verify', {str(repo / 'lora.lock')!r}, '--format', 'json']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the report is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "internal error" not in err and "Traceback" not in err

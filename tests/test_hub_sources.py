@@ -726,6 +726,22 @@ def _moved_files(tiny_llama: Path, tmp_path: Path) -> dict[str, bytes | HubFile]
     return {WEIGHTS: HubFile(bytes(weights), lfs=True), "config.json": json.dumps(config, indent=2).encode()}
 
 
+def test_outdated_sees_a_tokenizer_change_in_the_base_repo(
+    hub: FakeHub, fake_hub_env: HubEnv, adapter: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    """The tokenizer usually comes from the base repo: a new tokenizer.json there is reported, not skipped."""
+    lock = tmp_path / "lora.lock"
+    assert generate([adapter], f"{BASE}@main", lock, probe=False).written
+    assert "tokenizer.json" in _lock(lock)["tokenizer"]["files"]
+    tokenizer = json.loads((tiny_llama / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = [*tokenizer.get("added_tokens", []), {**tokenizer["added_tokens"][0], "id": 99999}]
+    hub.commit(BASE, {"tokenizer.json": json.dumps(tokenizer).encode()})
+    report = outdated(lock)
+    findings = {(f.code, f.subject) for f in report.findings}
+    assert ("BASE-MOVED", BASE) in findings
+    assert ("BASE-FILE-CHANGED", "tokenizer.json") in findings
+
+
 def test_outdated_reports_a_moved_branch_and_what_changed(
     hub: FakeHub,
     fake_hub_env: HubEnv,
