@@ -114,7 +114,7 @@ def read_tokenizer_facts(root: Path) -> TokenizerFacts | None:
             tok = Tokenizer.from_file(str(path))
             vocab_size = tok.get_vocab_size(with_added_tokens=True)
             ids = tok.encode(CANARY, add_special_tokens=True).ids
-        except Exception as exc:
+        except Exception as exc:  # the Rust tokenizers library raises bare ``Exception`` for every malformed file
             raise InputError(f"{path}: the tokenizers library cannot load or run it ({exc})") from exc
         fingerprint = prefixed(hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest())
         count = len(ids)
