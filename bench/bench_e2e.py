@@ -175,7 +175,12 @@ def _probe_phases(sec: Section, base: Path, adapter: Path, env: dict[str, str], 
     sec.add("probe phases: first forward", first * 1000, "ms")
     sec.add("probe phases: lock, 16 batched decoding steps + 8 prompts x 2 passes", probe * 1000, "ms")
     sec.add("probe phases: verify, 8 prompts x 2 teacher-forced passes", check * 1000, "ms")
-    sec.add("RATIO lock probe / (load + first forward)", probe / (load + first), "", "on tiny models a forward is mostly Python overhead")
+    sec.add(
+        "RATIO lock probe / (load + first forward)",
+        probe / (load + first),
+        "",
+        "on tiny models a forward is mostly Python overhead",
+    )
     sec.add("RATIO verify probe / (load + first forward)", check / (load + first), "", "target <= 0.25")
     sec.add(
         "RATIO probe / (imports + load + first forward)",
