@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from lora_lock.errors import LockfileError, brief
 from lora_lock.lockfile import read
 
 #: Distribution names on PyPI for the keys of ``[environment.versions]``.
 _DIST = {"huggingface_hub": "huggingface-hub"}
-_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]{0,99}$")
 #: Keys that are not pip-installable packages.
 _NOT_PACKAGES = frozenset({"python", "cuda"})
 
@@ -27,7 +23,9 @@ def matrix_json(lockfile: str | Path) -> str:
 
 
 def constraints(lockfile: str | Path) -> str:
-    """A pip constraints file pinning every locked package to the exact version the lock was generated with."""
+    """A pip constraints file pinning every locked package to the exact version the lock was generated with. The
+    lock schema allows only package names and version strings there (no spaces, newlines or options), so an
+    edited lock cannot put a pip option such as ``--index-url`` into this file."""
     path = Path(lockfile)
     env = read(path)["environment"]
     versions: dict[str, str] = env["versions"]
@@ -38,12 +36,5 @@ def constraints(lockfile: str | Path) -> str:
     for name in sorted(versions):
         if name in _NOT_PACKAGES:
             continue
-        # The schema already restricts both; checked again because this text becomes a pip input, where a newline
-        # or an option (--index-url …) would be obeyed.
-        if not (_NAME.match(name) and _VERSION.match(versions[name])):
-            raise LockfileError(
-                f"{path}: environment.versions.{name} = {brief(versions[name])} is not a package name and version",
-                hint="regenerate the lock",
-            )
         lines.append(f"{_DIST.get(name, name)}=={versions[name]}")
     return "\n".join(lines) + "\n"

@@ -190,12 +190,7 @@ class ProbeSession:
         padding, cache) than the batch-1 teacher-forced passes: that difference is the lock-time noise floor."""
         self.use(name)
         self.check_length(prompts, positions, "probe prompt")
-        if len(prompts) > 1 and self._accepts("position_ids"):
-            out = []
-            for start in range(0, len(prompts), DECODE_BATCH):
-                out += self._decode(prompts[start : start + DECODE_BATCH], positions, None)
-            return out
-        return [self._decode([ids], positions, None)[0] for ids in prompts]
+        return self._decode_all(prompts, positions, None)
 
     def check_length(self, prompts: Sequence[list[int]], new: int, what: str, numbers: Sequence[int] = ()) -> None:
         """Refuse a sequence longer than the model's position table (learned positions would index past it)."""
@@ -220,16 +215,21 @@ class ProbeSession:
         token, or after a token for which ``stop(row, tokens)`` is true (a stop string, its own token limit), or
         after ``limit`` tokens; the batch ends when every row has."""
         self.use(name)
-        if len(prompts) > 1 and self._accepts("position_ids"):
-            return [tokens for tokens, _ in self._decode(prompts, limit, stop, eos)]
+        return [tokens for tokens, _ in self._decode_all(prompts, limit, stop, eos)]
 
-        def alone(row: int) -> Stop:
-            return lambda _, tokens: stop(row, tokens)
-
-        return [self._decode([ids], limit, alone(i), eos)[0][0] for i, ids in enumerate(prompts)]
+    def _decode_all(
+        self, prompts: Sequence[list[int]], limit: int, stop: Stop | None, eos: frozenset[int] = frozenset()
+    ) -> list[tuple[list[int], Any]]:
+        """:meth:`_decode` over ``DECODE_BATCH`` prompts at a time, in order; one at a time for a model whose
+        forward takes no position ids (left padding needs them)."""
+        size = DECODE_BATCH if self._accepts("position_ids") else 1
+        out: list[tuple[list[int], Any]] = []
+        for start in range(0, len(prompts), size):
+            out += self._decode(prompts[start : start + size], limit, stop, eos, start)
+        return out
 
     def _accepts(self, parameter: str) -> bool:
-        """Left padding needs explicit position ids; a model whose forward has none decodes one prompt at a time."""
+        """Whether the base model's forward takes ``parameter`` (``position_ids``, ``logits_to_keep``)."""
         import inspect
 
         if not hasattr(self, "_parameters"):
@@ -237,10 +237,11 @@ class ProbeSession:
         return parameter in self._parameters
 
     def _decode(
-        self, prompts: Sequence[list[int]], limit: int, stop: Stop | None, eos: frozenset[int] = frozenset()
+        self, prompts: Sequence[list[int]], limit: int, stop: Stop | None, eos: frozenset[int], first_row: int
     ) -> list[tuple[list[int], Any]]:
         """Batched greedy decoding with the KV cache: per row its tokens and, without ``stop``, the log-prob rows
-        of every step (``None`` with ``stop``: generation keeps no distributions)."""
+        of every step (``None`` with ``stop``: generation keeps no distributions). ``stop`` numbers rows from
+        ``first_row``."""
         torch = self.torch
         width = max(len(ids) for ids in prompts)
         ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -266,7 +267,7 @@ class ProbeSession:
                         open_rows.discard(i)
                         continue
                     rows[i].append(int(t))
-                    if stop is not None and stop(i, rows[i]):
+                    if stop is not None and stop(first_row + i, rows[i]):
                         open_rows.discard(i)
                 if step + 1 == limit or not open_rows:
                     break

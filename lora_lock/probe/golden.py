@@ -24,6 +24,7 @@ from typing import Any
 
 from lora_lock import userregex
 from lora_lock.errors import InputError, brief
+from lora_lock.probe.effect import DECODE_BATCH, ProbeMemoryError
 
 SCORERS = ("exact", "contains", "regex")
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -204,7 +205,7 @@ class GoldenRunner:
     and at verify); multiple-choice items score each choice in its own batch-1 pass.
     """
 
-    BATCH = 16
+    BATCH = DECODE_BATCH
 
     def __init__(self, session: Any) -> None:
         self.session = session
@@ -237,8 +238,6 @@ class GoldenRunner:
 
     def _generate(self, name: str, batch: list[GoldenItem]) -> list[bool]:
         """Score a batch of generation items; out of memory, score its halves instead (down to one item)."""
-        from lora_lock.probe.effect import ProbeMemoryError
-
         try:
             return self._generate_batch(name, batch)
         except ProbeMemoryError:
