@@ -12,6 +12,7 @@ from lora_lock.errors import InputError
 from lora_lock.models import Category, Finding, Severity
 from lora_lock.probe import gates
 from lora_lock.probe.effect import ProbeSession, gather, kl, rounded, top_k
+from lora_lock.probe.golden import GoldenItem
 from lora_lock.probe.prompts import prompts_digest
 from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step
 
@@ -383,16 +384,16 @@ def lock_golden(
 def verify_golden(
     session: ProbeSession,
     section: Mapping[str, Any],
-    lock_dir: Path,
+    dataset: tuple[list[GoldenItem], str],
     adapters: Sequence[tuple[str, Path]],
     *,
     max_nfr: float,
     step: Step | None = None,
 ) -> list[Finding]:
-    from lora_lock.probe.golden import GoldenRunner, read_golden, unpack_bits
+    """``dataset``: the items and digest :func:`~lora_lock.probe.golden.read_golden` gave for the locked file."""
+    from lora_lock.probe.golden import GoldenRunner, unpack_bits
 
-    path = lock_dir / str(section["dataset"])
-    items, digest = read_golden(path)
+    items, digest = dataset
     if digest != section["dataset-digest"]:
         return [
             Finding(
@@ -520,6 +521,7 @@ def verify_behaviour(
     failures: dict[Category, InputError] = {}
     section = lock.get("probe") if effect else None
     golden_section = lock.get("golden") if golden else None
+    dataset = None
     sidecar = None
     if section:
         try:
@@ -528,7 +530,7 @@ def verify_behaviour(
             failures[Category.EFFECT] = exc
     if golden_section:
         try:
-            read_golden(lock_dir / str(golden_section["dataset"]))
+            dataset = read_golden(lock_dir / str(golden_section["dataset"]))
         except InputError as exc:
             failures[Category.GOLDEN] = exc
             golden_section = None
@@ -543,9 +545,9 @@ def verify_behaviour(
             findings += verify_probe(session, section, sidecar, adapters, step=step)
         except InputError as exc:
             failures[Category.EFFECT] = exc
-    if golden_section:
+    if golden_section and dataset is not None:
         try:
-            findings += verify_golden(session, golden_section, lock_dir, adapters, max_nfr=max_nfr, step=step)
+            findings += verify_golden(session, golden_section, dataset, adapters, max_nfr=max_nfr, step=step)
         except InputError as exc:
             failures[Category.GOLDEN] = exc
     return findings, failures
