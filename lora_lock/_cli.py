@@ -35,7 +35,7 @@ def _use_color(stream: TextIO) -> bool:
     return stream.isatty()
 
 
-def _emit(report: Report, args: argparse.Namespace, source: str = "lora.lock") -> int:
+def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.lock") -> int:
     fmt = Format(args.format)
     text = renderer_for(fmt, color=_use_color(sys.stdout), source=source).render(report)
     sys.stdout.write(text)
@@ -45,7 +45,21 @@ def _emit(report: Report, args: argparse.Namespace, source: str = "lora.lock") -
 def _cmd_check(args: argparse.Namespace) -> int:
     from lora_lock.checker import check
 
-    return _emit(check(args.adapter, args.base), args)
+    return _emit(check(args.adapter, args.base), args, source=_adapter_config_file(args.adapter))
+
+
+def _adapter_config_file(adapter: str) -> str | None:
+    """Where ``check`` annotations point: the adapter's config when it is a local directory (a Hub id is no
+    workspace file), relative to the working directory when it lies under it, as a workflow's paths do."""
+    config = Path(adapter) / "adapter_config.json"
+    try:
+        if not config.is_file():
+            return None
+        return config.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return config.as_posix()
+    except OSError:  # a name too long for the filesystem, say: the report already says what is wrong with it
+        return None
 
 
 def _categories(text: str | None) -> frozenset[Category] | None:
@@ -141,7 +155,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         steps.close()
     if not result.written and result.lock is None:
         print(f"lora-lock: not writing {result.path}: the adapter does not fit the base", file=sys.stderr)
-        return _emit(result.report, args)
+        only_one = args.adapter[0] if len(args.adapter) == 1 else None
+        return _emit(result.report, args, source=_adapter_config_file(only_one) if only_one else None)
     for finding in result.report.findings:
         if finding.severity is not Severity.INFO:
             print(f"{finding.severity.value}: {finding.code} {finding.message}", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lora_lock._version import __version__
@@ -84,6 +84,10 @@ class Finding:
     expected: str | None = None
     actual: str | None = None
     hint: str | None = None
+
+    def for_adapter(self, name: str) -> Finding:
+        """The same finding, its message naming the adapter it is about (for locks of several adapters)."""
+        return replace(self, message=f"adapter {name}: {self.message}")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

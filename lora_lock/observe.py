@@ -106,11 +106,12 @@ def observe(
     wanted += [(("tokenizer", n), tok_source) for n in tokenizer_files(tok_source.path)]
     fitted: list[tuple[str, Resolved, Adapter, Fit]] = []
     findings: list[Finding] = []
-    for name, source in adapters:
+    pairs = list(adapters)
+    for name, source in pairs:
         adapter = read_adapter(source.path, remote=source.remote)
         result, more = static_findings(adapter, base)
         fitted.append((name, source, adapter, result))
-        findings += more
+        findings += [f.for_adapter(name) for f in more] if len(pairs) > 1 else more
         wanted += [((f"adapter:{name}", f), source) for f in adapter_file_names(adapter)]
 
     digests: dict[tuple[str, str], FileDigest] = {}

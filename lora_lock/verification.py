@@ -150,13 +150,13 @@ def _adapter_findings(
     out: list[Finding] = []
     if Category.ADAPTER in cats:
         out += [
-            _named(f, name)
+            f.for_adapter(name)
             for f in compare_files(
                 Category.ADAPTER, "ADAPTER", locked["files"], adapter.root, now["files"], adapter_file_names(adapter)
             )
         ]
         out += [
-            _named(f, name)
+            f.for_adapter(name)
             for f in compare_values(
                 "ADAPTER-SETTINGS", Category.ADAPTER, "adapter setting", locked["settings"], now["settings"]
             )
@@ -167,20 +167,16 @@ def _adapter_findings(
         for pattern in sorted(set(old) | set(new)):
             if old.get(pattern) != new.get(pattern):
                 out.append(
-                    _named(
-                        Finding(
-                            "COMPAT-MODULES",
-                            Category.COMPAT,
-                            Severity.ERROR,
-                            f"{pattern}: the resolved module changed: "
-                            f"{_row(old.get(pattern))} → {_row(new.get(pattern))}",
-                            subject=pattern,
-                            expected=_row(old.get(pattern)),
-                            actual=_row(new.get(pattern)),
-                            hint=REGENERATE,
-                        ),
-                        name,
-                    )
+                    Finding(
+                        "COMPAT-MODULES",
+                        Category.COMPAT,
+                        Severity.ERROR,
+                        f"{pattern}: the resolved module changed: {_row(old.get(pattern))} → {_row(new.get(pattern))}",
+                        subject=pattern,
+                        expected=_row(old.get(pattern)),
+                        actual=_row(new.get(pattern)),
+                        hint=REGENERATE,
+                    ).for_adapter(name)
                 )
     return out
 
@@ -191,19 +187,6 @@ def _row(row: Mapping[str, Any] | None) -> str:
     return (
         f"{row['count']}× {row['kind']} base {fmt_value(row['base-shape'])}, lora_A {fmt_value(row['lora-a'])}, "
         f"lora_B {fmt_value(row['lora-b'])}"
-    )
-
-
-def _named(finding: Finding, adapter: str) -> Finding:
-    return Finding(
-        finding.code,
-        finding.category,
-        finding.severity,
-        f"adapter {adapter}: {finding.message}",
-        subject=finding.subject,
-        expected=finding.expected,
-        actual=finding.actual,
-        hint=finding.hint,
     )
 
 
@@ -264,8 +247,9 @@ def verify(
     if Category.ENVIRONMENT in ran:
         findings += environment_findings(lock["environment"])
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
+    unloadable: dict[str, tuple[str, str]] = {}
     if file_cats & set(ran):
-        world, blocked = _world_findings(
+        world, blocked, unloadable = _world_findings(
             lock, path.parent, locked_adapters, ran, allow_symlinks, progress, deep, hash_weights
         )
         findings += world
@@ -280,15 +264,17 @@ def verify(
                 )
             )
     behaviour = [c for c in ran if c in (Category.EFFECT, Category.GOLDEN)]
-    blocking = sorted({f.code for f in findings if f.code in LOAD_BLOCKING and f.severity is Severity.ERROR})
-    if behaviour and blocking:
-        why = f"were not run: PEFT cannot load the adapter onto this base ({', '.join(blocking)})"
-        findings += [_not_run(c, why, "see the compat findings") for c in behaviour]
-        ran = [c for c in ran if c not in behaviour]
-    elif behaviour:
-        more, not_run = _behaviour_findings(lock, path.parent, locked_adapters, behaviour, device, max_nfr, probe_step)
-        findings += more
-        ran = [c for c in ran if c not in not_run]
+    if behaviour:
+        # An adapter PEFT cannot load onto this base keeps only itself out of the behaviour checks.
+        loadable = [a for a in locked_adapters if a["name"] not in unloadable]
+        for name, (why, hint) in sorted(unloadable.items()):
+            findings += [_not_run(c, f"were not run for adapter {name}: {why}", hint) for c in behaviour]
+        if loadable:
+            more, not_run = _behaviour_findings(lock, path.parent, loadable, behaviour, device, max_nfr, probe_step)
+            findings += more
+            ran = [c for c in ran if c not in not_run]
+        else:
+            ran = [c for c in ran if c not in behaviour]
     return Report.build(
         findings,
         ran=ran,
@@ -362,16 +348,18 @@ def _world_findings(
     progress: Progress | None,
     deep: bool = False,
     hash_weights: bool = True,
-) -> tuple[list[Finding], set[Category]]:
-    """Findings of the file-based categories, and the categories unusable input kept from being checked."""
+) -> tuple[list[Finding], set[Category], dict[str, tuple[str, str]]]:
+    """Findings of the file-based categories, the categories unusable input kept from being checked, and the
+    adapters that cannot be loaded onto the base as it is now (name → why, hint)."""
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
     everything = file_cats & set(ran)
     try:
         base = locked_source(lock["base"], lock_dir, "base", deep=deep)
     except InputError as exc:
-        return [input_finding(exc)], everything
+        return [input_finding(exc)], everything, {}
     findings: list[Finding] = []
     blocked: set[Category] = set()
+    unloadable: dict[str, tuple[str, str]] = {}
     tok_fields = lock["tokenizer"]
     same = {k: tok_fields.get(k) for k in ("source", "repo", "revision")} == {
         k: lock["base"].get(k) for k in ("source", "repo", "revision")
@@ -388,8 +376,9 @@ def _world_findings(
         try:
             sources.append((str(locked["name"]), locked_source(locked, lock_dir, "adapter", deep=deep)))
         except InputError as exc:
-            findings.append(_named(input_finding(exc), str(locked["name"])))
+            findings.append(input_finding(exc).for_adapter(str(locked["name"])))
             blocked |= {Category.ADAPTER, Category.COMPAT}
+            unloadable[str(locked["name"])] = ("its source could not be read", "see the input findings")
     sections = {"base": Category.BASE, "tokenizer": Category.TOKENIZER}
 
     def wanted(key: tuple[str, str]) -> bool:
@@ -411,7 +400,7 @@ def _world_findings(
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
         fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran)
-        return [*findings, *fallback, input_finding(exc)], everything
+        return [*findings, *fallback, input_finding(exc)], everything, unloadable
     findings += _base_findings(lock, observed, lock_dir, ran)
     if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked:
         findings += _tokenizer_findings(lock, observed, lock_dir)
@@ -424,7 +413,11 @@ def _world_findings(
         ]
     for locked in locked_adapters:
         findings += _adapter_findings(locked, observed, lock_dir, ran)
-    return findings, blocked & set(ran)
+    for name, _, _, fitted in observed.adapters:
+        codes = sorted({f.code for f in fitted.findings if f.code in LOAD_BLOCKING and f.severity is Severity.ERROR})
+        if codes:
+            unloadable[name] = (f"PEFT cannot load it onto this base ({', '.join(codes)})", "see the compat findings")
+    return findings, blocked & set(ran), unloadable
 
 
 def _file_findings(
@@ -462,5 +455,5 @@ def _file_findings(
             if name in locked:
                 current[name] = {"digest": known.digest, "size": known.size}
         found = compare_files(category, prefix, locked, source.path, current, current.keys())
-        out += [_named(f, adapter) for f in found] if adapter else found
+        out += [f.for_adapter(adapter) for f in found] if adapter else found
     return out

@@ -980,6 +980,21 @@ def test_cli_exit_codes_and_json_report(
     assert "Traceback" not in err
 
 
+def test_cli_github_annotations_point_at_the_adapter_config(
+    llama3: Path, make_adapter: MakeAdapter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = make_adapter(adapter_config(LLAMA2, ATTN), lora_tensors("llama-2-7b", ATTN, 16))
+    monkeypatch.chdir(bad.parent)
+    capsys.readouterr()
+    assert main(["check", bad.name, "--base", str(llama3), "--format", "github"]) == 1
+    errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::error ")]
+    assert errors and all(line.startswith(f"::error file={bad.name}/adapter_config.json,title=") for line in errors)
+    # An adapter that is no workspace file (a Hub id): annotations on the run, no file= property.
+    from lora_lock._cli import _adapter_config_file
+
+    assert _adapter_config_file("org/not-a-local-dir") is None
+
+
 def test_whole_header_only_base_builder_is_fast_and_sparse(tmp_path: Path) -> None:
     # 30 shards of Llama-3-70B (141 GB apparent size): headers only, so it is cheap to write and to check.
     base = write_header_only_base(tmp_path / "70b", "llama-3-70b", shards=30)

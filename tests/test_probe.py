@@ -89,6 +89,21 @@ def edit_tensors(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     assert path.read_bytes() != before, "the edit did not change the file"
 
 
+def widen_kv_heads(base: Path) -> None:
+    """Twice the KV heads: k/v projections twice as wide, so an adapter on them no longer loads."""
+    import numpy as np
+
+    def widen(tensors: dict[str, Any]) -> None:
+        for key in [k for k in tensors if k.endswith(("k_proj.weight", "v_proj.weight"))]:
+            tensors[key] = np.concatenate([tensors[key], tensors[key]], axis=0)
+
+    edit_tensors(base / "model.safetensors", widen)
+    config_path = base / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["num_key_value_heads"] *= 2
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+
+
 def scale_lora_b(factor: float) -> Callable[[dict[str, Any]], None]:
     def change(tensors: dict[str, Any]) -> None:
         for key in [k for k in tensors if ".lora_B." in k]:
@@ -588,24 +603,14 @@ def test_a_base_the_adapter_no_longer_fits_reports_compat_and_skips_the_probe(
 ) -> None:
     """The base gains KV heads (k/v projections twice as wide): PEFT would refuse to load the adapter, so the
     report carries the compat errors and says the behaviour checks were not run — no internal error."""
-    import numpy as np
-
-    def widen(tensors: dict[str, Any]) -> None:
-        for key in [k for k in tensors if k.endswith(("k_proj.weight", "v_proj.weight"))]:
-            tensors[key] = np.concatenate([tensors[key], tensors[key]], axis=0)
-
-    edit_tensors(repo / "base" / "model.safetensors", widen)
-    config_path = repo / "base" / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["num_key_value_heads"] *= 2
-    config_path.write_text(json.dumps(config), encoding="utf-8")
+    widen_kv_heads(repo / "base")
 
     rc, report = verify_json(capsys, repo / "lora.lock")
 
     assert rc == 1, report["findings"]
     assert "COMPAT-SHAPE" in codes(report, "compat", "error")
     not_run = only(report, "EFFECT-NOT-RUN")
-    assert "PEFT cannot load the adapter onto this base (COMPAT-SHAPE" in not_run["message"]
+    assert "for adapter adapter: PEFT cannot load it onto this base (COMPAT-SHAPE" in not_run["message"]
     assert report["checked"]["effect"] == "skipped"
 
     # Asked for the effect alone, the load itself fails: unusable input with PEFT's reason, still no traceback.
@@ -613,6 +618,52 @@ def test_a_base_the_adapter_no_longer_fits_reports_compat_and_skips_the_probe(
     assert rc == 2
     unusable = only(report, "INPUT-UNUSABLE")["message"]
     assert "cannot load the model and adapter for the probe" in unusable and "size mismatch" in unusable
+
+
+def test_only_the_adapter_that_no_longer_fits_skips_the_probe(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two adapters over one base; the base's KV heads change. ``full`` (on k/v too) cannot load any more and is
+    named in its compat errors and its not-run warning; ``qo`` (q/o only) still loads and is still probed."""
+    shutil.copytree(tiny_llama, tmp_path / "base")
+    shutil.copytree(tiny_llama_adapter, tmp_path / "full")
+    shutil.copytree(tiny_llama_adapter, tmp_path / "qo")
+
+    def keep_q_and_o(tensors: dict[str, Any]) -> None:
+        for key in [k for k in tensors if not re.search(r"\.(q_proj|o_proj)\.", k)]:
+            del tensors[key]
+
+    edit_tensors(tmp_path / "qo" / ADAPTER_FILE, keep_q_and_o)
+    config_path = tmp_path / "qo" / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["target_modules"] = ["q_proj", "o_proj"]
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", str(tmp_path / "full"), "--adapter", str(tmp_path / "qo"),
+        "--base", str(tmp_path / "base"), "--output", str(tmp_path / "lora.lock"), "--device", "cpu",
+    )  # fmt: skip
+    assert rc == 0, err
+    # A copy of the repository without ``full``: its source is unusable input, and ``qo`` is still probed.
+    other = tmp_path.parent / f"{tmp_path.name}-without-full"
+    shutil.copytree(tmp_path, other)
+    shutil.rmtree(other / "full")
+    rc, report = verify_json(capsys, other / "lora.lock")
+    assert rc == 2, report["findings"]
+    assert "for adapter full: its source could not be read" in only(report, "EFFECT-NOT-RUN")["message"]
+    assert {f["subject"] for f in findings(report, "EFFECT-OK")} == {"qo"}
+
+    widen_kv_heads(tmp_path / "base")
+
+    rc, report = verify_json(capsys, tmp_path / "lora.lock")
+
+    assert rc == 1, report["findings"]
+    shape = findings(report, "COMPAT-SHAPE")
+    assert shape and all(f["message"].startswith("adapter full: ") for f in shape)
+    not_run = only(report, "EFFECT-NOT-RUN")
+    assert "for adapter full: PEFT cannot load it onto this base (COMPAT-SHAPE" in not_run["message"]
+    probed = {f["subject"] for f in report["findings"] if f["category"] == "effect" and f["code"] != "EFFECT-NOT-RUN"}
+    assert probed == {"qo"}, report["findings"]
+    assert report["checked"]["effect"] != "skipped"
 
 
 @pytest.mark.slow
@@ -703,6 +754,29 @@ def test_bfloat16_probe_records_its_dtype_and_verifies(repo: Path, capsys: pytes
     assert row["tolerance"] == gates.tolerance(row["noise-kl"])
     rc, report = verify_json(capsys, repo / "lora.lock", "--only", "effect")
     assert rc == 0, report["findings"]
+
+
+def test_a_model_too_large_for_the_device_is_a_clear_error_with_its_size(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allocator fails while the base loads (as on a GPU that is too small): exit 2, the device, and what the
+    weights need in the dtype they load in, counted from the safetensors headers."""
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    def too_large(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", too_large)
+    params = sum(t.size for t in load_file(str(repo / "base" / "model.safetensors")).values())
+
+    rc, report = verify_json(capsys, repo / "lora.lock", "--only", "effect")
+
+    assert rc == 2
+    message = only(report, "INPUT-UNUSABLE")["message"]
+    assert "the model does not fit on cpu" in message
+    assert f"{params:,} parameters: {params * 4 / 2**30:.2f} GiB in float32" in message
 
 
 # --- (10) non-causal adapters ------------------------------------------------------------------------------------

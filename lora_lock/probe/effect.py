@@ -43,6 +43,18 @@ def _out_of_memory(torch: Any, exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
+def _weights_text(base_dir: Path, itemsize: int, dtype: str) -> str:
+    """What the base's weights need in the dtype they load in, from the safetensors headers (no tensor read)."""
+    from lora_lock.inspect.checkpoint import read_checkpoint
+
+    try:
+        params = sum(t.numel for t in read_checkpoint(base_dir).tensors.values())
+    except InputError:
+        size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
+        return f"{size / 2**30:.2f} GiB of weight files"
+    return f"{params:,} parameters: {params * itemsize / 2**30:.2f} GiB in {dtype}, before activations"
+
+
 def rounded(x: float) -> float:
     return float(f"{x:.{DIGITS}g}")
 
@@ -112,10 +124,9 @@ class ProbeSession:
                     peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         except (OSError, ValueError, RuntimeError, MemoryError) as exc:
             if _out_of_memory(torch, exc):
-                size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
                 raise InputError(
-                    f"{base_dir}: the model does not fit on {self.device} ({size / 2**30:.1f} GiB of weights in "
-                    f"{self.dtype_name})",
+                    f"{base_dir}: the model does not fit on {self.device} "
+                    f"({_weights_text(base_dir, torch_dtype.itemsize, self.dtype_name)})",
                     hint="use a larger device, --dtype bfloat16, or --no-probe",
                 ) from exc
             # A RuntimeError here is PEFT refusing the adapter (e.g. a size mismatch on a changed base): the

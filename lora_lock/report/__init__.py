@@ -31,7 +31,7 @@ class Renderer(Protocol):
     def render(self, report: Report) -> str: ...
 
 
-def renderer_for(fmt: Format, *, color: bool = False, width: int = 100, source: str = "lora.lock") -> Renderer:
+def renderer_for(fmt: Format, *, color: bool = False, width: int = 100, source: str | None = "lora.lock") -> Renderer:
     """The renderer of a format. Every :class:`Format` has one (a test walks the enum)."""
     if fmt is Format.TEXT:
         from lora_lock.report.text import TextRenderer

@@ -19,7 +19,9 @@ def escape_property(text: str) -> str:
 
 
 class GithubRenderer:
-    def __init__(self, *, source: str = "lora.lock") -> None:
+    """``source``: the workspace file the annotations point at (none: annotations on the run, not on a file)."""
+
+    def __init__(self, *, source: str | None = "lora.lock") -> None:
         self.source = source
 
     def render(self, report: Report) -> str:
@@ -30,8 +32,9 @@ class GithubRenderer:
                 continue
             shown[f.severity] += 1
             message = f.message + (f" (hint: {f.hint})" if f.hint else "")
+            where = f"file={escape_property(self.source)}," if self.source else ""
             lines.append(
-                f"::{_COMMAND[f.severity]} file={escape_property(self.source)},"
+                f"::{_COMMAND[f.severity]} {where}"
                 f"title={escape_property(f'{f.code} [{f.category.value}]')}::{escape_data(message)}"
             )
         total = len(report.findings)
