@@ -270,9 +270,12 @@ def verify(
         for name, (why, hint) in sorted(unloadable.items()):
             findings += [_not_run(c, f"were not run for adapter {name}: {why}", hint) for c in behaviour]
         if loadable:
-            more, not_run = _behaviour_findings(lock, path.parent, loadable, behaviour, device, max_nfr, probe_step)
+            more, not_run, broken = _behaviour_findings(
+                lock, path.parent, loadable, behaviour, device, max_nfr, probe_step
+            )
             findings += more
             ran = [c for c in ran if c not in not_run]
+            blocked |= broken
         else:
             ran = [c for c in ran if c not in behaviour]
     return Report.build(
@@ -296,8 +299,11 @@ def _behaviour_findings(
     device: str,
     max_nfr: float | None,
     step: Step | None,
-) -> tuple[list[Finding], Sequence[Category]]:
-    """The effect probe and the golden set, with one model load (the probe layer imports torch, not us)."""
+) -> tuple[list[Finding], Sequence[Category], set[Category]]:
+    """The effect probe and the golden set, with one model load (the probe layer imports torch, not us).
+
+    Also the categories not run because the probe stack is not installed (``skipped``), and those that unusable
+    input kept from running (``error``)."""
     from lora_lock.errors import ProbeUnavailableError
 
     try:
@@ -327,12 +333,16 @@ def _behaviour_findings(
             step=step,
         )
     except ProbeUnavailableError as exc:
-        return [_not_run(c, f"were not run: {exc.message}", exc.hint) for c in cats], cats
+        return [_not_run(c, f"were not run: {exc.message}", exc.hint) for c in cats], cats, set()
     except InputError as exc:
-        return [_not_run(c, f"could not run: {exc.message}", exc.hint) for c in cats] + [input_finding(exc)], cats
+        return (
+            [_not_run(c, f"could not run: {exc.message}", exc.hint) for c in cats] + [input_finding(exc)],
+            [],
+            set(cats),
+        )
     for cat, error in failures.items():
         found += [_not_run(cat, f"could not run: {error.message}", error.hint), input_finding(error)]
-    return found, list(failures)
+    return found, [], set(failures)
 
 
 def _not_run(cat: Category, why: str, hint: str | None) -> Finding:

@@ -773,7 +773,7 @@ def test_deleted_golden_file_is_unusable_input(golden_repo: GoldenRepo, capsys: 
     assert rc == 2
     assert "golden.jsonl" in only(report, "INPUT-UNUSABLE")["message"]
     assert only(report, "GOLDEN-NOT-RUN")["severity"] == "warning"
-    assert report["checked"]["golden"] != "pass"
+    assert report["checked"]["golden"] == "error"
 
     rc, report = verify_json(capsys, golden_repo.root / "lora.lock", "--skip", "golden")
     assert rc == 0, report["findings"]

@@ -888,7 +888,7 @@ def test_hand_edited_sidecar_is_unusable_input(repo: Path, capsys: pytest.Captur
     assert "do not match the digest in the lock" in unusable["message"]
     assert unusable["hint"]
     assert "EFFECT-NOT-RUN" in codes(report)
-    assert report["checked"]["effect"] != "pass"
+    assert report["checked"]["effect"] == "error"
     assert report["checked"]["adapter"] == "pass"
 
     rc, report = verify_json(capsys, repo / "lora.lock", "--skip", "effect")
@@ -908,6 +908,68 @@ def test_deleted_sidecar_is_unusable_input(repo: Path, capsys: pytest.CaptureFix
     assert "cannot be read" in unusable["message"]
     assert "EFFECT-NOT-RUN" in codes(report)
     assert unusable["hint"] and "regenerate" in unusable["hint"]
+
+
+class _FakeCuda:
+    """What ``torch.cuda`` answers on a GPU runner (the device choice is tested without one)."""
+
+    def __init__(self, count: int, bf16: bool) -> None:
+        self.count, self.bf16 = count, bf16
+
+    def is_available(self) -> bool:
+        return self.count > 0
+
+    def device_count(self) -> int:
+        return self.count
+
+    def is_bf16_supported(self) -> bool:
+        return self.bf16
+
+
+def test_device_and_dtype_choice_on_a_gpu_runner() -> None:
+    from types import SimpleNamespace
+
+    from lora_lock.errors import InputError
+    from lora_lock.probe.effect import _device, _dtype_name
+
+    two_gpus = SimpleNamespace(cuda=_FakeCuda(2, bf16=True))
+    v100 = SimpleNamespace(cuda=_FakeCuda(1, bf16=False))
+    cpu_only = SimpleNamespace(cuda=_FakeCuda(0, bf16=False))
+    assert _device(two_gpus, "auto") == "cuda" and _device(cpu_only, "auto") == "cpu"
+    assert _device(two_gpus, "cuda:1") == "cuda:1" and _device(two_gpus, "cpu") == "cpu"
+    assert _dtype_name(two_gpus, "cuda:1", "auto") == "bfloat16"  # Ampere and later
+    assert _dtype_name(v100, "cuda", "auto") == "float16"  # no bf16: half precision, as serving stacks do
+    assert _dtype_name(cpu_only, "cpu", "auto") == "float32"
+    assert _dtype_name(v100, "cuda", "float32") == "float32"
+    for torch, device, expected in (
+        (two_gpus, "cuda:2", "torch sees 2 CUDA device(s) here"),
+        (two_gpus, "cuda:x", "torch sees 2 CUDA device(s) here"),
+        (cpu_only, "cuda", "torch sees no CUDA device here"),
+        (cpu_only, "cuda:0", "torch sees no CUDA device here"),
+        (two_gpus, "mps", "expected auto, cpu, cuda or cuda:N"),
+    ):
+        with pytest.raises(InputError, match=re.escape(expected)):
+            _device(torch, device)
+    with pytest.raises(InputError, match="expected auto, float32, bfloat16 or float16"):
+        _dtype_name(two_gpus, "cuda", "int8")
+
+
+@pytest.mark.slow
+def test_asking_for_cuda_without_a_gpu_exits_2(llama_locked: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", str(llama_locked / "adapter"), "--base", str(llama_locked / "base"),
+        "--output", str(llama_locked / "cuda.lock"), "--device", "cuda",
+    )  # fmt: skip
+    assert rc == 2 and "torch sees no CUDA device here" in err
+    assert not (llama_locked / "cuda.lock").exists()
+    rc, out, _ = cli(capsys, "verify", str(llama_locked / "lora.lock"), "--format", "json", "--device", "cuda:0")
+    report = json.loads(out)
+    assert rc == 2 and "torch sees no CUDA device here" in only(report, "INPUT-UNUSABLE")["message"]
+    assert report["checked"]["effect"] == "error"
 
 
 @pytest.mark.slow
