@@ -131,6 +131,7 @@ class _Steps:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from lora_lock.checker import input_finding
     from lora_lock.generation import generate
 
     progress, steps = _Progress(), _Steps()
@@ -150,6 +151,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             progress=progress,
             probe_step=steps,
         )
+    except InputError as exc:
+        if Format(args.format) is Format.TEXT:
+            raise  # the usual one-paragraph message on stderr
+        # A machine-read format gets a report even when nothing could be locked, as `check` and `verify` give.
+        return _emit(Report.build([input_finding(exc)], ran=(), title="lora-lock generate"), args, source=None)
     finally:
         progress.close()
         steps.close()
@@ -236,10 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lora-lock", description="Lock a LoRA adapter to the exact base it was trained on.")
     parser.add_argument("--version", action="version", version=f"lora-lock {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of unexpected errors")
+    # Also accepted after the command (`lora-lock verify --verbose`); SUPPRESS keeps the top-level value otherwise.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of unexpected errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     formats = [f.value for f in Format]
 
-    p = sub.add_parser("check", help="does an adapter fit a base? (static: headers and configs only)")
+    p = sub.add_parser("check", parents=[common], help="does an adapter fit a base? (static: headers and configs only)")
     p.add_argument("adapter", help="adapter directory or Hub repo id org/name[@revision]")
     p.add_argument(
         "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
@@ -247,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=formats, default="text")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("generate", help="write lora.lock for one or more adapters over one base")
+    p = sub.add_parser("generate", parents=[common], help="write lora.lock for one or more adapters over one base")
     p.add_argument(
         "--adapter",
         action="append",
@@ -287,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     cats = ",".join(c.value for c in Category if c is not Category.INPUT)
-    p = sub.add_parser("verify", help="re-check everything a lock pins; exit 1 on drift")
+    p = sub.add_parser("verify", parents=[common], help="re-check everything a lock pins; exit 1 on drift")
     p.add_argument("lockfile", nargs="?", default="lora.lock", help="the lock (default: lora.lock)")
     p.add_argument("--only", metavar="CATS", help=f"comma-separated categories to check ({cats})")
     p.add_argument("--skip", metavar="CATS", help="comma-separated categories to skip")
@@ -310,28 +321,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("outdated", help="has a Hub branch or tag the lock was resolved from moved? exit 1 if so")
+    p = sub.add_parser(
+        "outdated", parents=[common], help="has a Hub branch or tag the lock was resolved from moved? exit 1 if so"
+    )
     p.add_argument("lockfile", nargs="?", default="lora.lock", help="the lock (default: lora.lock)")
     p.add_argument("--format", choices=formats, default="text")
     p.set_defaults(func=_cmd_outdated)
 
-    p = sub.add_parser("list", help="the adapters of a lock (one per line, or a CI matrix with --format json)")
+    p = sub.add_parser(
+        "list", parents=[common], help="the adapters of a lock (one per line, or a CI matrix with --format json)"
+    )
     p.add_argument("lockfile", nargs="?", default="lora.lock")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("export-env", help="pip constraints pinning the lock's environment (for containers)")
+    p = sub.add_parser(
+        "export-env", parents=[common], help="pip constraints pinning the lock's environment (for containers)"
+    )
     p.add_argument("lockfile", nargs="?", default="lora.lock")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
     p.set_defaults(func=_cmd_export_env)
 
-    p = sub.add_parser("diff", help="what changed between two locks; exit 1 when they differ")
+    p = sub.add_parser("diff", parents=[common], help="what changed between two locks; exit 1 when they differ")
     p.add_argument("old")
     p.add_argument("new")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=_cmd_diff)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of lora.lock")
+    p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of lora.lock")
     p.set_defaults(func=_cmd_schema)
     return parser
 

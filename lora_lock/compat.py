@@ -208,7 +208,8 @@ def fit(
             findings.append(named_keys_finding(named_keys))
         if untrained:
             leaves = {p.rpartition(".")[2] for p in unmatched}
-            findings.append(untrained_finding(untrained, any(p.rpartition(".")[2] in leaves for p in untrained)))
+            renamed = any(p.rpartition(".")[2] in leaves for p in untrained)
+            findings.append(untrained_finding(untrained, renamed, named_keys=bool(named_keys)))
     else:
         for path in targeted:
             base = modules[to_base(path, alignment)]

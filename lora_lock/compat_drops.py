@@ -179,7 +179,7 @@ def named_keys_finding(keys: list[str]) -> Finding:
     )
 
 
-def untrained_finding(untrained: list[str], renamed: bool) -> Finding:
+def untrained_finding(untrained: list[str], renamed: bool, *, named_keys: bool = False) -> Finding:
     by_pattern: dict[str, list[str]] = defaultdict(list)
     for path in untrained:
         by_pattern[pattern_of(path)].append(path)
@@ -193,8 +193,13 @@ def untrained_finding(untrained: list[str], renamed: bool) -> Finding:
         subject=next(iter(sorted(by_pattern))) if len(by_pattern) == 1 else None,
         expected="trained weights for every targeted module",
         actual=f"{len(untrained)} without weights",
-        hint="the adapter's tensors for these modules are saved under other names (renamed modules), so they "
-        "are not loaded"
-        if renamed
-        else "the base has more layers or other modules than the adapter's base; use the base it was trained on",
+        hint=_untrained_hint(renamed, named_keys),
     )
+
+
+def _untrained_hint(renamed: bool, named_keys: bool) -> str:
+    if named_keys:
+        return "the weights are there but their keys still carry the adapter name (see ADAPTER-KEYS); re-save them"
+    if renamed:
+        return "the adapter's tensors for these modules are saved under other names (renamed modules): not loaded"
+    return "the base has more layers or other modules than the adapter's base; use the base it was trained on"

@@ -36,5 +36,8 @@ def constraints(lockfile: str | Path) -> str:
     for name in sorted(versions):
         if name in _NOT_PACKAGES:
             continue
-        lines.append(f"{_DIST.get(name, name)}=={versions[name]}")
+        # ``==2.13.0`` admits every build of that release (``+cpu``, ``+cu124``): a lock made on a CPU machine
+        # must not force the CPU build onto a GPU runner. The build it was locked with stays visible as a comment.
+        public, _, label = versions[name].partition("+")
+        lines.append(f"{_DIST.get(name, name)}=={public}" + (f"  # locked with the {label} build" if label else ""))
     return "\n".join(lines) + "\n"

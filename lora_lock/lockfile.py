@@ -94,7 +94,8 @@ def validate(lock: Mapping[str, Any], path: Path) -> None:
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        message = first.message if len(first.message) <= 300 else first.message[:297] + "..."
+        text = _describe(first)
+        message = text if len(text) <= 300 else text[:297] + "..."
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise LockfileError(f"{path}: field `{where}` does not match the lock schema: {message}{more}", hint=hint)
     names = [str(a["name"]) for a in lock["adapter"]]
@@ -191,3 +192,26 @@ def write_atomic(path: Path, text: str) -> bool:
             raise LockfileError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
         raise
     return True
+
+
+def _describe(error: Any) -> str:
+    """A schema error in words. For ``anyOf`` / ``oneOf`` jsonschema's own message is the whole offending value;
+    say instead what each allowed form needs (e.g. a source needs ``source``, or ``repo`` and ``revision``)."""
+    if error.validator not in ("anyOf", "oneOf") or not error.context:
+        return str(error.message)
+    branches: dict[int, list[str]] = {}
+    for sub in error.context:
+        branch = branches.setdefault(int(sub.relative_schema_path[0]), [])
+        if sub.validator == "required" and isinstance(sub.instance, dict):
+            branch += [
+                f"`{key}`" for key in sub.validator_value if key not in sub.instance and f"`{key}`" not in branch
+            ]
+        else:
+            where = "/".join(str(p) for p in sub.relative_path)
+            branch.append(f"{where + ': ' if where else ''}{sub.message}")
+    forms = [" and ".join(parts) for parts in branches.values() if parts]
+    if not forms:
+        return str(error.message)
+    if all(sub.validator == "required" for sub in error.context):
+        return "needs " + ", or ".join(forms)
+    return "expected one of: " + "; or ".join(forms)

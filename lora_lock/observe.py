@@ -7,7 +7,7 @@ is a real change of the inputs, never a difference of code paths.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -71,6 +71,7 @@ class Observed:
     adapters: list[tuple[str, Resolved, Adapter, Fit]]
     findings: list[Finding]
     digests: dict[tuple[str, str], FileDigest]  # (section, name); section "base", "tokenizer" or "adapter:<name>"
+    unreadable: dict[str, InputError] = field(default_factory=dict)  # adapters left out (``skip_unreadable``)
 
 
 def base_file_names(base: BaseView) -> list[str]:
@@ -97,8 +98,12 @@ def observe(
     hash_selected: Callable[[tuple[str, str]], bool] = lambda _: True,
     size_only: Callable[[tuple[str, str]], bool] = lambda _: False,
     progress: Progress | None = None,
+    skip_unreadable: bool = False,
 ) -> Observed:
-    """Read every source. Digests proven without reading (``source.known``) are used unless ``deep``."""
+    """Read every source. Digests proven without reading (``source.known``) are used unless ``deep``.
+
+    ``skip_unreadable``: an adapter whose config or weights cannot be read is left out and its error kept in
+    ``Observed.unreadable`` (``verify`` still checks the base and the other adapters); otherwise it raises."""
     base = read_base(base_source)
     tok_source = tokenizer_source or base_source
     wanted: list[tuple[tuple[str, str], Resolved]] = []
@@ -107,9 +112,16 @@ def observe(
     fitted: list[tuple[str, Resolved, Adapter, Fit]] = []
     findings: list[Finding] = []
     pairs = list(adapters)
+    unreadable: dict[str, InputError] = {}
     for name, source in pairs:
-        adapter = read_adapter(source.path, remote=source.remote)
-        result, more = static_findings(adapter, base)
+        try:
+            adapter = read_adapter(source.path, remote=source.remote)
+            result, more = static_findings(adapter, base)
+        except InputError as exc:
+            if not skip_unreadable:
+                raise
+            unreadable[name] = exc
+            continue
         fitted.append((name, source, adapter, result))
         findings += [f.for_adapter(name) for f in more] if len(pairs) > 1 else more
         wanted += [((f"adapter:{name}", f), source) for f in adapter_file_names(adapter)]
@@ -136,6 +148,7 @@ def observe(
         adapters=fitted,
         findings=findings,
         digests=dict(sorted(digests.items())),
+        unreadable=unreadable,
     )
 
 

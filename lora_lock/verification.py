@@ -58,12 +58,22 @@ def _base_findings(
         )
     if Category.QUANTIZATION in cats:
         out += compare_values(
-            "QUANT-DTYPE",
-            Category.QUANTIZATION,
-            "dtype",
-            {"dtype": locked.get("dtype"), **locked["weights-dtypes"]},
-            {"dtype": now.get("dtype"), **now["weights-dtypes"]},
+            "QUANT-DTYPE", Category.QUANTIZATION, "config", {"dtype": locked.get("dtype")}, {"dtype": now.get("dtype")}
         )
+        if locked["weights-dtypes"] != now["weights-dtypes"]:
+            then, today = _dtype_counts(locked["weights-dtypes"]), _dtype_counts(now["weights-dtypes"])
+            out.append(
+                Finding(
+                    "QUANT-DTYPE",
+                    Category.QUANTIZATION,
+                    Severity.ERROR,
+                    f"the base's stored tensor dtypes changed: {then} → {today}",
+                    subject="weights-dtypes",
+                    expected=then,
+                    actual=today,
+                    hint="the weights were converted or re-quantized; " + REGENERATE,
+                )
+            )
         out += compare_values(
             "QUANT-FORMAT",
             Category.QUANTIZATION,
@@ -73,6 +83,11 @@ def _base_findings(
             hint="a base quantized differently changes the adapter's numerics; " + REGENERATE,
         )
     return out
+
+
+def _dtype_counts(counts: Mapping[str, int]) -> str:
+    """``{"F32": 21}`` → ``"F32 ×21 tensors"``."""
+    return ", ".join(f"{dtype} ×{n}" for dtype, n in sorted(counts.items())) + " tensors" if counts else "no tensors"
 
 
 def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: Path) -> list[Finding]:
@@ -225,8 +240,14 @@ def verify(
     unsupported = [c for c in cats if c in sections and sections[c] not in lock]
     ran = [c for c in cats if c not in unsupported]
     blocked: set[Category] = set()
+    if not cats:
+        chosen = f"--only {','.join(c.value for c in Category if c in wanted)} with " if only else ""
+        err = InputError(
+            f"{chosen}--skip {','.join(c.value for c in Category if c in skip)} leaves no category to check"
+        )
+        return Report.build([input_finding(err)], ran=(), title=f"lora-lock verify {path.name}")
     if not ran:
-        asked = ", ".join(c.value for c in cats) or "none"
+        asked = ", ".join(c.value for c in cats)
         err = InputError(
             f"{path}: nothing to verify: the categories asked for ({asked}) are not recorded in this lock",
             hint="the effect and golden checks need a lock generated with the probe / --golden; drop --only",
@@ -309,7 +330,7 @@ def _behaviour_findings(
     try:
         from lora_lock.probe.effect import require_probe_stack
 
-        require_probe_stack()
+        require_probe_stack(without="--skip effect,golden")
         base = locked_source(lock["base"], lock_dir, "base")
         tok = (
             locked_source(lock["tokenizer"], lock_dir, "tokenizer")
@@ -406,11 +427,20 @@ def _world_findings(
             if not hash_weights
             else (lambda key: False),
             progress=progress,
+            skip_unreadable=True,
         )
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
         fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran)
         return [*findings, *fallback, input_finding(exc)], everything, unloadable
+    if observed.unreadable:
+        # An adapter that cannot be read blocks its own categories only; its locked files are still compared.
+        for name, error in sorted(observed.unreadable.items()):
+            findings.append(input_finding(error).for_adapter(name))
+            unloadable[name] = ("its files could not be read", "see the input findings")
+        blocked |= {Category.ADAPTER, Category.COMPAT}
+        broken = [a for a in locked_adapters if a["name"] in observed.unreadable]
+        findings += _file_findings(lock, base, tok, sources, broken, {Category.ADAPTER} & set(ran))
     findings += _base_findings(lock, observed, lock_dir, ran)
     if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked:
         findings += _tokenizer_findings(lock, observed, lock_dir)

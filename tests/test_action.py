@@ -599,4 +599,8 @@ def test_serving_examples_refuse_a_drifted_adapter(
     assert "refusing to serve adapter" in err
     assert vllm_guard.main(["--lock", lock, "--adapter", "adapter", "--check-only"]) == 1
     assert "refusing to serve adapter" in capsys.readouterr().err
+    # Unusable input (no such lock) is exit 2 in both, as in `lora-lock verify`.
+    missing = str(locked / "models" / "missing.lock")
+    assert peft_guard.main(["--lock", missing, "--adapter", "adapter"]) == 2
+    assert vllm_guard.main(["--lock", missing, "--adapter", "adapter", "--check-only"]) == 2
     assert "vllm" not in sys.modules

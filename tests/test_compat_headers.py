@@ -540,7 +540,10 @@ def test_keys_with_the_adapter_name_left_in_load_nothing(header_base: HeaderBase
     config = adapter_config("gpt2", ["c_attn"], r=8, fan_in_fan_out=True)
     report = check(make_adapter(config, tensors), header_base("gpt2"))
     assert report.status is Status.FAIL
-    assert codes(report, Severity.ERROR) & {"COMPAT-UNTRAINED", "COMPAT-NO-MATCH"}
+    keys = only(report, "ADAPTER-KEYS")
+    assert keys.severity is Severity.ERROR and "24 tensor key(s) still carry an adapter name" in keys.message
+    untrained = only(report, "COMPAT-UNTRAINED")  # the cause is the key names, not another base
+    assert untrained.hint is not None and "see ADAPTER-KEYS" in untrained.hint
 
 
 def test_gpt_oss_attention_adapter(header_base: HeaderBase, make_adapter: MakeAdapter) -> None:
@@ -829,6 +832,22 @@ def test_missing_adapter_directory(smollm: Path, tmp_path: Path, capsys: pytest.
     missing = tmp_path / "no-such-adapter"
     _assert_unusable(check(missing, smollm), "no-such-adapter", "not a local directory")
     _assert_cli_exit_2(capsys, missing, smollm)
+
+
+def test_a_bare_name_that_is_no_directory_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check my-adapter`` with no such directory: not only "not in the Hub cache" (a bare name is also a legacy
+    Hub id), but that no local directory has that name."""
+    from lora_lock.errors import SourceError
+    from lora_lock.sources import resolve
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError) as caught:
+        resolve("no-such-adapter", what="adapter", offline=True)
+    assert caught.value.message.startswith("adapter 'no-such-adapter': no local directory of that name")
+    assert caught.value.hint and "./NAME" in caught.value.hint
+    with pytest.raises(SourceError) as caught:  # an org/name id is a Hub id only: its own message
+        resolve("org/no-such-adapter", what="adapter", offline=True)
+    assert "no local directory" not in caught.value.message
 
 
 def _base_copy(src: Path, dst: Path) -> Path:

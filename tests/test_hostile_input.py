@@ -75,6 +75,23 @@ def test_export_env_never_writes_what_pip_would_obey(
     assert rc == 0 and "torch==" in out
 
 
+def test_export_env_pins_admit_every_build_of_the_locked_release(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lock made on a CPU machine records ``torch 2.13.0+cpu``; its constraints must still let a GPU runner
+    install the CUDA build of the same release (PEP 440: ``==2.13.0`` matches any local label)."""
+    from packaging.requirements import Requirement
+
+    lock = edited(repo, "cpu.lock", lambda d: d["environment"]["versions"].__setitem__("torch", "2.13.0+cpu"))
+    rc, out, _ = cli(capsys, "export-env", str(lock))
+    assert rc == 0
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("torch")]
+    assert line == "torch==2.13.0  # locked with the cpu build"
+    pin = Requirement(line.split("#")[0].strip())
+    assert pin.specifier.contains("2.13.0+cu124") and pin.specifier.contains("2.13.0+cpu")
+    assert not pin.specifier.contains("2.13.1")
+
+
 def test_diff_names_a_hub_adapter_added_or_removed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def add(doc: dict[str, Any]) -> None:
         hub = dict(doc["adapter"][0], name="remote", repo="org/remote-adapter", revision="a" * 40)

@@ -322,3 +322,17 @@ def test_adapter_that_does_not_fit_writes_nothing(
 def test_diff_of_a_missing_lock(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = cli_error(capsys, 2, "diff", "lora.lock", "other.lock")
     assert "other.lock" in err
+
+
+def test_generate_on_unusable_input_reports_in_the_format_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "no-such-adapter")
+    err = cli_error(capsys, 2, "generate", "--adapter", missing, "-o", str(tmp_path / "lora.lock"))
+    assert "no-such-adapter" in err
+    rc, out, _ = run(capsys, "generate", "--adapter", missing, "-o", str(tmp_path / "lora.lock"), "--format", "json")
+    report = json.loads(out)
+    assert rc == 2 and report["status"] == "error" and report["checked"] == {"input": "error"}
+    assert [f["code"] for f in report["findings"]] == ["INPUT-UNUSABLE"]
+    assert "no-such-adapter" in report["findings"][0]["message"]
+    assert not (tmp_path / "lora.lock").exists()

@@ -835,7 +835,7 @@ def test_verify_without_the_probe_stack_reports_not_run(
     not_run = only(report, "EFFECT-NOT-RUN")
     assert not_run["severity"] == "warning" and not_run["category"] == "effect"
     assert "torch" in not_run["message"]
-    assert "pip install 'lora-lock[probe]'" in not_run["hint"]
+    assert "pip install 'lora-lock[probe]'" in not_run["hint"] and "--skip effect,golden" in not_run["hint"]
     assert report["checked"]["effect"] == "skipped"
     assert report["checked"]["golden"] == "skipped"
     for cat in ("base", "tokenizer", "adapter", "compat", "quantization", "environment"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -385,9 +386,9 @@ def test_weights_converted_to_f16(repo: Repo, capsys: pytest.CaptureFixture[str]
     edit_safetensors(repo.base / "model.safetensors", to_f16)
     rc, report = repo.verify(capsys)
     assert rc == 1
-    subjects = {f.get("subject") for f in report["findings"] if f["code"] == "QUANT-DTYPE"}
-    assert {"F16", "F32"} <= subjects, report["findings"]
-    assert_drift(report, "QUANT-DTYPE", "quantization", "F16", clean=("tokenizer", "adapter", "compat"))
+    f = assert_drift(report, "QUANT-DTYPE", "quantization", "weights-dtypes", clean=("tokenizer", "adapter", "compat"))
+    assert re.fullmatch(r"F32 ×\d+ tensors", f["expected"]) and f["actual"] == f["expected"].replace("F32", "F16")
+    assert f"stored tensor dtypes changed: {f['expected']} → {f['actual']}" in f["message"]
     assert_drift(report, "BASE-FILE-CHANGED", "base", "model.safetensors")
 
 
@@ -511,3 +512,24 @@ def test_base_drift_exits_1_when_the_tokenizer_is_unreadable(repo: Repo, capsys:
     assert rc == 1
     assert "BASE-FILE-CHANGED" in codes(report)
     assert "INPUT-UNUSABLE" in codes(report) or "TOKENIZER-FILE-CHANGED" in codes(report)
+
+
+def test_an_unreadable_adapter_config_blocks_the_adapter_categories_only(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The base, tokenizer and quantization are still checked and pass; compat, which needs the config, is in
+    error; the adapter's locked files are still compared (the missing config and edited weights are drift)."""
+
+    def perturb(tensors: dict[str, Any]) -> None:
+        key = sorted(tensors)[0]
+        tensors[key] = tensors[key] * 2.0
+
+    (repo.adapter / "adapter_config.json").unlink()
+    edit_safetensors(repo.adapter / "adapter_model.safetensors", perturb)
+    rc, report = repo.verify(capsys)
+    assert rc == 1, report["findings"]
+    assert "adapter_config.json" in finding(report, "INPUT-UNUSABLE")["message"]
+    assert finding(report, "ADAPTER-FILE-MISSING", "adapter_config.json")["message"].startswith("adapter adapter: ")
+    finding(report, "ADAPTER-FILE-CHANGED", "adapter_model.safetensors")
+    assert {report["checked"][c] for c in ("base", "tokenizer", "quantization", "environment")} == {"pass"}
+    assert report["checked"]["adapter"] == "fail" and report["checked"]["compat"] == "error"

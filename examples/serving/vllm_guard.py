@@ -38,20 +38,21 @@ def local_path(fields: dict[str, Any], lock_dir: Path) -> str:
     return snapshot_download(repo, revision=revision)
 
 
-def guarded(lockfile: Path, names: list[str]) -> bool:
-    """Check every adapter; print each violation. True when all of them hold."""
-    ok = True
+def guarded(lockfile: Path, names: list[str]) -> int:
+    """Check every adapter; print each violation. The exit code: 0 when all hold, 1 when any drifted, else 2
+    (unusable input), as `lora-lock verify` has it."""
+    codes = set()
     for name in names:
         try:
             lora_lock.guard(lockfile, adapters=[name])
         except lora_lock.LockViolation as violation:
             sys.stderr.write(renderer_for(Format.TEXT).render(violation.report))
             print(f"refusing to serve {name}: {violation.message}", file=sys.stderr)
-            ok = False
+            codes.add(violation.report.status.exit_code)
         except lora_lock.LoraLockError as exc:
             print(f"refusing to serve {name}: {exc}", file=sys.stderr)
-            ok = False
-    return ok
+            codes.add(2)
+    return 1 if 1 in codes else max(codes, default=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-only", action="store_true", help="check the adapters, then exit (no vLLM needed)")
     args = parser.parse_args(argv)
 
-    if not guarded(args.lock, args.adapter):
-        return 1
+    refused = guarded(args.lock, args.adapter)
+    if refused:
+        return refused
     if args.check_only:
         print(f"lora.lock holds for {', '.join(args.adapter)}")
         return 0

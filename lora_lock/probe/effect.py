@@ -59,8 +59,9 @@ def rounded(x: float) -> float:
     return float(f"{x:.{DIGITS}g}")
 
 
-def require_probe_stack() -> None:
-    """Raise a clear error when torch / transformers / peft are not installed."""
+def require_probe_stack(*, without: str = "--no-probe") -> None:
+    """Raise a clear error when torch / transformers / peft are not installed. ``without``: how the caller's
+    command runs without the probe (``generate --no-probe``, ``verify --skip effect,golden``)."""
     import importlib.util
 
     missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
@@ -68,7 +69,7 @@ def require_probe_stack() -> None:
         raise ProbeUnavailableError(
             f"the effect probe needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
             "installed here",
-            hint="pip install 'lora-lock[probe]' (with the torch build for your hardware), or pass --no-probe",
+            hint=f"pip install 'lora-lock[probe]' (with the torch build for your hardware), or pass {without}",
         )
 
 

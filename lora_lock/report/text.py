@@ -67,6 +67,20 @@ class TextRenderer:
                 "  ".join(f"{c.value} [{_STATE_STYLE[report.checked[c]]}]{report.checked[c].value}[/]" for c in quiet)
             )
         word, meaning = _STATUS_TEXT[report.status]
+        if report.status is Status.ERROR:
+            meaning = _unusable_meaning(report)
         counts = ", ".join(f"{report.count(s)} {s.value}{'s' if report.count(s) != 1 else ''}" for s in Severity)
         console.print(f"{word} {escape(report.title)}: {meaning} ({counts})")
         return buf.getvalue()
+
+
+def _unusable_meaning(report: Report) -> str:
+    """Unusable input with some categories checked and passed says which ones it kept from being checked."""
+    passed = [c for c, state in report.checked.items() if state is CheckState.PASS]
+    stuck = [c.value for c, state in report.checked.items() if state is CheckState.ERROR and c is not Category.INPUT]
+    if not passed:
+        return _STATUS_TEXT[Status.ERROR][1]
+    count = f"{len(passed)} categor{'y' if len(passed) == 1 else 'ies'} passed"
+    if not stuck:
+        return f"unusable input; {count}"
+    return f"unusable input kept {', '.join(stuck)} from being checked; {count}"

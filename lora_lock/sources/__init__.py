@@ -115,7 +115,16 @@ def resolve(
 
         if not looks_like_repo_id(text) or text.startswith((".", "/", "~")):
             raise
-    snap = resolve_hub(text, token=token, offline=offline)
+    try:
+        snap = resolve_hub(text, token=token, offline=offline)
+    except SourceError as exc:
+        if "/" in text.partition("@")[0] or "local directory" in exc.message:
+            raise
+        # A bare name ("my-adapter") is more likely a mistyped directory than a legacy un-namespaced Hub id.
+        raise SourceError(
+            f"{what} {brief(text)}: no local directory of that name, and as a Hub repo id: {exc.message}",
+            hint="check the directory name (or pass ./NAME), or give the Hub repo id as org/name@revision",
+        ) from exc
     return from_snapshot(text, snap)
 
 
