@@ -378,6 +378,28 @@ def _targeted(config: AdapterConfig, modules: dict[str, BaseModule], alignment: 
     return sorted(out)
 
 
+def _listed_saved(config: AdapterConfig) -> set[str]:
+    """The module names PEFT keeps per-adapter copies of: ``modules_to_save`` and the task's implicit heads."""
+    return set(config.modules_to_save) | set(IMPLICIT_HEADS.get(config.task_type or "", ()))
+
+
+def _is_listed(module: str, listed: set[str]) -> bool:
+    return any(
+        module == m or module.endswith("." + m) or module.startswith(m + ".") or f".{m}." in module for m in listed
+    )
+
+
+def writes_into_base(config: AdapterConfig, tensors: Iterable[TensorInfo]) -> bool:
+    """Whether loading the adapter changes the base model's own weights: trained biases (``bias`` "all" or
+    "lora_only") or full tensors ``modules_to_save`` does not list. ``disable_adapter()`` does not undo that, so
+    such an adapter loaded beside others would change what they are measured on."""
+    if config.bias not in ("none", ""):
+        return True
+    _, saved, _ = split_adapter_tensors(tensors)
+    listed = _listed_saved(config)
+    return any(not _is_listed(module, listed) for module in saved)
+
+
 def _check_saved(
     config: AdapterConfig,
     facts: ModelFacts,
@@ -388,13 +410,11 @@ def _check_saved(
 ) -> tuple[tuple[tuple[str, tuple[int, ...]], ...], list[Finding]]:
     findings: list[Finding] = []
     table: list[tuple[str, tuple[int, ...]]] = []
-    listed = set(config.modules_to_save) | set(IMPLICIT_HEADS.get(config.task_type or "", ()))
+    listed = _listed_saved(config)
     for module, params in sorted(saved.items()):
         for param, info in sorted(params.items()):
             table.append((f"{module}.{param}", tuple(info.shape)))
-        if module not in lora_paths and not any(
-            module == m or module.endswith("." + m) or module.startswith(m + ".") or f".{m}." in module for m in listed
-        ):
+        if module not in lora_paths and not _is_listed(module, listed):
             findings.append(
                 Finding(
                     "ADAPTER-UNLISTED-SAVED",

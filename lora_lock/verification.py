@@ -356,14 +356,21 @@ def _behaviour_findings(
     except ProbeUnavailableError as exc:
         return [_not_run(c, f"were not run: {exc.message}", exc.hint) for c in cats], cats, set()
     except InputError as exc:
-        return (
-            [_not_run(c, f"could not run: {exc.message}", exc.hint) for c in cats] + [input_finding(exc)],
-            [],
-            set(cats),
+        return _could_not_run(cats, exc), [], set(cats)
+    except Exception as exc:  # noqa: BLE001 (a failure inside torch/transformers/peft must not hide drift found)
+        text = str(exc).strip().splitlines()
+        error = InputError(
+            f"internal error in the probe: {type(exc).__name__}" + (f": {text[0]}" if text else ""),
+            hint="the other categories were still checked; please report this error",
         )
+        return _could_not_run(cats, error), [], set(cats)
     for cat, error in failures.items():
         found += [_not_run(cat, f"could not run: {error.message}", error.hint), input_finding(error)]
     return found, [], set(failures)
+
+
+def _could_not_run(cats: Sequence[Category], error: InputError) -> list[Finding]:
+    return [_not_run(c, f"could not run: {error.message}", error.hint) for c in cats] + [input_finding(error)]
 
 
 def _not_run(cat: Category, why: str, hint: str | None) -> Finding:

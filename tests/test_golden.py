@@ -350,6 +350,7 @@ class _FixedLM:
         rest = 1.0 - sum(math.exp(v) for v in logprobs.values())
         self.row = torch.tensor([math.log(rest), *logprobs.values()], dtype=torch.float32)
         self.device = "cpu"
+        self.dtype_name = "float32"
         self.model = self
 
     def encode(self, text: str) -> list[int]:
@@ -366,6 +367,9 @@ class _FixedLM:
 
     def check_length(self, *args: Any) -> None:  # ProbeSession.check_length: no position table here
         pass
+
+    def check_fits_model(self, seqs: Any, what: str) -> None:  # every id is in the vocabulary by construction
+        assert all(0 <= i < len(self.vocab) for seq in seqs for i in seq)
 
     def __call__(self, input_ids: Any) -> Any:
         logits = self.row.expand(1, input_ids.shape[1], len(self.vocab))
@@ -429,7 +433,7 @@ def _greedy(session: Any, prompt: str, n: int, *, adapter: bool) -> str:
     """Greedy decoding with the KV cache, written here rather than borrowed from GoldenRunner."""
     torch = session.torch
     eos = session.tokenizer.eos_token_id
-    session.model.set_adapter("adapter")
+    session.use("adapter")
     tokens: list[int] = []
     with nullcontext() if adapter else session.model.disable_adapter(), torch.inference_mode():
         out = session.model(input_ids=torch.tensor([session.encode(prompt)]), use_cache=True)
@@ -917,3 +921,59 @@ def test_generate_refuses_a_bad_golden_file_before_loading_the_model(
     assert "bad.jsonl:2: field `expected`" in err
     assert loads == []
     assert (golden_repo.root / "lora.lock").read_bytes() == before  # the old lock is left alone
+
+
+@pytest.mark.slow
+def test_a_row_that_ended_never_steps_past_a_learned_position_table(
+    tmp_path: Path, tiny_gpt2: Path, tiny_gpt2_adapter: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GPT-2 has 256 learned positions. A long prompt that asks for 2 tokens fits; decoded in one batch with a
+    short prompt that asks for 30, its row keeps stepping after it ended — without indexing past the table."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_gpt2))
+    sentence = "The quick brown fox jumps over the lazy dog. "
+    long = sentence
+    while len(tok(long + sentence)["input_ids"]) <= 250:
+        long += sentence
+    assert 240 < len(tok(long)["input_ids"]) + 2 <= 256 < len(tok(long)["input_ids"]) + 30
+    golden = write_lines(
+        tmp_path / "golden.jsonl",
+        [
+            json.dumps({"prompt": long, "expected": "x", "max_new_tokens": 2}),
+            json.dumps({"prompt": "Hello", "expected": "y", "max_new_tokens": 30}),
+        ],
+    )
+    shutil.copytree(tiny_gpt2, tmp_path / "base")
+    shutil.copytree(tiny_gpt2_adapter, tmp_path / "adapter")
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"),
+        "-o", str(tmp_path / "lora.lock"), "--no-probe", "--golden", str(golden), "--device", "cpu",
+    )  # fmt: skip
+    assert rc == 0, err
+    rc, report = verify_json(capsys, tmp_path / "lora.lock")
+    assert rc == 0, report["findings"]
+    assert only(report, "GOLDEN-OK")["subject"] == "adapter"
+
+
+@pytest.mark.slow
+def test_multiple_choice_logits_that_overflow_are_refused(
+    golden_repo: GoldenRepo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NaN log-likelihoods would make choice 0 win every item and the golden gate blind: refused instead."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    real = LlamaForCausalLM.forward
+
+    def overflow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(self, *args, **kwargs)
+        if not kwargs.get("use_cache"):  # the multiple-choice passes (generation decodes with the KV cache)
+            out.logits = torch.full_like(out.logits, float("nan"))
+        return out
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", overflow)
+    rc, report = verify_json(capsys, golden_repo.root / "lora.lock", "--only", "golden")
+    assert rc == 2
+    assert "logits are not finite" in only(report, "INPUT-UNUSABLE")["message"]
+    assert report["checked"]["golden"] == "error"

@@ -411,6 +411,12 @@ def test_generate_warns_when_the_adapter_does_nothing_at_lock_time(
     (row,) = probe_section(repo)["adapter"]
     assert row["effect-kl"] == 0
 
+    # Unchanged, verify agrees with generate: still a warning, not a new failure.
+    rc, report = verify_json(capsys, repo / "lora.lock", "--only", "effect")
+    assert rc == 0, report["findings"]
+    none = only(report, "EFFECT-NONE")
+    assert none["severity"] == "warning" and "(as at lock time)" in none["message"]
+
 
 @pytest.mark.slow
 def test_tiny_adapter_perturbation_is_within_the_noise(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -1018,7 +1024,7 @@ def test_two_adapters_are_probed_with_one_model_load(
         return real_load(*args, **kwargs)
 
     def attach(self: Any, model_id: Any, adapter_name: str, *args: Any, **kwargs: Any) -> Any:
-        attached.append(adapter_name)
+        attached.append(Path(str(model_id)).name)  # the adapter directory (PEFT gets names of its own)
         return real_attach(self, model_id, adapter_name, *args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", load)
@@ -1166,3 +1172,105 @@ def test_gate_defaults_are_what_the_readme_documents() -> None:
     assert gates.NOISE_FACTOR == 10 and gates.CONFIDENT_MARGIN == 1.0
     for text in ("KL ≤ 1e-10", "0.8–1.25", "10 × lock-time noise", "5e-4", "5e-2", "≥ 1 nat"):
         assert text in readme, text
+
+
+# --- (15) names, shared loads and changed bases ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_adapter_named_with_dots_is_probed(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PEFT refuses adapter names with "." ("llama-3.1-lora"); the lock's names are not PEFT's."""
+    shutil.copytree(tiny_llama, tmp_path / "base")
+    shutil.copytree(tiny_llama_adapter, tmp_path / "adapter-v1.5")
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", str(tmp_path / "adapter-v1.5"), "--base", str(tmp_path / "base"),
+        "-o", str(tmp_path / "lora.lock"), "--device", "cpu",
+    )  # fmt: skip
+    assert rc == 0, err
+    rc, report = verify_json(capsys, tmp_path / "lora.lock")
+    assert rc == 0, report["findings"]
+    assert only(report, "EFFECT-OK")["subject"] == "adapter-v1.5"
+
+
+@pytest.mark.slow
+def test_an_adapter_that_writes_into_the_base_gets_a_load_of_its_own(
+    tmp_path: Path, tiny_gpt2: Path, tiny_gpt2_adapter: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``biased`` (LoRA bias="all") loads its trained biases into the base itself. Locked beside ``plain``, it must
+    not change what ``plain`` is measured on: ``verify --adapter plain`` (one adapter, its own load) agrees with
+    the lock of both, and ``plain``'s locked effect is the one it has alone."""
+    from lora_lock.probe import tiny
+    from lora_lock.probe.api import load_groups
+
+    biased = tiny.train_lora(
+        tiny_gpt2, tmp_path / "biased", target_modules=("c_attn", "c_proj"), seed=0, bias="all"
+    )  # fmt: skip
+    shutil.copytree(tiny_gpt2, tmp_path / "base")
+    shutil.copytree(tiny_gpt2_adapter, tmp_path / "plain")
+    plain = tmp_path / "plain"
+    assert load_groups([("biased", biased), ("plain", plain)]) == [[("plain", plain)], [("biased", biased)]]
+
+    def lock(output: str, *adapters: Path) -> dict[str, Any]:
+        args = [a for path in adapters for a in ("--adapter", str(path))]
+        rc, _, err = cli(
+            capsys, "generate", *args, "--base", str(tmp_path / "base"), "-o", str(tmp_path / output), "--device", "cpu"
+        )
+        assert rc == 0, err
+        return {r["name"]: r for r in probe_section_of(tmp_path / output)["adapter"]}
+
+    both = lock("lora.lock", biased, plain)
+    alone = lock("plain.lock", plain)
+    assert both["plain"] == alone["plain"]
+    assert both["biased"]["effect-kl"] > 0.01
+    rc, report = verify_json(capsys, tmp_path / "lora.lock", "--adapter", "plain", "--only", "effect")
+    assert rc == 0, report["findings"]
+    rc, report = verify_json(capsys, tmp_path / "lora.lock", "--only", "effect")
+    assert rc == 0, report["findings"]
+    assert {f["subject"] for f in findings(report, "EFFECT-OK")} == {"biased", "plain"}
+
+
+def probe_section_of(lock: Path) -> dict[str, Any]:
+    section: dict[str, Any] = read_lock(lock)["probe"]
+    return section
+
+
+@pytest.mark.slow
+def test_a_base_with_a_smaller_vocabulary_keeps_the_static_report(
+    repo: Path, tiny_tokenizer: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The locked token ids meet a model with 900 embeddings: the probe says it cannot run, and the base drift
+    found by the static checks is still reported (exit 1), not lost to an internal error."""
+    from lora_lock.probe import tiny
+
+    shutil.rmtree(repo / "base")
+    tiny.build_tiny_llama(repo / "base", tiny_tokenizer, seed=0, vocab_size=900)
+
+    rc, report = verify_json(capsys, repo / "lora.lock")
+
+    assert rc == 1, report["findings"]
+    assert "BASE-CONFIG" in codes(report, "base", "error")
+    not_run = only(report, "EFFECT-NOT-RUN")["message"]
+    assert "outside the model's vocabulary of 900" in not_run or "900 output logits" in not_run
+    assert report["checked"]["effect"] == "error"
+
+
+@pytest.mark.slow
+def test_an_unexpected_failure_in_the_probe_keeps_the_static_report(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lora_lock.probe.effect import ProbeSession
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise IndexError("index out of range in self")
+
+    monkeypatch.setattr(ProbeSession, "passes", broken)
+    edit_tensors(repo / "adapter" / ADAPTER_FILE, scale_lora_b(0.5))
+
+    rc, report = verify_json(capsys, repo / "lora.lock")
+
+    assert rc == 1, report["findings"]
+    assert "ADAPTER-FILE-CHANGED" in codes(report, "adapter", "error")
+    assert "internal error in the probe: IndexError: index out of range" in only(report, "INPUT-UNUSABLE")["message"]
+    assert report["checked"]["effect"] == "error"

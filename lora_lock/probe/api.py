@@ -237,12 +237,14 @@ def _verify_adapter(
             )
         )
     if equal or effect <= gates.NONE_KL:
+        # An adapter that already did nothing at lock time was warned about then: unchanged, it is no new failure.
+        before = locked_effect <= gates.NONE_KL
         out.append(
             _finding(
                 "EFFECT-NONE",
-                Severity.ERROR,
-                f"adapter {name} has no effect now: adapted and base outputs are "
-                f"{'bitwise identical' if equal else 'identical within ' + format(gates.NONE_KL, 'g')} "
+                Severity.WARNING if before else Severity.ERROR,
+                f"adapter {name} has no effect{' (as at lock time)' if before else ' now'}: adapted and base outputs "
+                f"are {'bitwise identical' if equal else 'identical within ' + format(gates.NONE_KL, 'g')} "
                 f"(locked effect KL {locked_effect:.4g})",
                 name,
                 expected=f"KL {locked_effect:.4g}",
@@ -493,10 +495,58 @@ def lock_behaviour(
 
         read_golden(golden_path)  # fail on a bad file before loading the model
     _require_causal(adapters)
-    session = ProbeSession(base_dir, tokenizer_dir, adapters, device=device, dtype=dtype)
-    probed = lock_probe(session, adapters, prompts, step=step) if probe else None
-    golden_section = lock_golden(session, adapters, golden_path, lock_dir, step=step) if golden_path else None
+    probes: list[ProbeLock] = []
+    goldens: list[dict[str, Any]] = []
+    for group in load_groups(adapters):
+        session = ProbeSession(base_dir, tokenizer_dir, group, device=device, dtype=dtype)
+        if probe:
+            probes.append(lock_probe(session, group, prompts, step=step))
+        if golden_path:
+            goldens.append(lock_golden(session, group, golden_path, lock_dir, step=step))
+        del session  # one model in memory at a time
+    order = {name: index for index, (name, _) in enumerate(adapters)}
+    probed = _merge_probes(probes, order) if probes else None
+    golden_section = _merge_rows(goldens, order) if goldens else None
     return Behaviour(probe=probed, golden=golden_section, findings=probed.findings if probed else [])
+
+
+def load_groups(adapters: Sequence[tuple[str, Path]]) -> list[list[tuple[str, Path]]]:
+    """The adapters that can share one model load, and each adapter that needs one of its own.
+
+    An adapter that writes into the base's own weights (trained biases, full tensors ``modules_to_save`` does
+    not list) would change what every other adapter on that model is measured on, and ``disable_adapter()`` does
+    not undo it: it gets a fresh base. The grouping depends on each adapter alone, so ``verify --adapter NAME``
+    measures an adapter on the same model as the lock of all of them did."""
+    from lora_lock.compat import writes_into_base
+    from lora_lock.inspect.adapter import read_adapter
+
+    shared: list[tuple[str, Path]] = []
+    alone: list[list[tuple[str, Path]]] = []
+    for name, path in adapters:
+        adapter = read_adapter(path)
+        tensors = adapter.weights.tensors.values() if adapter.weights else ()
+        if writes_into_base(adapter.config, tensors):
+            alone.append([(name, path)])
+        else:
+            shared.append((name, path))
+    return ([shared] if shared else []) + alone
+
+
+def _merge_rows(sections: list[dict[str, Any]], order: Mapping[str, int]) -> dict[str, Any]:
+    """One lock section from the sections of several model loads: their per-adapter rows, in adapter order."""
+    rows = sorted((row for section in sections for row in section["adapter"]), key=lambda row: order[row["name"]])
+    return {**sections[0], "adapter": rows}
+
+
+def _merge_probes(probes: list[ProbeLock], order: Mapping[str, int]) -> ProbeLock:
+    sidecar = dict(probes[0].sidecar)
+    prints = {name: p for probe in probes for name, p in probe.sidecar["adapters"].items()}
+    sidecar["adapters"] = {name: prints[name] for name in sorted(prints, key=lambda n: order[n])}
+    return ProbeLock(
+        section=_merge_rows([p.section for p in probes], order),
+        sidecar=sidecar,
+        findings=[f for probe in probes for f in probe.findings],
+    )
 
 
 def verify_behaviour(
@@ -538,19 +588,22 @@ def verify_behaviour(
         return [], failures
     _require_causal(adapters)
     locked = section or golden_section or {}
-    session = ProbeSession(base_dir, tokenizer_dir, adapters, device=device, dtype=str(locked.get("dtype", "auto")))
     findings: list[Finding] = []
-    if section and sidecar is not None:
-        try:
-            findings += verify_probe(session, section, sidecar, adapters, step=step)
-        except InputError as exc:
-            failures[Category.EFFECT] = exc
-    if golden_section and dataset is not None:
-        try:
-            findings += verify_golden(session, golden_section, dataset, adapters, max_nfr=max_nfr, step=step)
-        except InputError as exc:
-            failures[Category.GOLDEN] = exc
-    return findings, failures
+    for group in load_groups(adapters):
+        session = ProbeSession(base_dir, tokenizer_dir, group, device=device, dtype=str(locked.get("dtype", "auto")))
+        if section and sidecar is not None and Category.EFFECT not in failures:
+            try:
+                findings += verify_probe(session, section, sidecar, group, step=step)
+            except InputError as exc:
+                failures[Category.EFFECT] = exc
+        if golden_section and dataset is not None and Category.GOLDEN not in failures:
+            try:
+                findings += verify_golden(session, golden_section, dataset, group, max_nfr=max_nfr, step=step)
+            except InputError as exc:
+                failures[Category.GOLDEN] = exc
+        del session
+    # A device warning is said once, however many model loads there were.
+    return list(dict.fromkeys(findings)), failures
 
 
 def _require_causal(adapters: Sequence[tuple[str, Path]]) -> None:

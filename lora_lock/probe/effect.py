@@ -113,17 +113,20 @@ class ProbeSession:
                 str(base_dir), dtype=torch_dtype, trust_remote_code=False, local_files_only=True
             )
             model.to(self.device)
-            first, *rest = adapters
+            # PEFT names adapters inside module paths and refuses names with "." ("llama-3.1-lora"): it gets
+            # names of its own, and the lock's names are mapped onto them.
+            self._peft_names = {name: f"lora_lock_{index}" for index, (name, _) in enumerate(adapters)}
+            (first, first_path), *rest = adapters
             with warnings.catch_warnings():
                 # Deprecation notices between peft and transformers releases are not findings about the adapter.
                 warnings.simplefilter("ignore", FutureWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 peft_model: Any = PeftModel.from_pretrained(
-                    model, str(first[1]), adapter_name=first[0], is_trainable=False
+                    model, str(first_path), adapter_name=self._peft_names[first], is_trainable=False
                 )
                 for name, path in rest:
-                    peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+                    peft_model.load_adapter(str(path), adapter_name=self._peft_names[name], is_trainable=False)
+        except (OSError, ValueError, RuntimeError, MemoryError, KeyError) as exc:
             if _out_of_memory(torch, exc):
                 raise InputError(
                     f"{base_dir}: the model does not fit on {self.device} "
@@ -192,7 +195,7 @@ class ProbeSession:
     def use(self, name: str) -> None:
         """Activate adapter ``name`` (PEFT's set_adapter costs about a millisecond: only when it changes)."""
         if getattr(self, "_active", None) != name:
-            self.model.set_adapter(name)
+            self.model.set_adapter(self._peft_names[name])
             self._active = name
 
     def greedy(self, name: str, prompts: Sequence[list[int]], positions: int) -> list[tuple[list[int], Any]]:
@@ -206,11 +209,8 @@ class ProbeSession:
 
     def check_length(self, prompts: Sequence[list[int]], new: int, what: str, numbers: Sequence[int] = ()) -> None:
         """Refuse a sequence longer than the model's position table (learned positions would index past it)."""
-        config = self.model.get_base_model().config
-        limit = next(
-            (v for v in (getattr(config, a, None) for a in ("max_position_embeddings", "n_positions")) if v), None
-        )
-        if not isinstance(limit, int):
+        limit = self._positions()
+        if limit is None:
             return
         for index, ids in enumerate(prompts):
             if len(ids) + new > limit:
@@ -219,6 +219,33 @@ class ProbeSession:
                     f"{what} {number}: {len(ids)} tokens + {new} to generate exceed the model's {limit} positions",
                     hint="shorten it, or lower max_new_tokens",
                 )
+
+    def check_fits_model(self, seqs: Sequence[Sequence[int]], what: str) -> None:
+        """Refuse token ids the model has no embedding for, and sequences longer than its position table: at
+        verify time the locked ids meet today's model, which may have a smaller vocabulary (the static checks
+        report that change; the probe must not crash on it and take their report with it)."""
+        vocab = int(self.model.get_base_model().get_input_embeddings().weight.shape[0])
+        positions = self._positions()
+        for seq in seqs:
+            top = max(seq, default=0)
+            if top >= vocab:
+                raise InputError(
+                    f"{what}: token id {top} is outside the model's vocabulary of {vocab}",
+                    hint="the base or tokenizer changed since the lock (see the base and tokenizer findings)",
+                )
+            if positions is not None and len(seq) > positions:
+                raise InputError(
+                    f"{what}: {len(seq)} tokens exceed the model's {positions} positions",
+                    hint="the base changed since the lock (see the base findings)",
+                )
+
+    def _positions(self) -> int | None:
+        """The size of the model's position table, when its config says."""
+        config = self.model.get_base_model().config
+        limit = next(
+            (v for v in (getattr(config, a, None) for a in ("max_position_embeddings", "n_positions")) if v), None
+        )
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
     def generate(
         self, name: str, prompts: Sequence[list[int]], limit: int, stop: Stop, eos: frozenset[int]
@@ -255,6 +282,7 @@ class ProbeSession:
         of every step (``None`` with ``stop``: generation keeps no distributions). ``stop`` numbers rows from
         ``first_row``."""
         torch = self.torch
+        self.check_fits_model(prompts, "the prompts to decode")
         width = max(len(ids) for ids in prompts)
         ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
@@ -262,13 +290,14 @@ class ProbeSession:
         if len(prompts) > 1:
             extra["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
         first = {"logits_to_keep": 1} if self._accepts("logits_to_keep") else {}
+        positions = self._positions()
         steps: list[Any] = []
         rows: list[list[int]] = [[] for _ in prompts]
         open_rows = set(range(len(prompts)))
         with torch.inference_mode(), self.fits(f"greedy decoding of {len(prompts)} prompt(s)"):
             out = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **first)
             for step in range(limit):
-                logits = _finite(out.logits[:, -1].float(), self.dtype_name)
+                logits = finite(out.logits[:, -1].float(), self.dtype_name)
                 if stop is None:
                     steps.append(torch.log_softmax(logits, dim=-1))
                 token = logits.argmax(-1, keepdim=True)
@@ -285,7 +314,11 @@ class ProbeSession:
                     break
                 mask = torch.cat([mask, torch.ones_like(token)], dim=-1)
                 if "position_ids" in extra:
+                    # A row that has ended still steps along with the batch; its output is dropped, but a learned
+                    # position table must not be indexed past its end (each open row was checked to fit).
                     extra["position_ids"] = extra["position_ids"][:, -1:] + 1
+                    if positions is not None:
+                        extra["position_ids"] = extra["position_ids"].clamp_max(positions - 1)
                 out = self.model(
                     input_ids=token, attention_mask=mask, past_key_values=out.past_key_values, use_cache=True, **extra
                 )
@@ -301,6 +334,7 @@ class ProbeSession:
         ``disable_adapter()`` block (entering it costs milliseconds). ``tick()`` after each forward."""
         torch = self.torch
         self.use(name)
+        self.check_fits_model([ids + cont for ids, cont in items], "the probe's locked prompts and continuations")
         windows = [(len(ids) - 1, len(ids) + len(cont) - 1) for ids, cont in items]
         seqs = [torch.tensor([ids + cont], device=self.device) for ids, cont in items]
 
@@ -313,11 +347,14 @@ class ProbeSession:
             if tick is not None:
                 tick()
             # A copy in fp32: a view would pin the forward's whole [sequence, vocabulary] logits.
-            return _finite(logits.to(self.torch.float32, copy=True), self.dtype_name)
+            return finite(logits.to(self.torch.float32, copy=True), self.dtype_name)
 
         with torch.inference_mode(), self.fits("the probe's teacher-forced passes"):
             adapted = [scored(s, w) for s, w in zip(seqs, windows, strict=True)]
-            with self.model.disable_adapter():
+            with warnings.catch_warnings(), self.model.disable_adapter():
+                # PEFT warns that an adapter trained with bias="all" keeps its biases when disabled: the "base"
+                # pass is then base + biases, at lock and at verify alike (see load_groups), so it is not news.
+                warnings.filterwarnings("ignore", message="Careful, disabling adapter layers", category=UserWarning)
                 base = [scored(s, w) for s, w in zip(seqs, windows, strict=True)]
         return [
             (torch.log_softmax(x, dim=-1), torch.log_softmax(y, dim=-1), bool(torch.equal(x, y)))
@@ -332,7 +369,7 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _finite(logits: Any, dtype: str) -> Any:
+def finite(logits: Any, dtype: str) -> Any:
     """Infinite or NaN logits would turn every KL into NaN, and NaN passes no gate: refuse them."""
     if not bool(logits.isfinite().all()):
         raise InputError(
@@ -357,6 +394,12 @@ def gather(logp: Any, ids: list[list[int]]) -> tuple[list[list[float]], list[int
     """Log-probs at the given ids per position, and each position's argmax."""
     import torch
 
+    top = max((i for row in ids for i in row), default=0)
+    if top >= logp.shape[-1]:
+        raise InputError(
+            f"the lock's probe fingerprints hold token id {top}; the model now has {logp.shape[-1]} output logits",
+            hint="the base's vocabulary changed since the lock (see the base and tokenizer findings)",
+        )
     index = torch.tensor(ids, dtype=torch.long, device=logp.device)
     return logp.gather(-1, index).tolist(), logp.argmax(-1).tolist()
 

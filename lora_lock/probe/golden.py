@@ -24,7 +24,7 @@ from typing import Any
 
 from lora_lock import userregex
 from lora_lock.errors import InputError, brief
-from lora_lock.probe.effect import DECODE_BATCH, ProbeMemoryError
+from lora_lock.probe.effect import DECODE_BATCH, ProbeMemoryError, finite
 
 SCORERS = ("exact", "contains", "regex")
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -279,8 +279,10 @@ class GoldenRunner:
                 )
             seq = context + cont
             session.check_length([seq], 0, "golden item on line", [item.line])
+            session.check_fits_model([seq], f"golden item on line {item.line}")
             with torch.inference_mode(), session.fits(f"golden item on line {item.line}"):
                 logits = session.model(input_ids=torch.tensor([seq], device=session.device)).logits[0].float()
+                logits = finite(logits, session.dtype_name)  # NaN log-likelihoods would make choice 0 win
             logp = torch.log_softmax(logits[len(context) - 1 : len(seq) - 1], dim=-1)
             ll = float(logp.gather(-1, torch.tensor(cont, device=logp.device).unsqueeze(-1)).sum())
             scores.append(ll)

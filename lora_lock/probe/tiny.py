@@ -359,6 +359,7 @@ def train_lora(
     text: str = TRAIN_TEXT,
     max_tokens: int = 64,
     fan_in_fan_out: bool | None = None,
+    bias: str = "none",
 ) -> Path:
     """Train a LoRA adapter on ``base_dir`` for ``steps`` AdamW steps on ``text`` and save it to ``out_dir``.
 
@@ -390,6 +391,7 @@ def train_lora(
         use_rslora=use_rslora,
         init_lora_weights=init,
         fan_in_fan_out=fan_in_fan_out,
+        bias=bias,  # type: ignore[arg-type]  # peft types it as a Literal
     )
     ids = encode(base, text)[:, :max_tokens]
     with _seeded(seed):
