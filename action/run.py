@@ -16,6 +16,7 @@ and never printed or written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -210,8 +211,14 @@ def load_config(env: Mapping[str, str]) -> Config:
         raise ActionError(f"input `device` must be auto, cpu, cuda or cuda:N, not {_show(device)}")
     deep = _flag(env, "deep", False)
     summary = _flag(env, "summary", True)
-    isolated = _flag(env, "isolated", False)
     install = _flag(env, "install", True)
+    # `auto`: the static tier runs in its own venv (its `environment` check would otherwise compare the lock with
+    # whatever the runner's Python happens to hold); the full tier must use the job's torch/transformers/peft.
+    isolated = (
+        tier == "static" and install
+        if _raw(env, "isolated", "auto").lower() == "auto"
+        else _flag(env, "isolated", False)
+    )
     adapter = _single_line("adapter", _raw(env, "adapter")) or None
     if adapter is not None and len(adapter) > 200:
         raise ActionError("input `adapter` is longer than 200 characters")
@@ -361,7 +368,8 @@ def _write_summary(text: str) -> None:
 def verify(env: Mapping[str, str]) -> int:
     config = load_config(env)
     child_env = {k: v for k, v in os.environ.items() if k != "INPUT_HF_TOKEN"}
-    child_env.update({"NO_COLOR": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+    # UTF-8 whatever the runner's locale (Windows pipes default to cp1252, which cannot encode "→" or "≤").
+    child_env.update({"NO_COLOR": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONIOENCODING": "utf-8"})
     token = env.get("INPUT_HF_TOKEN", "").strip()
     if token:
         for line in token.splitlines():
@@ -412,6 +420,15 @@ def verify(env: Mapping[str, str]) -> int:
     status = report.status.value
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
     exit_code = code if code in (EXIT_OK, EXIT_FAIL, EXIT_ERROR) else EXIT_ERROR
+    states = [state.value for cat, state in report.checked.items() if cat.value in BEHAVIOUR]
+    if any(c in BEHAVIOUR for c in config.categories) and states and set(states) == {"skipped"}:
+        # The full tier was asked for, yet the lock records neither a probe nor a golden set: say so.
+        _command(
+            "warning",
+            "tier: full, but the lock records no [probe] or [golden] section: the adapter's behaviour was not "
+            "checked (regenerate the lock with the probe on, and --golden FILE)",
+        )
+        warnings += 1
     if exit_code == EXIT_OK and config.fail_on == "warning" and warnings:
         _command("error", f"fail-on: warning, and the report has {warnings} warning(s)")
         status, exit_code = "fail", EXIT_FAIL
@@ -442,6 +459,8 @@ STEPS: dict[str, Callable[[Mapping[str, str]], int]] = {"setup": setup, "verify"
 
 
 def main(argv: Sequence[str]) -> int:
+    if hasattr(sys.stdout, "reconfigure"):  # annotations carry the report's "→" and "≤" on any runner's locale
+        sys.stdout.reconfigure(encoding="utf-8")
     if len(argv) != 1 or argv[0] not in STEPS:
         _command("error", f"usage: run.py {{{'|'.join(STEPS)}}}")
         return EXIT_ERROR
@@ -453,8 +472,22 @@ def main(argv: Sequence[str]) -> int:
         else:
             message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
         _command("error", message)
-        _set_outputs({"status": "error", "findings": "0", "errors": "0", "warnings": "0"})
+        outputs = {"status": "error", "findings": "0", "errors": "0", "warnings": "0"}
+        with contextlib.suppress(OSError):  # the job summary and the `markdown` output say why, as after a report
+            outputs["markdown"] = str(_error_markdown(os.environ, message))
+        _set_outputs(outputs)
         return EXIT_ERROR
+
+
+def _error_markdown(env: Mapping[str, str], message: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix="lora-lock-report-", suffix=".md", dir=_runner_temp(env))
+    fenced = message.replace("```", "`\u200b``")
+    text = f"## lora-lock verify\n\n⛔ **error** (no report):\n\n```text\n{fenced}\n```\n"
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    if env.get("INPUT_SUMMARY", "true").strip().lower() != "false":
+        _write_summary(text)
+    return Path(name)
 
 
 if __name__ == "__main__":

@@ -232,15 +232,18 @@ def test_defaults(workspace: Path) -> None:
     config = _config(workspace, working_directory="models")
     assert config.lockfile == "lora.lock"
     assert config.display == "models/lora.lock"
-    assert config.categories == run_py.STATIC
+    # `isolated: auto`: the static tier runs in its own venv and leaves the runner's environment alone.
+    assert config.categories == tuple(c for c in run_py.STATIC if c != "environment")
     assert (config.tier, config.device, config.fail_on) == ("static", "auto", "error")
     assert (config.deep, config.summary, config.isolated, config.install, config.adapter) == (
         False,
         True,
-        False,
+        True,
         True,
         None,
     )
+    assert _config(workspace, working_directory="models", isolated="false").categories == run_py.STATIC
+    assert not _config(workspace, working_directory="models", install="false").isolated
 
 
 @pytest.mark.parametrize(
@@ -555,10 +558,50 @@ def test_refused_inputs_fail_before_anything_runs(
     assert expected in run.stdout, run.log
     assert run.outputs["status"] == "error"
     assert run.outputs["report"] == ""  # verify never ran
-    assert not run.summary.exists()
+    # ... but the job summary and the `markdown` output say why (the same text).
+    summary = run.summary.read_text(encoding="utf-8")
+    assert summary.startswith("## lora-lock verify\n\n⛔ **error** (no report):")
+    assert Path(run.outputs["markdown"]).read_text(encoding="utf-8") == summary
     # A value never starts a workflow command of its own (line breaks in values are escaped or refused).
     assert not any(line.startswith("::error::injected") for line in run.stdout.splitlines())
     _assert_clean_log(run)
+
+
+def test_a_runner_whose_locale_is_not_utf8_still_gets_the_report(
+    locked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows pipes default to cp1252, which cannot encode the "→" of a drift finding: still exit 1, the finding
+    annotated, not an internal error."""
+    weights = locked / "models" / "base" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    monkeypatch.setenv("PYTHONIOENCODING", "cp1252")
+    run = run_action(locked, tmp_path / "runner", BASE_INPUTS)
+    assert run.code == 1, run.log
+    assert run.outputs["status"] == "fail"
+    assert "→" in run.stdout and "internal error" not in run.log
+
+
+def test_the_full_tier_on_a_lock_without_a_probe_warns(
+    locked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    run = run_action(locked, tmp_path / "runner", {**BASE_INPUTS, "tier": "full", "device": "cpu"})
+    assert run.code == 0, run.log
+    assert "::warning title=lora-lock::tier: full, but the lock records no [probe] or [golden] section" in run.stdout
+    assert int(run.outputs["warnings"]) >= 1
+    run = run_action(locked, tmp_path / "runner-2", {**BASE_INPUTS, "tier": "full", "fail-on": "warning"})
+    assert run.code == 1 and run.outputs["status"] == "fail"
+
+
+def test_a_missing_lock_says_why_in_the_summary(locked: Path, tmp_path: Path) -> None:
+    run = run_action(locked, tmp_path / "runner", {**BASE_INPUTS, "lockfile": "nope.lock"})
+    assert run.code == 2
+    assert run.outputs["status"] == "error"
+    markdown = Path(run.outputs["markdown"]).read_text(encoding="utf-8")
+    assert "lock file 'models/nope.lock' not found in the workspace" in markdown
+    assert run.summary.read_text(encoding="utf-8") == markdown
 
 
 def test_an_unwritable_summary_is_a_warning(locked: Path, tmp_path: Path) -> None:

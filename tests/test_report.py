@@ -84,6 +84,28 @@ def test_github_escaping_and_limits() -> None:
     assert "25 findings in all" in text
 
 
+def test_github_keeps_the_total_within_the_notice_limit() -> None:
+    """GitHub shows 10 annotations of a kind per step: with more findings than shown, the total notice takes
+    the tenth notice's place instead of being dropped as an eleventh."""
+    many = [Finding(f"I-{i}", Category.EFFECT, Severity.INFO, f"fine {i}") for i in range(12)]
+    many += [Finding(f"E-{i}", Category.BASE, Severity.ERROR, f"bad {i}") for i in range(12)]
+    lines = renderer_for(Format.GITHUB).render(Report.build(many, ran=[Category.BASE])).splitlines()
+    notices = [line for line in lines if line.startswith("::notice ")]
+    assert len(notices) == MAX_PER_KIND and "24 findings in all" in notices[-1]
+    assert sum(1 for line in lines if line.startswith("::error ")) == MAX_PER_KIND
+    few = [Finding(f"I-{i}", Category.EFFECT, Severity.INFO, f"fine {i}") for i in range(MAX_PER_KIND)]
+    lines = renderer_for(Format.GITHUB).render(Report.build(few, ran=[Category.EFFECT])).splitlines()
+    assert sum(1 for line in lines if line.startswith("::notice ")) == MAX_PER_KIND  # all shown, no total
+
+
+def test_truncated_markdown_closes_its_details_block() -> None:
+    many = [Finding(f"X-{i}", Category.BASE, Severity.ERROR, "x" * 100, hint="h" * 400) for i in range(6000)]
+    text = renderer_for(Format.MARKDOWN).render(Report.build(many, ran=[Category.BASE]))
+    assert "truncated" in text
+    assert text.count("<details>") == text.count("</details>")
+    assert text.rindex("</details>") < text.index("truncated")
+
+
 def test_markdown_stays_under_the_summary_limit() -> None:
     many = [Finding(f"X-{i}", Category.BASE, Severity.ERROR, "x" * 2000, hint="h" * 500) for i in range(2000)]
     text = renderer_for(Format.MARKDOWN).render(Report.build(many, ran=[Category.BASE]))

@@ -27,8 +27,12 @@ class GithubRenderer:
     def render(self, report: Report) -> str:
         lines: list[str] = []
         shown = {s: 0 for s in Severity}
+        limit = dict.fromkeys(Severity, MAX_PER_KIND)
+        if sum(min(report.count(s), MAX_PER_KIND) for s in Severity) < len(report.findings):
+            # GitHub keeps 10 annotations of each kind per step: leave a notice's place for the total below.
+            limit[Severity.INFO] = MAX_PER_KIND - 1
         for f in report.findings:
-            if shown[f.severity] >= MAX_PER_KIND:
+            if shown[f.severity] >= limit[f.severity]:
                 continue
             shown[f.severity] += 1
             message = f.message + (f" (hint: {f.hint})" if f.hint else "")

@@ -58,5 +58,7 @@ class MarkdownRenderer:
                 if size > MAX_BYTES - 200:
                     break
                 kept.append(line)
+            if kept.count("<details><summary>details</summary>") > kept.count("</details>"):
+                kept += ["", "</details>"]  # cut inside a details block: close it, or it swallows what follows
             text = "\n".join(head + kept) + "\n\n_… truncated: see the JSON report for every finding._\n"
         return text
