@@ -120,23 +120,54 @@ def _section(
     return out
 
 
+def rows_by_pattern(rows: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Module table rows per pattern: one pattern has several rows when its layers differ (``rank_pattern``)."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(str(row["pattern"]), []).append(row)
+    return out
+
+
+def row_text(row: Mapping[str, Any]) -> str:
+    return (
+        f"layers {row['layers']}: {row['count']}× {row['kind']} base {_v(row['base-shape'])}, rank {row['rank']}, "
+        f"lora_A {_v(row['lora-a'])}, lora_B {_v(row['lora-b'])}"
+    )
+
+
 def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[str, Any]]) -> list[Change]:
-    a = {r["pattern"]: r for r in old}
-    b = {r["pattern"]: r for r in new}
+    a, b = rows_by_pattern(old), rows_by_pattern(new)
     out = []
     for pattern in sorted(set(a) | set(b)):
-        x, y = a.get(pattern), b.get(pattern)
-        if x == y:
+        xs, ys = a.get(pattern, []), b.get(pattern, [])
+        if xs == ys:
             continue
         leaf = pattern.rpartition(".")[2]
-        if x is None or y is None:
-            state = "added" if x is None else "removed"
-            row = y if x is None else x
-            assert row is not None
+        if not xs or not ys:
+            state = "added" if not xs else "removed"
+            count = sum(int(r["count"]) for r in ys or xs)
             out.append(
-                Change(Category.COMPAT, f"adapter {name}: {pattern} {state} ({row['count']} modules)", pattern, x, y)
+                Change(
+                    Category.COMPAT,
+                    f"adapter {name}: {pattern} {state} ({count} modules)",
+                    pattern,
+                    xs[0] if xs else None,
+                    ys[0] if ys else None,
+                )
             )
             continue
+        if len(xs) != 1 or len(ys) != 1:
+            out.append(
+                Change(
+                    Category.COMPAT,
+                    f"adapter {name}: {leaf} changed: {'; '.join(map(row_text, xs))} → {'; '.join(map(row_text, ys))}",
+                    pattern,
+                    xs,
+                    ys,
+                )
+            )
+            continue
+        x, y = xs[0], ys[0]
         parts = []
         for key in ("base-shape", "lora-a", "lora-b", "rank", "kind", "count", "layers", "quantized"):
             if x.get(key) != y.get(key):

@@ -198,7 +198,9 @@ def _describe(error: Any) -> str:
     """A schema error in words. For ``anyOf`` / ``oneOf`` jsonschema's own message is the whole offending value;
     say instead what each allowed form needs (e.g. a source needs ``source``, or ``repo`` and ``revision``)."""
     if error.validator not in ("anyOf", "oneOf") or not error.context:
-        return str(error.message)
+        # jsonschema quotes the offending value whole ("'xxxx…' is too long"): a crafted value is shown brief.
+        text = str(error.message)
+        return text.replace(repr(error.instance), brief(error.instance)) if isinstance(error.instance, str) else text
     branches: dict[int, list[str]] = {}
     for sub in error.context:
         branch = branches.setdefault(int(sub.relative_schema_path[0]), [])

@@ -22,7 +22,10 @@ from lora_lock.sources.hub import is_offline
 
 def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mapping[str, Any]]]:
     base, tok = lock["base"], lock["tokenizer"]
-    same_repo = "repo" in tok and (tok.get("repo"), tok.get("revision")) == (base.get("repo"), base.get("revision"))
+    # Folded into the base only when it follows the same ref too: `--base org/m@<sha> --tokenizer org/m@main`
+    # resolves to one commit today, but only the tokenizer moves when `main` does.
+    keys = ("repo", "revision", "ref")
+    same_repo = "repo" in tok and tuple(tok.get(k) for k in keys) == tuple(base.get(k) for k in keys)
     if "repo" in base:
         # The usual case: the tokenizer files live in the base repo, so they are compared with the base's.
         files = {**base.get("files", {}), **(tok.get("files", {}) if same_repo else {})}
@@ -39,9 +42,10 @@ def _short(commit: str | None) -> str:
 
 
 def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Finding]:
-    from lora_lock.sources.hub import resolve_online
+    from lora_lock.sources.hub import parse_spec, resolve_online
 
     repo, locked, ref = section["repo"], section["revision"], section.get("ref")
+    parse_spec(f"{repo}@{ref or locked}")  # an edited lock's repo id or ref huggingface_hub would refuse
     if not ref:
         return [
             Finding(

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.checker import input_finding
-from lora_lock.drift import REGENERATE, compare_files, compare_values, environment_findings, fmt_value
+from lora_lock.drift import REGENERATE, compare_files, compare_values, environment_findings
 from lora_lock.errors import InputError
 from lora_lock.hashing import Progress, hash_files
+from lora_lock.lockdiff import row_text, rows_by_pattern
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import (
@@ -177,32 +178,28 @@ def _adapter_findings(
             )
         ]
     if Category.COMPAT in cats:
-        old = {row["pattern"]: row for row in locked["modules"]}
-        new = {row["pattern"]: row for row in now["modules"]}
+        # Several rows share a pattern when its layers differ (rank_pattern): compare each pattern's rows.
+        old, new = rows_by_pattern(locked["modules"]), rows_by_pattern(now["modules"])
         for pattern in sorted(set(old) | set(new)):
-            if old.get(pattern) != new.get(pattern):
+            then, today = _rows(old.get(pattern, [])), _rows(new.get(pattern, []))
+            if then != today:
                 out.append(
                     Finding(
                         "COMPAT-MODULES",
                         Category.COMPAT,
                         Severity.ERROR,
-                        f"{pattern}: the resolved module changed: {_row(old.get(pattern))} → {_row(new.get(pattern))}",
+                        f"{pattern}: the resolved module changed: {then} → {today}",
                         subject=pattern,
-                        expected=_row(old.get(pattern)),
-                        actual=_row(new.get(pattern)),
+                        expected=then,
+                        actual=today,
                         hint=REGENERATE,
                     ).for_adapter(name)
                 )
     return out
 
 
-def _row(row: Mapping[str, Any] | None) -> str:
-    if row is None:
-        return "absent"
-    return (
-        f"{row['count']}× {row['kind']} base {fmt_value(row['base-shape'])}, lora_A {fmt_value(row['lora-a'])}, "
-        f"lora_B {fmt_value(row['lora-b'])}"
-    )
+def _rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    return "; ".join(row_text(row) for row in rows) if rows else "absent"
 
 
 def verify(
@@ -391,17 +388,19 @@ def _world_findings(
     adapters that cannot be loaded onto the base as it is now (name → why, hint)."""
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
     everything = file_cats & set(ran)
+    tok_fields = lock["tokenizer"]
+    same = {k: tok_fields.get(k) for k in ("source", "repo", "revision")} == {
+        k: lock["base"].get(k) for k in ("source", "repo", "revision")
+    }
     try:
-        base = locked_source(lock["base"], lock_dir, "base", deep=deep)
+        # A tokenizer from the base's own commit: the cached snapshot must hold its files too, or it is fetched.
+        also = tok_fields.get("files", {}) if same else ()
+        base = locked_source(lock["base"], lock_dir, "base", deep=deep, also=also)
     except InputError as exc:
         return [input_finding(exc)], everything, {}
     findings: list[Finding] = []
     blocked: set[Category] = set()
     unloadable: dict[str, tuple[str, str]] = {}
-    tok_fields = lock["tokenizer"]
-    same = {k: tok_fields.get(k) for k in ("source", "repo", "revision")} == {
-        k: lock["base"].get(k) for k in ("source", "repo", "revision")
-    }
     tok = base
     if not same:
         try:

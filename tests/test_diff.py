@@ -178,3 +178,42 @@ def test_diff_of_added_and_removed_adapters(repo: Path, capsys: pytest.CaptureFi
     rc, out, _ = run(capsys, "diff", "two.lock", "one.lock")
     assert rc == 1
     assert "adapter second removed" in out
+
+
+def rank_pattern(adapter: Path, rank: int) -> None:
+    """Layer 0's q_proj at ``rank`` (``rank_pattern``), every other module at the config's r."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    for key, t in list(tensors.items()):
+        if ".layers.0.self_attn.q_proj.lora_A" in key:
+            tensors[key] = np.ascontiguousarray(t[:rank])
+        elif ".layers.0.self_attn.q_proj.lora_B" in key:
+            tensors[key] = np.ascontiguousarray(t[:, :rank])
+    save_file(tensors, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = read_json(adapter / "adapter_config.json")
+    config["rank_pattern"] = {"model.layers.0.self_attn.q_proj": rank}
+    write_json(adapter / "adapter_config.json", config)
+
+
+def test_rows_sharing_a_pattern_are_all_compared(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With rank_pattern, q_proj has two rows (layer 0 at rank 4, layer 1 at r): a change of layer 0's rank shows
+    in `diff` and in verify's COMPAT-MODULES, not only as changed files."""
+    original = repo / "original"
+    shutil.copytree(repo / "adapter", original)
+    rank_pattern(repo / "adapter", 4)
+    lock(repo, "v4.lock")
+    rows = [r for r in read_lock(repo / "v4.lock")["adapter"][0]["modules"] if r["pattern"].endswith("q_proj")]
+    assert sorted(r["rank"] for r in rows) == [4, 8]
+    shutil.rmtree(repo / "adapter")
+    shutil.copytree(original, repo / "adapter")
+    rank_pattern(repo / "adapter", 2)
+    lock(repo, "v2.lock")
+
+    changes = [c for c in diff(repo / "v4.lock", repo / "v2.lock").changes if c.category.value == "compat"]
+    assert len(changes) == 1 and "rank 4" in changes[0].message and "rank 2" in changes[0].message
+
+    rc, out, _ = run(capsys, "verify", "v4.lock", "--only", "compat", "--format", "json")
+    modules = [f for f in json.loads(out)["findings"] if f["code"] == "COMPAT-MODULES"]
+    assert rc == 1 and len(modules) == 1
+    assert "rank 4, lora_A 4x64" in modules[0]["expected"] and "rank 2, lora_A 2x64" in modules[0]["actual"]

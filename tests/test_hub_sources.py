@@ -862,3 +862,77 @@ def test_public_api_names_stay_functions_after_the_cli_imported_their_modules() 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+# --- reproduced problems: partial caches, refs, edited locks -------------------------------------------------------
+
+
+def _model_files_only(tiny_llama: Path) -> dict[str, Path]:
+    """What ``AutoModel.from_pretrained`` leaves in a cache: the model's files, no tokenizer."""
+    return {n: p for n, p in _files(tiny_llama).items() if n in ("config.json", "generation_config.json", WEIGHTS)}
+
+
+def test_a_cache_without_the_tokenizer_files_is_not_tokenizer_drift(
+    hub: FakeHub, fake_hub_env: HubEnv, adapter: Path, tiny_llama: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The tokenizer comes from the base's commit; the cache has the model files only. Online, the missing small
+    files come from the pinned commit (pass); offline, they are missing input (exit 2), never drift."""
+    lock = tmp_path / "lora.lock"
+    assert generate([adapter], f"{BASE}@main", lock, probe=False).written
+    sha = hub.resolve(BASE)
+    configure_huggingface_hub(monkeypatch, home=tmp_path / "fresh", endpoint=hub.endpoint)
+    build_cache_layout(tmp_path / "fresh" / "hub", BASE, sha, _model_files_only(tiny_llama))
+    report = verify(lock)
+    assert report.status.exit_code == 0, [(f.code, f.message) for f in report.findings]
+
+    configure_huggingface_hub(monkeypatch, home=tmp_path / "fresh-2", endpoint=None, offline=True)
+    build_cache_layout(tmp_path / "fresh-2" / "hub", BASE, sha, _model_files_only(tiny_llama))
+    report = verify(lock)
+    assert report.status.exit_code == 2, [(f.code, f.message) for f in report.findings]
+    assert not any(f.code.startswith("TOKENIZER-") for f in report.findings)
+    assert "tokenizer.json" in next(f.message for f in report.findings if f.code == "INPUT-UNUSABLE")
+
+
+def test_outdated_follows_the_tokenizer_ref_even_on_the_base_commit(
+    hub: FakeHub, adapter: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    sha = hub.resolve(BASE)
+    lock = tmp_path / "lora.lock"
+    assert generate([adapter], f"{BASE}@{sha}", lock, tokenizer=f"{BASE}@main", probe=False).written
+    tokenizer = json.loads((tiny_llama / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["normalizer"] = None
+    hub.commit(BASE, {"tokenizer.json": json.dumps(tokenizer).encode()})
+    report = outdated(lock)
+    assert [f.code for f in report.findings if f.severity.value == "error"] == ["TOKENIZER-MOVED"]
+
+
+def test_a_ref_downloaded_once_resolves_offline(
+    hub: FakeHub, fake_hub_env: HubEnv, adapter: Path, monkeypatch: Any, cli: Cli
+) -> None:
+    """Files are fetched by commit (the pin); the ref is recorded as huggingface_hub would, so the same
+    ``org/base@v1`` works offline afterwards."""
+    assert generate([adapter], f"{BASE}@v1", adapter.parent / "lora.lock", probe=False, download=True).written
+    assert (fake_hub_env.cache_dir / "models--org--base" / "refs" / "v1").read_text() == hub.resolve(BASE)
+    _go_offline(monkeypatch, fake_hub_env)
+    code, out = cli("check", adapter, "--base", f"{BASE}@v1")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("revision", ["..", ".", "v1/..", "main/", "/main"])
+def test_revisions_that_are_no_ref_name_are_refused(hub: FakeHub, adapter: Path, cli: Cli, revision: str) -> None:
+    code, out = cli("check", adapter, "--base", f"{BASE}@{revision}")
+    assert code == 2 and "is not a branch, tag or commit name" in out, out
+    assert not [r for r in hub.log if "/api/" in r.path]  # refused before any request
+
+
+@pytest.mark.parametrize("repo", ["org/ba d", "a/b/c", "org/base--x", "-org/base", "org/" + "x" * 200])
+@pytest.mark.parametrize("command", ["verify", "outdated"])
+def test_an_edited_lock_with_an_invalid_repo_id_is_unusable_input(
+    hub: FakeHub, adapter: Path, tmp_path: Path, cli: Cli, repo: str, command: str
+) -> None:
+    lock = tmp_path / "lora.lock"
+    assert generate([adapter], f"{BASE}@main", lock, probe=False).written
+    lock.write_text(lock.read_text(encoding="utf-8").replace('repo = "org/base"', f'repo = "{repo}"'), encoding="utf-8")
+    code, out = cli(command, lock)
+    assert code == 2 and "internal error" not in out, out
+    assert "x" * 120 not in out  # a crafted value is never echoed whole

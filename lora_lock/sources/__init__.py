@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -136,14 +136,17 @@ def locked_source(
     deep: bool = False,
     token: str | bool | None = None,
     offline: bool | None = None,
+    also: Iterable[str] = (),
 ) -> Resolved:
     """The source a lock names, found again: a directory relative to the lock, or the pinned Hub commit
-    (from the cache when it is there; else from the Hub, metadata and small files only)."""
+    (from the cache when it is there; else from the Hub, metadata and small files only). ``also``: more locked
+    file names the snapshot must hold (the tokenizer's, when it comes from the base's repo and commit)."""
     if "repo" in fields:
-        from lora_lock.sources.hub import is_offline, resolve_cached, resolve_online
+        from lora_lock.sources.hub import is_offline, parse_spec, resolve_cached, resolve_online
 
         repo, commit = str(fields["repo"]), str(fields["revision"])
-        locked_files = [str(n) for n in fields.get("files", {})]
+        parse_spec(f"{repo}@{commit}")  # an edited lock's repo id huggingface_hub would refuse: a clear error
+        locked_files = list(dict.fromkeys([*(str(n) for n in fields.get("files", {})), *also]))
         offline_now = offline if offline is not None else is_offline()
         hint = f"fetch them once online: hf download {repo} --revision {commit}"
         try:

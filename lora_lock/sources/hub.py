@@ -10,6 +10,7 @@ huggingface_hub is imported inside functions: local-only runs never pay for it.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Iterable
@@ -108,6 +109,12 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         raise SourceError(f"{brief(spec)} is neither a local directory nor a Hub repo id (org/name[@revision])")
     if sep and not revision:
         raise SourceError(f"{spec!r}: empty revision after '@'", hint="write org/name@main, a tag or a 40-hex commit")
+    if revision and any(part in ("", ".", "..") for part in revision.split("/")):
+        # An HTTP client normalises "…/revision/.." away: the default branch would be locked under the ref "..".
+        raise SourceError(
+            f"{brief(spec)}: revision {brief(revision)} is not a branch, tag or commit name",
+            hint="write org/name@main, a tag or a 40-hex commit",
+        )
     if revision and SHORT_HASH.match(revision):
         raise SourceError(
             f"{spec!r}: revision {revision!r} looks like a short commit hash, which is ambiguous",
@@ -225,6 +232,8 @@ def resolve_online(
             raise _wrap(exc, repo_id, commit) from exc
         snapshot = Path(path).parent
     ref = revision if revision and revision != commit else (None if revision else "main")
+    if ref and snapshot.is_dir():
+        _remember_ref(repo_dir, ref, commit)
     return HubSnapshot(
         repo_id=repo_id,
         commit=commit,
@@ -235,6 +244,21 @@ def resolve_online(
         online=True,
         token=token,
     )
+
+
+def _remember_ref(repo_dir: Path, ref: str, commit: str) -> None:
+    """Record ``refs/<ref>`` → commit, as huggingface_hub does when it downloads by ref: the files were fetched by
+    commit (the pin), and without the ref the same ``org/name@ref`` would not resolve offline afterwards."""
+    path = repo_dir / "refs" / ref
+    try:
+        if path.is_file() and path.read_text(encoding="utf-8").strip() == commit:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(commit, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache still has the files; only offline resolution of the ref needs this
 
 
 def resolve_cached(repo_id: str, revision: str | None, *, cache_dir: Path | None = None) -> HubSnapshot:
