@@ -420,13 +420,15 @@ def verify(env: Mapping[str, str]) -> int:
     status = report.status.value
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
     exit_code = code if code in (EXIT_OK, EXIT_FAIL, EXIT_ERROR) else EXIT_ERROR
-    states = [state.value for cat, state in report.checked.items() if cat.value in BEHAVIOUR]
-    if any(c in BEHAVIOUR for c in config.categories) and states and set(states) == {"skipped"}:
-        # The full tier was asked for, yet the lock records neither a probe nor a golden set: say so.
+    asked = [c for c in config.categories if c in BEHAVIOUR]  # what this run asked for, not what it skipped
+    states = [state.value for cat, state in report.checked.items() if cat.value in asked]
+    if asked and states and set(states) == {"skipped"}:
+        # The full tier was asked for, yet the lock records none of the behaviour sections it asked for: say so.
+        sections = " or ".join(f"[{'probe' if c == 'effect' else c}]" for c in asked)
         _command(
             "warning",
-            "tier: full, but the lock records no [probe] or [golden] section: the adapter's behaviour was not "
-            "checked (regenerate the lock with the probe on, and --golden FILE)",
+            f"tier: full, but the lock records no {sections} section: the adapter's behaviour was not checked "
+            "(regenerate the lock with the probe on, and --golden FILE for a golden set)",
         )
         warnings += 1
     if exit_code == EXIT_OK and config.fail_on == "warning" and warnings:

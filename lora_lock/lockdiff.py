@@ -129,10 +129,16 @@ def rows_by_pattern(rows: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str
 
 
 def row_text(row: Mapping[str, Any]) -> str:
+    quantized = f" ({row['quantized']})" if row.get("quantized") else ""
     return (
-        f"layers {row['layers']}: {row['count']}× {row['kind']} base {_v(row['base-shape'])}, rank {row['rank']}, "
-        f"lora_A {_v(row['lora-a'])}, lora_B {_v(row['lora-b'])}"
+        f"layers {row['layers']}: {row['count']}× {row['kind']}{quantized} base {_v(row['base-shape'])}, "
+        f"rank {row['rank']}, lora_A {_v(row['lora-a'])}, lora_B {_v(row['lora-b'])}"
     )
+
+
+def _one_or_all(rows: list[Mapping[str, Any]]) -> Any:
+    """A change's old/new value: the row, or the list of rows when the pattern has several (``rank_pattern``)."""
+    return None if not rows else rows[0] if len(rows) == 1 else rows
 
 
 def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[str, Any]]) -> list[Change]:
@@ -151,8 +157,8 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
                     Category.COMPAT,
                     f"adapter {name}: {pattern} {state} ({count} modules)",
                     pattern,
-                    xs[0] if xs else None,
-                    ys[0] if ys else None,
+                    _one_or_all(xs),
+                    _one_or_all(ys),
                 )
             )
             continue
@@ -162,8 +168,8 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
                     Category.COMPAT,
                     f"adapter {name}: {leaf} changed: {'; '.join(map(row_text, xs))} → {'; '.join(map(row_text, ys))}",
                     pattern,
-                    xs,
-                    ys,
+                    _one_or_all(xs),
+                    _one_or_all(ys),
                 )
             )
             continue

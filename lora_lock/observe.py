@@ -99,11 +99,13 @@ def observe(
     size_only: Callable[[tuple[str, str]], bool] = lambda _: False,
     progress: Progress | None = None,
     skip_unreadable: bool = False,
+    name_findings: bool | None = None,
 ) -> Observed:
     """Read every source. Digests proven without reading (``source.known``) are used unless ``deep``.
 
     ``skip_unreadable``: an adapter whose config or weights cannot be read is left out and its error kept in
-    ``Observed.unreadable`` (``verify`` still checks the base and the other adapters); otherwise it raises."""
+    ``Observed.unreadable`` (``verify`` still checks the base and the other adapters); otherwise it raises.
+    ``name_findings``: start each adapter's findings with its name (default: when there are several adapters)."""
     base = read_base(base_source)
     tok_source = tokenizer_source or base_source
     wanted: list[tuple[tuple[str, str], Resolved]] = []
@@ -112,6 +114,7 @@ def observe(
     fitted: list[tuple[str, Resolved, Adapter, Fit]] = []
     findings: list[Finding] = []
     pairs = list(adapters)
+    named = len(pairs) > 1 if name_findings is None else name_findings
     unreadable: dict[str, InputError] = {}
     for name, source in pairs:
         try:
@@ -123,7 +126,7 @@ def observe(
             unreadable[name] = exc
             continue
         fitted.append((name, source, adapter, result))
-        findings += [f.for_adapter(name) for f in more] if len(pairs) > 1 else more
+        findings += [f.for_adapter(name) for f in more] if named else more
         wanted += [((f"adapter:{name}", f), source) for f in adapter_file_names(adapter)]
 
     digests: dict[tuple[str, str], FileDigest] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +182,8 @@ def _adapter_findings(
         # Several rows share a pattern when its layers differ (rank_pattern): compare each pattern's rows.
         old, new = rows_by_pattern(locked["modules"]), rows_by_pattern(now["modules"])
         for pattern in sorted(set(old) | set(new)):
-            then, today = _rows(old.get(pattern, [])), _rows(new.get(pattern, []))
-            if then != today:
+            if old.get(pattern, []) != new.get(pattern, []):  # whole rows: `quantized` counts too
+                then, today = _rows(old.get(pattern, [])), _rows(new.get(pattern, []))
                 out.append(
                     Finding(
                         "COMPAT-MODULES",
@@ -265,7 +266,7 @@ def verify(
     if Category.ENVIRONMENT in ran:
         findings += environment_findings(lock["environment"])
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
-    unloadable: dict[str, tuple[str, str]] = {}
+    unloadable: dict[str, LeftOut] = {}
     if file_cats & set(ran):
         world, blocked, unloadable = _world_findings(
             lock, path.parent, locked_adapters, ran, allow_symlinks, progress, deep, hash_weights
@@ -283,10 +284,14 @@ def verify(
             )
     behaviour = [c for c in ran if c in (Category.EFFECT, Category.GOLDEN)]
     if behaviour:
-        # An adapter PEFT cannot load onto this base keeps only itself out of the behaviour checks.
+        # An adapter that cannot be loaded onto this base keeps only itself out of the behaviour checks.
         loadable = [a for a in locked_adapters if a["name"] not in unloadable]
-        for name, (why, hint) in sorted(unloadable.items()):
-            findings += [_not_run(c, f"were not run for adapter {name}: {why}", hint) for c in behaviour]
+        for name, left_out in sorted(unloadable.items()):
+            findings += [
+                _not_run(c, f"were not run for adapter {name}: {left_out.why}", left_out.hint) for c in behaviour
+            ]
+            if left_out.unusable:
+                blocked |= set(behaviour)
         if loadable:
             more, not_run, broken = _behaviour_findings(
                 lock, path.parent, loadable, behaviour, device, max_nfr, probe_step
@@ -294,8 +299,8 @@ def verify(
             findings += more
             ran = [c for c in ran if c not in not_run]
             blocked |= broken
-        else:
-            ran = [c for c in ran if c not in behaviour]
+        else:  # nothing ran: skipped (drift elsewhere says why), or error where unusable input kept it from running
+            ran = [c for c in ran if c not in behaviour or c in blocked]
     return Report.build(
         findings,
         ran=ran,
@@ -303,6 +308,16 @@ def verify(
         title=title,
         blocked=blocked,
     )
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Why an adapter is left out of the behaviour checks; ``unusable``: input kept it out (state ``error``),
+    not drift that the report already shows (state ``skipped``)."""
+
+    why: str
+    hint: str
+    unusable: bool
 
 
 #: Compat errors with which ``PeftModel.from_pretrained`` raises: the behaviour checks cannot load the model.
@@ -383,7 +398,7 @@ def _world_findings(
     progress: Progress | None,
     deep: bool = False,
     hash_weights: bool = True,
-) -> tuple[list[Finding], set[Category], dict[str, tuple[str, str]]]:
+) -> tuple[list[Finding], set[Category], dict[str, LeftOut]]:
     """Findings of the file-based categories, the categories unusable input kept from being checked, and the
     adapters that cannot be loaded onto the base as it is now (name → why, hint)."""
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
@@ -400,7 +415,7 @@ def _world_findings(
         return [input_finding(exc)], everything, {}
     findings: list[Finding] = []
     blocked: set[Category] = set()
-    unloadable: dict[str, tuple[str, str]] = {}
+    unloadable: dict[str, LeftOut] = {}
     tok = base
     if not same:
         try:
@@ -415,7 +430,7 @@ def _world_findings(
         except InputError as exc:
             findings.append(input_finding(exc).for_adapter(str(locked["name"])))
             blocked |= {Category.ADAPTER, Category.COMPAT}
-            unloadable[str(locked["name"])] = ("its source could not be read", "see the input findings")
+            unloadable[str(locked["name"])] = LeftOut("its source could not be read", "see the input findings", True)
     sections = {"base": Category.BASE, "tokenizer": Category.TOKENIZER}
 
     def wanted(key: tuple[str, str]) -> bool:
@@ -434,6 +449,7 @@ def _world_findings(
             else (lambda key: False),
             progress=progress,
             skip_unreadable=True,
+            name_findings=len(lock["adapter"]) > 1,  # as in a lock of several, even with --adapter
         )
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
@@ -443,7 +459,7 @@ def _world_findings(
         # An adapter that cannot be read blocks its own categories only; its locked files are still compared.
         for name, error in sorted(observed.unreadable.items()):
             findings.append(input_finding(error).for_adapter(name))
-            unloadable[name] = ("its files could not be read", "see the input findings")
+            unloadable[name] = LeftOut("its files could not be read", "see the input findings", True)
         blocked |= {Category.ADAPTER, Category.COMPAT}
         broken = [a for a in locked_adapters if a["name"] in observed.unreadable]
         findings += _file_findings(lock, base, tok, sources, broken, {Category.ADAPTER} & set(ran))
@@ -461,8 +477,23 @@ def _world_findings(
         findings += _adapter_findings(locked, observed, lock_dir, ran)
     for name, _, _, fitted in observed.adapters:
         codes = sorted({f.code for f in fitted.findings if f.code in LOAD_BLOCKING and f.severity is Severity.ERROR})
-        if codes:
-            unloadable[name] = (f"PEFT cannot load it onto this base ({', '.join(codes)})", "see the compat findings")
+        if not codes:
+            continue
+        why = f"PEFT cannot load it onto this base ({', '.join(codes)})"
+        if Category.COMPAT in ran:
+            unloadable[name] = LeftOut(why, "see the compat findings", False)
+        else:
+            # The compat category that would say why was not asked for: without a word, `--skip compat` would
+            # pass a run whose behaviour checks could not run at all.
+            findings.append(
+                input_finding(
+                    InputError(
+                        f"{why}, so its behaviour cannot be checked",
+                        hint="verify the compat category too, or run `lora-lock check ADAPTER --base BASE`",
+                    )
+                ).for_adapter(name)
+            )
+            unloadable[name] = LeftOut(why, "see the input findings", True)
     return findings, blocked & set(ran), unloadable
 
 

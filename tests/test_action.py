@@ -595,6 +595,26 @@ def test_the_full_tier_on_a_lock_without_a_probe_warns(
     assert run.code == 1 and run.outputs["status"] == "fail"
 
 
+def test_the_full_tier_warns_only_about_what_it_was_asked_to_check(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    root = tmp_path / "workspace"
+    models = root / "models"
+    shutil.copytree(tiny_llama, models / "base")
+    shutil.copytree(tiny_llama_adapter, models / "adapter")
+    monkeypatch.chdir(models)
+    assert cli(["generate", "--adapter", "adapter", "--base", "base", "--device", "cpu"]) == 0  # with the probe
+    monkeypatch.chdir(tmp_path)
+    run = run_action(root, tmp_path / "runner", {**BASE_INPUTS, "tier": "full", "device": "cpu", "skip": "effect"})
+    assert run.code == 0, run.log
+    # Only what was asked for is named: this lock has a probe, and no golden set.
+    assert "the lock records no [golden] section" in run.stdout and "[probe]" not in run.stdout
+    run = run_action(root, tmp_path / "runner-2", {**BASE_INPUTS, "tier": "full", "device": "cpu"})
+    assert run.code == 0, run.log
+    assert "records no" not in run.stdout  # the probe ran
+
+
 def test_a_missing_lock_says_why_in_the_summary(locked: Path, tmp_path: Path) -> None:
     run = run_action(locked, tmp_path / "runner", {**BASE_INPUTS, "lockfile": "nope.lock"})
     assert run.code == 2

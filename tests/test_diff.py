@@ -217,3 +217,21 @@ def test_rows_sharing_a_pattern_are_all_compared(repo: Path, capsys: pytest.Capt
     modules = [f for f in json.loads(out)["findings"] if f["code"] == "COMPAT-MODULES"]
     assert rc == 1 and len(modules) == 1
     assert "rank 4, lora_A 4x64" in modules[0]["expected"] and "rank 2, lora_A 2x64" in modules[0]["actual"]
+
+
+def test_a_module_row_that_became_quantized_is_a_compat_change(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every field of a module row counts, `quantized` included (it is not in the printed shapes)."""
+    locked = lock(repo, "lora.lock")
+    doc = tomllib.loads(locked.read_text(encoding="utf-8"))
+    doc["adapter"][0]["modules"][0]["quantized"] = "bitsandbytes-int8"
+    edited = repo / "edited.lock"
+    edited.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    rc, out, _ = run(capsys, "verify", "edited.lock", "--only", "compat", "--format", "json")
+    report = json.loads(out)
+    assert rc == 1 and report["checked"]["compat"] == "fail"
+    (modules,) = [f for f in report["findings"] if f["code"] == "COMPAT-MODULES"]
+    assert "(bitsandbytes-int8)" in modules["expected"] and "(bitsandbytes-int8)" not in modules["actual"]
+    changes = [c for c in diff(locked, edited).changes if c.category.value == "compat"]
+    assert len(changes) == 1 and "quantized" in changes[0].message

@@ -1274,3 +1274,84 @@ def test_an_unexpected_failure_in_the_probe_keeps_the_static_report(
     assert "ADAPTER-FILE-CHANGED" in codes(report, "adapter", "error")
     assert "internal error in the probe: IndexError: index out of range" in only(report, "INPUT-UNUSABLE")["message"]
     assert report["checked"]["effect"] == "error"
+
+
+@pytest.mark.slow
+def test_a_deleted_adapter_directory_marks_the_behaviour_checks_error(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(repo / "adapter")
+    rc, report = verify_json(capsys, repo / "lora.lock")
+    assert rc == 2, report["findings"]
+    assert "its source could not be read" in only(report, "EFFECT-NOT-RUN")["message"]
+    assert report["checked"]["effect"] == "error"
+
+
+@pytest.mark.slow
+def test_findings_name_the_adapter_even_when_another_is_missing(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(tiny_llama, tmp_path / "base")
+    shutil.copytree(tiny_llama_adapter, tmp_path / "a")
+    shutil.copytree(tiny_llama_adapter, tmp_path / "b")
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", str(tmp_path / "a"), "--adapter", str(tmp_path / "b"),
+        "--base", str(tmp_path / "base"), "-o", str(tmp_path / "lora.lock"), "--no-probe",
+    )  # fmt: skip
+    assert rc == 0, err
+    widen_kv_heads(tmp_path / "base")
+    shutil.rmtree(tmp_path / "b")
+    rc, report = verify_json(capsys, tmp_path / "lora.lock")
+    shape = findings(report, "COMPAT-SHAPE")
+    assert shape and all(f["message"].startswith("adapter a: ") for f in shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [("--only", "adapter,effect"), ("--skip", "compat,base")])
+def test_an_adapter_that_no_longer_loads_is_never_a_pass_without_compat(
+    repo: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, str]
+) -> None:
+    """With compat not asked for, the report still says why the effect could not be checked: exit 2, not 0."""
+    widen_kv_heads(repo / "base")
+    rc, report = verify_json(capsys, repo / "lora.lock", *args)
+    assert rc == 2, report["findings"]
+    unusable = only(report, "INPUT-UNUSABLE")["message"]
+    assert "PEFT cannot load it onto this base (COMPAT-SHAPE), so its behaviour cannot be checked" in unusable
+    assert report["checked"]["effect"] == "error"
+
+
+@pytest.mark.slow
+def test_a_later_model_load_failing_keeps_the_drift_found_by_earlier_ones(
+    tmp_path: Path,
+    tiny_gpt2: Path,
+    tiny_gpt2_adapter: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lora_lock.errors import InputError
+    from lora_lock.probe import tiny
+    from lora_lock.probe.effect import ProbeSession
+
+    biased = tiny.train_lora(tiny_gpt2, tmp_path / "biased", target_modules=("c_attn", "c_proj"), seed=0, bias="all")
+    shutil.copytree(tiny_gpt2, tmp_path / "base")
+    shutil.copytree(tiny_gpt2_adapter, tmp_path / "plain")
+    rc, _, err = cli(
+        capsys, "generate", "--adapter", str(biased), "--adapter", str(tmp_path / "plain"),
+        "--base", str(tmp_path / "base"), "-o", str(tmp_path / "lora.lock"), "--device", "cpu",
+    )  # fmt: skip
+    assert rc == 0, err
+    edit_tensors(tmp_path / "plain" / ADAPTER_FILE, scale_lora_b(0.5))
+    real = ProbeSession.__init__
+    loads: list[int] = []
+
+    def second_load_fails(self: Any, *args: Any, **kwargs: Any) -> None:
+        loads.append(1)
+        if len(loads) == 2:  # `biased`, in a load of its own after `plain`'s
+            raise InputError("the model does not fit on cpu")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProbeSession, "__init__", second_load_fails)
+    rc, report = verify_json(capsys, tmp_path / "lora.lock", "--only", "effect")
+    assert rc == 1, report["findings"]
+    assert {"EFFECT-CHANGED", "EFFECT-DRIFT"} & codes(report, "effect", "error")
+    assert "the model does not fit on cpu" in only(report, "INPUT-UNUSABLE")["message"]

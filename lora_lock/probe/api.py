@@ -589,18 +589,31 @@ def verify_behaviour(
     _require_causal(adapters)
     locked = section or golden_section or {}
     findings: list[Finding] = []
-    for group in load_groups(adapters):
-        session = ProbeSession(base_dir, tokenizer_dir, group, device=device, dtype=str(locked.get("dtype", "auto")))
-        if section and sidecar is not None and Category.EFFECT not in failures:
+    groups = load_groups(adapters)
+    for group in groups:
+        try:
+            session = ProbeSession(
+                base_dir, tokenizer_dir, group, device=device, dtype=str(locked.get("dtype", "auto"))
+            )
+        except InputError as exc:
+            if len(groups) == 1:
+                raise  # nothing was measured: the caller reports it for both categories
+            # A later load failing keeps what the earlier loads found (drift still wins over unusable input).
+            if section and sidecar is not None:
+                failures.setdefault(Category.EFFECT, exc)
+            if golden_section and dataset is not None:
+                failures.setdefault(Category.GOLDEN, exc)
+            continue
+        if section and sidecar is not None:
             try:
                 findings += verify_probe(session, section, sidecar, group, step=step)
             except InputError as exc:
-                failures[Category.EFFECT] = exc
-        if golden_section and dataset is not None and Category.GOLDEN not in failures:
+                failures.setdefault(Category.EFFECT, exc)
+        if golden_section and dataset is not None:
             try:
                 findings += verify_golden(session, golden_section, dataset, group, max_nfr=max_nfr, step=step)
             except InputError as exc:
-                failures[Category.GOLDEN] = exc
+                failures.setdefault(Category.GOLDEN, exc)
         del session
     # A device warning is said once, however many model loads there were.
     return list(dict.fromkeys(findings)), failures
