@@ -348,7 +348,7 @@ def _check_module(
         return
     for part in ("magnitude", "B_bias"):
         extra = lm.parts.get(part)
-        if extra is not None and tuple(extra.shape) != (exp_b[0],):
+        if extra is not None and not _per_output(tuple(extra.shape), exp_b[0]):
             grouper.add(
                 "COMPAT-SHAPE",
                 Category.COMPAT,
@@ -361,6 +361,14 @@ def _check_module(
     rows[
         (pattern_of(path), base.kind.value, _base_shape(base), ra, tuple(a.shape), tuple(b.shape), base.quantized)
     ].append(path)
+
+
+def _per_output(shape: tuple[int, ...], out: int) -> bool:
+    """One entry per output: ``[out]``, or ``[1, out, 1, …]`` (PEFT's DoRA on a conv layer keeps the weight's
+    other axes as 1s)."""
+    return shape == (out,) or (
+        len(shape) > 1 and shape[1] == out and all(d == 1 for i, d in enumerate(shape) if i != 1)
+    )
 
 
 def _targeted(config: AdapterConfig, modules: dict[str, BaseModule], alignment: tuple[str, str]) -> list[str]:
@@ -384,9 +392,9 @@ def _listed_saved(config: AdapterConfig) -> set[str]:
 
 
 def _is_listed(module: str, listed: set[str]) -> bool:
-    return any(
-        module == m or module.endswith("." + m) or module.startswith(m + ".") or f".{m}." in module for m in listed
-    )
+    """PEFT wraps every module whose name ends with an entry, dot or not (``"head"`` wraps ``lm_head``), and a
+    wrapped module's children are saved under it."""
+    return any(module.endswith(m) or module.startswith(m + ".") or f".{m}." in module for m in listed)
 
 
 def writes_into_base(config: AdapterConfig, tensors: Iterable[TensorInfo]) -> bool:

@@ -486,3 +486,54 @@ def test_identity_finding_does_not_claim_shapes_fit_when_they_do_not(
     report = check(tiny_llama_adapter, llama_other_kv_heads)
     assert "COMPAT-SHAPE" in codes(report)
     assert not any("shapes fit" in f.message for f in report.findings), describe(report)
+
+
+# --- PEFT's own conventions: conv DoRA magnitude, modules_to_save suffixes, the all-linear shorthand ----------------
+
+
+def test_dora_on_a_conv_layer_loads_and_passes(tmp_path: Path) -> None:
+    """PEFT's DoRA on a Conv2d keeps the weight's axes in its magnitude ([1, out, 1, 1]); PEFT loads it."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    base = tmp_path / "vit"
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
+    ViTModel(config).save_pretrained(base)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["projection"], use_dora=True, init_lora_weights=False)
+    peft.get_peft_model(ViTModel.from_pretrained(base), lora).save_pretrained(tmp_path / "adapter")
+    magnitude = [v for k, v in saved_tensors(tmp_path / "adapter").items() if "magnitude" in k]
+    assert [tuple(m.shape) for m in magnitude] == [(1, 32, 1, 1)]
+    peft.PeftModel.from_pretrained(ViTModel.from_pretrained(base), str(tmp_path / "adapter"))  # loads
+
+    report = check(tmp_path / "adapter", base)
+    assert report.status is Status.PASS, describe(report)
+
+
+def test_modules_to_save_entries_match_by_suffix_as_in_peft(tiny_llama: Path, tmp_path: Path) -> None:
+    """PEFT wraps every module whose name ends with an entry: ``"head"`` wraps and saves ``lm_head``."""
+    lora = peft.LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["head"], init_lora_weights=False)
+    model = peft.get_peft_model(tiny.load_causal_lm(tiny_llama), lora)
+    wrapped = [n for n, m in model.named_modules() if type(m).__name__ == "ModulesToSaveWrapper"]
+    assert wrapped and all(n.endswith("lm_head") for n in wrapped)
+    model.save_pretrained(tmp_path / "adapter")
+    assert any(".lm_head." in k for k in saved_tensors(tmp_path / "adapter"))
+
+    report = check(tmp_path / "adapter", tiny_llama)
+    assert "ADAPTER-UNLISTED-SAVED" not in codes(report, Severity.WARNING), describe(report)
+    assert report.status is Status.PASS, describe(report)
+
+
+def test_the_all_linear_shorthand_is_read_in_any_case(tiny_llama: Path, tmp_path: Path) -> None:
+    lora = peft.LoraConfig(r=RANK, target_modules="ALL-LINEAR", init_lora_weights=False)
+    peft.get_peft_model(tiny.load_causal_lm(tiny_llama), lora).save_pretrained(tmp_path / "adapter")
+    config_path = tmp_path / "adapter" / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["target_modules"] = "ALL-LINEAR"  # as hand-written (PEFT saves the expanded names)
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    peft_model, _ = peft_load(tiny_llama, tmp_path / "adapter")
+    assert key_diff(peft_model, tmp_path / "adapter") == (set(), set())
+
+    report = check(tmp_path / "adapter", tiny_llama)
+    assert report.status is Status.PASS, describe(report)

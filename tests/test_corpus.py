@@ -166,7 +166,7 @@ RIGHT: dict[str, tuple[Base, set[str]]] = {
     "LusterSourav": (Base("gpt-oss-20b", snapshot="togethercomputer/gpt-oss-20b-bf16"), set()),
     "SARAELSAFTY": (Base("gpt-neo-125m", snapshot="EleutherAI/gpt-neo-125M"), set()),
     "Shahid-Mo": (Base("distilgpt2", snapshot="distilbert/distilgpt2"), set()),
-    "Tashu014": (Base("distilbert-base-uncased"), {IDENTITY, "ADAPTER-UNLISTED-SAVED"}),
+    "Tashu014": (Base("distilbert-base-uncased"), {IDENTITY}),
     "TFM-HITESH": (Base("smollm-135m", snapshot="HuggingFaceTB/SmolLM-135M-Instruct"), set()),
 }
 
@@ -261,12 +261,15 @@ def test_seq_cls_head_saved_with_modules_to_save_null(header_base: HeaderBase, t
     assert unlisted.subject == "score" and unlisted.severity is Severity.WARNING
 
 
-def test_unlisted_pre_classifier_is_a_warning(header_base: HeaderBase) -> None:
-    # Tashu014: modules_to_save lists classifier and score; the file also has pre_classifier.*.
+def test_pre_classifier_is_listed_by_the_classifier_entry(header_base: HeaderBase) -> None:
+    # Tashu014: modules_to_save lists classifier and score; the file also has pre_classifier.*. PEFT wraps every
+    # module whose name ends with an entry (`key.endswith("classifier")`), so pre_classifier was wrapped, trained
+    # and saved as a listed module: nothing loads into the base.
     source = CORPUS / folder("Tashu014")
     assert set(read_adapter_config(source / "adapter_config.json").modules_to_save) == {"classifier", "score"}
-    finding = only(check(source, header_base("distilbert-base-uncased")), "ADAPTER-UNLISTED-SAVED")
-    assert finding.subject == "pre_classifier" and "(bias, weight)" in finding.message
+    assert any(".pre_classifier." in name for name in read_adapter(source).weights.tensors)  # type: ignore[union-attr]
+    report = check(source, header_base("distilbert-base-uncased"))
+    assert "ADAPTER-UNLISTED-SAVED" not in codes(report, Severity.WARNING)
 
 
 def test_duplicate_modules_to_save_entry_and_listed_pre_classifier(header_base: HeaderBase) -> None:

@@ -187,6 +187,8 @@ def read_adapter_config(path: Path) -> AdapterConfig:
     if bias not in ("none", "all", "lora_only"):
         raise rd.fail("bias", "one of 'none', 'all', 'lora_only'")
     target_modules = rd.names("target_modules", allow_regex=True)
+    if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
+        target_modules = "all-linear"  # PEFT compares the shorthand case-insensitively
     exclude_modules = rd.names("exclude_modules", allow_regex=True)
     for field_name, value in (("target_modules", target_modules), ("exclude_modules", exclude_modules)):
         if isinstance(value, str):
