@@ -1260,19 +1260,20 @@ def test_a_base_with_a_smaller_vocabulary_keeps_the_static_report(
 def test_an_unexpected_failure_in_the_probe_keeps_the_static_report(
     repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lora_lock.probe.effect import ProbeSession
+    from transformers import LlamaForCausalLM
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
+    def broken(*args: Any, **kwargs: Any) -> Any:  # what torch raises for an id past an embedding table
         raise IndexError("index out of range in self")
 
-    monkeypatch.setattr(ProbeSession, "passes", broken)
+    monkeypatch.setattr(LlamaForCausalLM, "forward", broken)
     edit_tensors(repo / "adapter" / ADAPTER_FILE, scale_lora_b(0.5))
 
     rc, report = verify_json(capsys, repo / "lora.lock")
 
     assert rc == 1, report["findings"]
     assert "ADAPTER-FILE-CHANGED" in codes(report, "adapter", "error")
-    assert "internal error in the probe: IndexError: index out of range" in only(report, "INPUT-UNUSABLE")["message"]
+    unusable = only(report, "INPUT-UNUSABLE")["message"]
+    assert "failed in the model: IndexError: index out of range in self" in unusable
     assert report["checked"]["effect"] == "error"
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, ProbeUnavailableError
+from lora_lock.errors import InputError, LoraLockError, ProbeUnavailableError
 
 #: ``stop(row, tokens)``: does the generation of ``row`` end with its newest token ``tokens[-1]`` (kept)?
 Stop = Callable[[int, list[int]], bool]
@@ -145,15 +145,23 @@ class ProbeSession:
 
     @contextmanager
     def fits(self, what: str) -> Iterator[None]:
-        """Turn an out-of-memory error in a forward into a clear error naming what ran and on which device."""
+        """Every forward runs in here. Out of memory becomes a clear error naming what ran and where; any other
+        failure inside torch/transformers/peft (a model that changed under the lock in a way the static checks
+        describe) becomes unusable input, so the report keeps the drift those checks found."""
         try:
             yield
-        except (RuntimeError, MemoryError) as exc:
-            if not _out_of_memory(self.torch, exc):
-                raise
-            raise ProbeMemoryError(
-                f"{what} ran out of memory on {self.device} in {self.dtype_name}",
-                hint="use a device with more memory, --dtype bfloat16, shorter prompts, or --no-probe",
+        except LoraLockError:
+            raise
+        except (RuntimeError, MemoryError, IndexError, ValueError, TypeError) as exc:
+            if _out_of_memory(self.torch, exc):
+                raise ProbeMemoryError(
+                    f"{what} ran out of memory on {self.device} in {self.dtype_name}",
+                    hint="use a device with more memory, --dtype bfloat16, shorter prompts, or --no-probe",
+                ) from exc
+            raise InputError(
+                f"{what} failed in the model: {type(exc).__name__}: {_first_line(exc)}",
+                hint="the base or the stack changed since the lock (see the other findings); if nothing did, "
+                "please report this",
             ) from exc
 
     def release(self) -> None:
