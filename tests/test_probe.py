@@ -1319,6 +1319,9 @@ def test_an_adapter_that_no_longer_loads_is_never_a_pass_without_compat(
     unusable = only(report, "INPUT-UNUSABLE")["message"]
     assert "PEFT cannot load it onto this base (COMPAT-SHAPE), so its behaviour cannot be checked" in unusable
     assert report["checked"]["effect"] == "error"
+    # Without the behaviour checks there is nothing to say about loading: the base drift alone (exit 1).
+    rc, report = verify_json(capsys, repo / "lora.lock", "--skip", "compat,effect,golden")
+    assert rc == 1 and "INPUT-UNUSABLE" not in codes(report), report["findings"]
 
 
 @pytest.mark.slow
