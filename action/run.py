@@ -393,14 +393,9 @@ def verify(env: Mapping[str, str]) -> int:
     title = f"lora-lock verify {config.display}"
     report = _load_report(report_path, title)
     if report is None:
-        _command("error", f"lora-lock verify exited {code} without a report (its message is in the log above)")
-        markdown_path = report_path.with_suffix(".md")
-        markdown_path.write_text(
-            f"## {title}\n\n⛔ **error**: lora-lock exited {code} without a report; see the job log.\n",
-            encoding="utf-8",
-        )
-        if config.summary:
-            _write_summary(markdown_path.read_text(encoding="utf-8"))
+        message = f"lora-lock verify exited {code} without a report (its message is in the log above)"
+        _command("error", message)
+        markdown_path = _error_markdown(env, message, title)
         _set_outputs(
             {
                 "status": "error",
@@ -481,10 +476,11 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_ERROR
 
 
-def _error_markdown(env: Mapping[str, str], message: str) -> Path:
+def _error_markdown(env: Mapping[str, str], message: str, title: str = "lora-lock verify") -> Path:
+    """The job summary (unless `summary: false`) and the `markdown` output's file when there is no report."""
     fd, name = tempfile.mkstemp(prefix="lora-lock-report-", suffix=".md", dir=_runner_temp(env))
     fenced = message.replace("```", "`\u200b``")
-    text = f"## lora-lock verify\n\n⛔ **error** (no report):\n\n```text\n{fenced}\n```\n"
+    text = f"## {title}\n\n⛔ **error** (no report):\n\n```text\n{fenced}\n```\n"
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     if env.get("INPUT_SUMMARY", "true").strip().lower() != "false":

@@ -112,9 +112,21 @@ def scale_lora_b(factor: float) -> Callable[[dict[str, Any]], None]:
     return change
 
 
-def probe_section(root: Path) -> dict[str, Any]:
-    section: dict[str, Any] = read_lock(root / "lora.lock")["probe"]
+def probe_section(root: Path, lock: str = "lora.lock") -> dict[str, Any]:
+    section: dict[str, Any] = read_lock(root / lock)["probe"]
     return section
+
+
+def generate_cli(
+    capsys: pytest.CaptureFixture[str], root: Path, *adapters: Path, output: str = "lora.lock", probe: bool = True
+) -> None:
+    """``lora-lock generate`` of ``adapters`` over ``root/base`` into ``root/output``, on the CPU."""
+    args = [a for path in adapters for a in ("--adapter", str(path))]
+    rc, _, err = cli(
+        capsys, "generate", *args, "--base", str(root / "base"), "-o", str(root / output),
+        *(("--device", "cpu") if probe else ("--no-probe",)),
+    )  # fmt: skip
+    assert rc == 0, err
 
 
 def sidecars(root: Path) -> list[Path]:
@@ -644,11 +656,7 @@ def test_only_the_adapter_that_no_longer_fits_skips_the_probe(
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["target_modules"] = ["q_proj", "o_proj"]
     config_path.write_text(json.dumps(config), encoding="utf-8")
-    rc, _, err = cli(
-        capsys, "generate", "--adapter", str(tmp_path / "full"), "--adapter", str(tmp_path / "qo"),
-        "--base", str(tmp_path / "base"), "--output", str(tmp_path / "lora.lock"), "--device", "cpu",
-    )  # fmt: skip
-    assert rc == 0, err
+    generate_cli(capsys, tmp_path, tmp_path / "full", tmp_path / "qo")
     # A copy of the repository without ``full``: its source is unusable input, and ``qo`` is still probed.
     other = tmp_path.parent / f"{tmp_path.name}-without-full"
     shutil.copytree(tmp_path, other)
@@ -1184,11 +1192,7 @@ def test_an_adapter_named_with_dots_is_probed(
     """PEFT refuses adapter names with "." ("llama-3.1-lora"); the lock's names are not PEFT's."""
     shutil.copytree(tiny_llama, tmp_path / "base")
     shutil.copytree(tiny_llama_adapter, tmp_path / "adapter-v1.5")
-    rc, _, err = cli(
-        capsys, "generate", "--adapter", str(tmp_path / "adapter-v1.5"), "--base", str(tmp_path / "base"),
-        "-o", str(tmp_path / "lora.lock"), "--device", "cpu",
-    )  # fmt: skip
-    assert rc == 0, err
+    generate_cli(capsys, tmp_path, tmp_path / "adapter-v1.5")
     rc, report = verify_json(capsys, tmp_path / "lora.lock")
     assert rc == 0, report["findings"]
     assert only(report, "EFFECT-OK")["subject"] == "adapter-v1.5"
@@ -1196,29 +1200,26 @@ def test_an_adapter_named_with_dots_is_probed(
 
 @pytest.mark.slow
 def test_an_adapter_that_writes_into_the_base_gets_a_load_of_its_own(
-    tmp_path: Path, tiny_gpt2: Path, tiny_gpt2_adapter: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    tiny_gpt2: Path,
+    tiny_gpt2_adapter: Path,
+    tiny_gpt2_bias_adapter: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``biased`` (LoRA bias="all") loads its trained biases into the base itself. Locked beside ``plain``, it must
     not change what ``plain`` is measured on: ``verify --adapter plain`` (one adapter, its own load) agrees with
     the lock of both, and ``plain``'s locked effect is the one it has alone."""
-    from lora_lock.probe import tiny
     from lora_lock.probe.api import load_groups
 
-    biased = tiny.train_lora(
-        tiny_gpt2, tmp_path / "biased", target_modules=("c_attn", "c_proj"), seed=0, bias="all"
-    )  # fmt: skip
+    biased = shutil.copytree(tiny_gpt2_bias_adapter, tmp_path / "biased")
     shutil.copytree(tiny_gpt2, tmp_path / "base")
     shutil.copytree(tiny_gpt2_adapter, tmp_path / "plain")
     plain = tmp_path / "plain"
     assert load_groups([("biased", biased), ("plain", plain)]) == [[("plain", plain)], [("biased", biased)]]
 
     def lock(output: str, *adapters: Path) -> dict[str, Any]:
-        args = [a for path in adapters for a in ("--adapter", str(path))]
-        rc, _, err = cli(
-            capsys, "generate", *args, "--base", str(tmp_path / "base"), "-o", str(tmp_path / output), "--device", "cpu"
-        )
-        assert rc == 0, err
-        return {r["name"]: r for r in probe_section_of(tmp_path / output)["adapter"]}
+        generate_cli(capsys, tmp_path, *adapters, output=output)
+        return {r["name"]: r for r in probe_section(tmp_path, output)["adapter"]}
 
     both = lock("lora.lock", biased, plain)
     alone = lock("plain.lock", plain)
@@ -1229,11 +1230,6 @@ def test_an_adapter_that_writes_into_the_base_gets_a_load_of_its_own(
     rc, report = verify_json(capsys, tmp_path / "lora.lock", "--only", "effect")
     assert rc == 0, report["findings"]
     assert {f["subject"] for f in findings(report, "EFFECT-OK")} == {"biased", "plain"}
-
-
-def probe_section_of(lock: Path) -> dict[str, Any]:
-    section: dict[str, Any] = read_lock(lock)["probe"]
-    return section
 
 
 @pytest.mark.slow
@@ -1295,14 +1291,10 @@ def test_findings_name_the_adapter_even_when_another_is_missing(
     shutil.copytree(tiny_llama, tmp_path / "base")
     shutil.copytree(tiny_llama_adapter, tmp_path / "a")
     shutil.copytree(tiny_llama_adapter, tmp_path / "b")
-    rc, _, err = cli(
-        capsys, "generate", "--adapter", str(tmp_path / "a"), "--adapter", str(tmp_path / "b"),
-        "--base", str(tmp_path / "base"), "-o", str(tmp_path / "lora.lock"), "--no-probe",
-    )  # fmt: skip
-    assert rc == 0, err
+    generate_cli(capsys, tmp_path, tmp_path / "a", tmp_path / "b", probe=False)
     widen_kv_heads(tmp_path / "base")
     shutil.rmtree(tmp_path / "b")
-    rc, report = verify_json(capsys, tmp_path / "lora.lock")
+    _, report = verify_json(capsys, tmp_path / "lora.lock")
     shape = findings(report, "COMPAT-SHAPE")
     assert shape and all(f["message"].startswith("adapter a: ") for f in shape)
 
@@ -1329,21 +1321,16 @@ def test_a_later_model_load_failing_keeps_the_drift_found_by_earlier_ones(
     tmp_path: Path,
     tiny_gpt2: Path,
     tiny_gpt2_adapter: Path,
+    tiny_gpt2_bias_adapter: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from lora_lock.errors import InputError
-    from lora_lock.probe import tiny
     from lora_lock.probe.effect import ProbeSession
 
-    biased = tiny.train_lora(tiny_gpt2, tmp_path / "biased", target_modules=("c_attn", "c_proj"), seed=0, bias="all")
     shutil.copytree(tiny_gpt2, tmp_path / "base")
     shutil.copytree(tiny_gpt2_adapter, tmp_path / "plain")
-    rc, _, err = cli(
-        capsys, "generate", "--adapter", str(biased), "--adapter", str(tmp_path / "plain"),
-        "--base", str(tmp_path / "base"), "-o", str(tmp_path / "lora.lock"), "--device", "cpu",
-    )  # fmt: skip
-    assert rc == 0, err
+    generate_cli(capsys, tmp_path, shutil.copytree(tiny_gpt2_bias_adapter, tmp_path / "biased"), tmp_path / "plain")
     edit_tensors(tmp_path / "plain" / ADAPTER_FILE, scale_lora_b(0.5))
     real = ProbeSession.__init__
     loads: list[int] = []
