@@ -7,7 +7,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install lint typecheck pytest test demo bench clean
+.PHONY: install lint typecheck pytest test demo bench clean rule-tables
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: install
 
 bench: install
 	$(PY) bench/run.py
+
+# Regenerate lora_lock/runtime/data/ from the installed transformers and peft (after a bump in constraints.txt).
+rule-tables: install
+	$(PY) scripts/gen_rule_tables.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
