@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lora_lock.compat import Fit, fit
 from lora_lock.errors import InputError
+from lora_lock.gguf_fit import GGUFBase, gguf_files, gguf_findings, read_gguf_base
 from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
@@ -25,9 +26,14 @@ class BaseView:
     source: Resolved
     facts: ModelFacts
     checkpoint: Checkpoint
+    gguf: GGUFBase | None = None  # llama.cpp weights, their tensors renamed to the transformers parameters
 
 
 def read_base(source: Resolved) -> BaseView:
+    ggufs = gguf_files(source)
+    if ggufs is not None:
+        gguf = read_gguf_base(source, ggufs)
+        return BaseView(source=source, facts=gguf.facts, checkpoint=gguf.checkpoint, gguf=gguf)
     config = source.path / "config.json"
     if not config.is_file():
         raise InputError(f"{source.path}: no config.json; this does not look like a model directory")
@@ -164,7 +170,11 @@ def check(adapter: str | Path, base: str | Path | None = None) -> Report:
         adapter_view = read_adapter(adapter_source.path, require_weights=False, remote=adapter_source.remote)
         spec = base if base is not None else default_base_spec(adapter_view)
         base_view = read_base(resolve(spec, relative_to=adapter_view.root, what="base"))
-        _, findings = static_findings(adapter_view, base_view)
+        gguf = base_view.gguf
+        # A GGUF architecture transformers cannot load has no parameter names to check the adapter against.
+        _, findings = static_findings(adapter_view, base_view) if gguf is None or gguf.names else (None, [])
+        if gguf is not None:
+            findings += gguf_findings(gguf)
     except InputError as exc:
         # Nothing could be concluded: every category is "error", never "pass".
         return Report.build([input_finding(exc)], ran=ran, title="lora-lock check", blocked=ran)

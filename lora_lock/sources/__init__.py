@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -76,7 +77,8 @@ def resolve_local(spec: str | Path, *, relative_to: Path | None = None, what: st
             found = candidate.is_dir()
         except OSError as exc:  # a name too long for the filesystem, …
             raise SourceError(f"{what} {brief(str(spec))}: {exc.strerror or exc}") from exc
-        if found:
+        if found or (candidate.name.lower().endswith(".gguf") and os.path.lexists(candidate)):
+            # A GGUF base is often one file; lora_lock.gguf_fit refuses it unless it is a regular file.
             return Resolved(spec=str(spec), path=candidate)
     raise SourceError(
         f"{what} {str(spec)!r} is not a local directory",
