@@ -45,7 +45,11 @@ def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.l
 def _cmd_check(args: argparse.Namespace) -> int:
     from lora_lock.checker import check
 
-    return _emit(check(args.adapter, args.base), args, source=_adapter_config_file(args.adapter))
+    return _emit(
+        check(args.adapter, args.base, allow_symlinks=args.allow_symlinks),
+        args,
+        source=_adapter_config_file(args.adapter),
+    )
 
 
 def _adapter_config_file(adapter: str) -> str | None:
@@ -182,6 +186,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             skip=_categories(args.skip) or (),
             adapters=args.adapter or None,
             allow_symlinks=args.allow_symlinks,
+            allow_outside_sources=args.allow_outside_sources,
             deep=args.deep,
             device=args.device,
             max_nfr=args.max_nfr,
@@ -256,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
     )
     p.add_argument("--format", choices=formats, default="text")
+    p.add_argument(
+        "--allow-symlinks", action="store_true", help="accept symlinks that point outside the adapter or base directory"
+    )
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("generate", parents=[common], help="write lora.lock for one or more adapters over one base")
@@ -305,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", action="append", metavar="NAME", help="verify only this adapter (repeatable)")
     p.add_argument(
         "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
+    )
+    p.add_argument(
+        "--allow-outside-sources",
+        action="store_true",
+        help="accept lock sources outside the lock's repository (its git top-level, or the lock's directory)",
     )
     p.add_argument("--format", choices=formats, default="text")
     p.add_argument(

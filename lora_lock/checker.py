@@ -159,26 +159,34 @@ def identity_findings(adapter: Adapter, base: Resolved, *, fits: bool = True) ->
     ]
 
 
-def check(adapter: str | Path, base: str | Path | None = None) -> Report:
+def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks: bool = False) -> Report:
     """Static fit check of ``adapter`` against ``base`` (default: the base the adapter config names).
 
-    Unusable input becomes ``input`` findings (status ``error``); nothing here imports torch.
+    Unusable input becomes ``input`` findings (status ``error``); nothing here imports torch. Both sources go
+    through the fence (symlinks out of them refused unless ``allow_symlinks``); what the base's file set says on
+    its own (a planted adapter, stray weights) is reported in the ``base`` category.
     """
-    ran = (Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION)
+    from lora_lock.observe import base_file_findings
+
+    ran: tuple[Category, ...] = (Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION)
     try:
-        adapter_source = resolve(adapter, what="adapter")
+        adapter_source = resolve(adapter, what="adapter", allow_symlinks=allow_symlinks)
         adapter_view = read_adapter(adapter_source.path, require_weights=False, remote=adapter_source.remote)
         spec = base if base is not None else default_base_spec(adapter_view)
-        base_view = read_base(resolve(spec, relative_to=adapter_view.root, what="base"))
+        base_source = resolve(spec, relative_to=adapter_view.root, what="base", allow_symlinks=allow_symlinks)
+        base_view = read_base(base_source)
         gguf = base_view.gguf
         # A GGUF architecture transformers cannot load has no parameter names to check the adapter against.
         _, findings = static_findings(adapter_view, base_view) if gguf is None or gguf.names else (None, [])
         if gguf is not None:
             findings += gguf_findings(gguf)
+        base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []
     except InputError as exc:
         # Nothing could be concluded: every category is "error", never "pass".
         return Report.build([input_finding(exc)], ran=ran, title="lora-lock check", blocked=ran)
-    return Report.build(findings, ran=ran, title="lora-lock check")
+    if base_findings:
+        ran = (Category.BASE, *ran)
+    return Report.build([*base_findings, *findings], ran=ran, title="lora-lock check")
 
 
 def input_finding(exc: InputError) -> Finding:

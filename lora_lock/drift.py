@@ -10,6 +10,7 @@ from typing import Any
 from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
 from lora_lock.models import Category, Finding, Severity
 from lora_lock.observe import UNHASHED
+from lora_lock.sources.fileset import loader_ignores
 
 REGENERATE = "if this change is intended, run `lora-lock generate` and review the lock diff"
 
@@ -34,17 +35,25 @@ def compare_files(
     current: Mapping[str, Any],
     present: Iterable[str],
 ) -> list[Finding]:
-    """Missing, changed and extra files of one section (every difference listed)."""
+    """Missing, changed and extra files of one section (every difference listed). The section's file set is
+    deny by default: every file is an error except the few no loader reads (:func:`loader_ignores`), ``info``."""
     out: list[Finding] = []
     present = set(present)
+
+    def severity(name: str) -> Severity:
+        return Severity.INFO if loader_ignores(name) else Severity.ERROR
+
+    def note(name: str) -> str:
+        return " (no loader reads it)" if loader_ignores(name) else ""
+
     for name, entry in sorted(locked.items()):
         if name not in present and not _exists(root / name):
             out.append(
                 Finding(
                     f"{prefix}-FILE-MISSING",
                     category,
-                    Severity.ERROR,
-                    f"{name} is locked but missing from {root}",
+                    severity(name),
+                    f"{name} is locked but missing from {root}{note(name)}",
                     subject=name,
                     expected=f"{entry['digest']} ({entry['size']} bytes)",
                     actual="missing",
@@ -60,9 +69,9 @@ def compare_files(
                 Finding(
                     f"{prefix}-FILE-CHANGED",
                     category,
-                    Severity.ERROR,
+                    severity(name),
                     f"{name} changed: {_short(entry['digest'])}… ({entry['size']} bytes) → "
-                    f"{_short(now['digest'])}… ({now['size']} bytes)",
+                    f"{_short(now['digest'])}… ({now['size']} bytes){note(name)}",
                     subject=name,
                     expected=entry["digest"],
                     actual=now["digest"],
@@ -74,12 +83,13 @@ def compare_files(
             Finding(
                 f"{prefix}-FILE-EXTRA",
                 category,
-                Severity.ERROR,
-                f"{name} is present in {root} but not in the lock",
+                severity(name),
+                f"{name} is present in {root} but not in the lock{note(name)}",
                 subject=name,
                 expected="absent",
                 actual="present",
-                hint=REGENERATE,
+                hint="every file of a locked directory is locked, since loaders read files lora-lock does not "
+                f"know of; remove it, or {REGENERATE}",
             )
         )
     return out

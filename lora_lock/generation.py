@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from lora_lock.checker import default_base_spec
 from lora_lock.errors import InputError
 from lora_lock.hashing import Progress
 from lora_lock.inspect.adapter import read_adapter
-from lora_lock.lockfile import dumps, write_atomic
+from lora_lock.inspect.environment import current_environment
+from lora_lock.lockfile import dumps, parse, write_atomic
 from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import Observed, build_lock, observe
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
@@ -66,7 +68,9 @@ def _fetch(source: Resolved, download: bool) -> Resolved:
     from lora_lock.sources import from_snapshot
     from lora_lock.sources.hub import download_snapshot
 
-    return from_snapshot(source.spec, download_snapshot(source.hub), trust_cache_names=False)
+    return from_snapshot(
+        source.spec, download_snapshot(source.hub), trust_cache_names=False, allow_symlinks=source.allow_symlinks
+    )
 
 
 def generate(
@@ -100,7 +104,7 @@ def generate(
     out = Path(output)
     if not adapters:
         raise InputError("no adapter given", hint="pass --adapter DIR (repeat it to lock several adapters)")
-    sources = [_fetch(resolve(a, what="adapter"), download) for a in adapters]
+    sources = [_fetch(resolve(a, what="adapter", allow_symlinks=allow_symlinks), download) for a in adapters]
     if base is None:
         named = {default_base_spec(read_adapter(s.path, require_weights=False, remote=s.remote)) for s in sources}
         if len(named) > 1:
@@ -108,26 +112,33 @@ def generate(
                 f"the adapters name different bases ({', '.join(sorted(named))})",
                 hint="pass --base to say which base they are locked to",
             )
-        base_source = resolve(named.pop(), relative_to=sources[0].path, what="base")
+        base_source = resolve(named.pop(), relative_to=sources[0].path, what="base", allow_symlinks=allow_symlinks)
     else:
-        base_source = resolve(base, what="base")
+        base_source = resolve(base, what="base", allow_symlinks=allow_symlinks)
     base_source = _fetch(base_source, download)
-    tok_source = _fetch(resolve(tokenizer, what="tokenizer"), download) if tokenizer is not None else None
+    tok_source = (
+        _fetch(resolve(tokenizer, what="tokenizer", allow_symlinks=allow_symlinks), download)
+        if tokenizer is not None
+        else None
+    )
     if not out.parent.is_dir():
         raise InputError(f"{out}: the directory {out.parent} does not exist")
 
     run_probe = probe_enabled(probe) or golden is not None
+    env = current_environment()
     observed = observe(
         base_source,
         list(zip(adapter_names(sources, out.parent), sources, strict=True)),
         tokenizer_source=tok_source,
         allow_symlinks=allow_symlinks,
         progress=progress,
+        lock_path=out,
+        transformers_version=env.versions.get("transformers"),
     )
     report = Report.build(observed.findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
     if any(f.severity is Severity.ERROR for f in report.findings):
         return GenerateResult(path=out, report=report, written=False, lock=None)
-    lock = build_lock(observed, out.parent)
+    lock = build_lock(observed, out.parent, env)
     sidecar: tuple[Path, str] | None = None
     findings = list(report.findings)
     if run_probe:
@@ -148,14 +159,7 @@ def generate(
             ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
             title="lora-lock generate",
         )
-    old_sidecars = _sidecars(out)
-    if sidecar is not None:
-        write_atomic(sidecar[0], sidecar[1])
-    written = write_atomic(out, dumps(lock))
-    keep = sidecar[0].name if sidecar is not None else None
-    for stale in old_sidecars:
-        if stale.name != keep:
-            stale.unlink(missing_ok=True)  # only after the new lock is in place: a crash keeps the old pair valid
+    written = publish(out, dumps(lock), sidecar)
     return GenerateResult(path=out, report=report, written=written, lock=lock)
 
 
@@ -170,6 +174,56 @@ def probe_enabled(probe: bool | None) -> bool:
 
 def _sidecars(lock_path: Path) -> list[Path]:
     return sorted(lock_path.parent.glob(f"{glob.escape(lock_path.name)}.probe-*.json"))
+
+
+@contextmanager
+def _exclusive(directory: Path) -> Iterator[bool]:
+    """Hold an advisory lock on the lock's directory (``flock`` on its descriptor: no lock file to leave behind)
+    so that concurrent ``generate`` runs publish one after the other. Yields False where there is no ``flock``."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield False
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise InputError(f"{directory}: cannot open the lock's directory: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _named_sidecar(lock_path: Path) -> str | None:
+    """The sidecar the lock on disk names (None when there is no lock or it names none)."""
+    try:
+        probe = parse(lock_path.read_text(encoding="utf-8")).get("probe")
+    except (OSError, ValueError, RecursionError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    name = probe.get("sidecar") if isinstance(probe, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def publish(out: Path, lock_text: str, sidecar: tuple[Path, str] | None) -> bool:
+    """Write the sidecar (content-addressed: same bytes, same name), then the lock, each atomically (unique temp
+    name + ``os.replace``); then delete the sidecars no lock names. Concurrent runs are serialised by an advisory
+    lock, so a lock on disk never names a sidecar another run deleted; where there is no advisory lock, stale
+    sidecars are left in place rather than risk that. Returns whether the lock changed."""
+    with _exclusive(out.parent) as exclusive:
+        old_sidecars = _sidecars(out)
+        if sidecar is not None:
+            write_atomic(sidecar[0], sidecar[1])
+        written = write_atomic(out, lock_text)
+        if exclusive:
+            keep = {sidecar[0].name} if sidecar is not None else set()
+            named = _named_sidecar(out)  # the lock on disk now: ours, or identical to ours
+            keep |= {named} if named else set()
+            for stale in old_sidecars:
+                if stale.name not in keep:
+                    stale.unlink(missing_ok=True)  # after the new lock is in place: a crash keeps the old pair valid
+    return written
 
 
 def behaviour_sections(

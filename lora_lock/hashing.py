@@ -7,14 +7,17 @@ keeps memory flat whatever the file size. Digests are written ``sha256:<hex>`` s
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from lora_lock.errors import InputError
+from lora_lock.fence import open_regular
 
 ALGORITHM = "sha256"
 BUFFER_BYTES = 1 << 20
@@ -38,16 +41,17 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:
-    """sha256 of one file, streamed; the size is the number of bytes actually hashed."""
+    """sha256 of one regular file, streamed; the size is the number of bytes actually hashed. A FIFO or a device
+    is refused (never waited on or read forever), and a file that grows while it is read is refused."""
     h = hashlib.sha256()
     buf = bytearray(BUFFER_BYTES)
     view = memoryview(buf)
     size = 0
     try:
-        with open(path, "rb", buffering=0) as fh:
+        with open_regular(path, buffering=0) as fh:
             before = os.fstat(fh.fileno())
-            while True:
-                n = fh.readinto(buf)
+            while size <= before.st_size:
+                n = cast(io.RawIOBase, fh).readinto(buf)
                 if not n:
                     break
                 h.update(view[:n])

@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import LockfileError, brief
+from lora_lock.errors import InputError, LockfileError, brief
+from lora_lock.fence import read_bounded
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -128,13 +129,19 @@ def _refuse_deep_keys(path: Path, text: str) -> None:
             raise LockfileError(f"{path}:{number}: a key nested {dots + 1} levels deep; this is not a lora-lock file")
 
 
+def parse(text: str) -> dict[str, Any]:
+    """TOML text → a document, unvalidated (``tomllib`` errors pass through)."""
+    doc: dict[str, Any] = tomllib.loads(text)
+    return doc
+
+
 def read(path: Path) -> dict[str, Any]:
+    if not os.path.lexists(path):
+        raise LockfileError(f"{path}: lock file not found", hint="create it with `lora-lock generate`")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise LockfileError(f"{path}: lock file not found", hint="create it with `lora-lock generate`") from exc
-    except OSError as exc:
-        raise LockfileError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
+        data = read_bounded(path, "lock")  # a regular file, bounded: never a FIFO or /dev/zero
+    except InputError as exc:
+        raise LockfileError(f"cannot read the lock: {exc.message}", hint=exc.hint) from exc
     try:
         text = data.decode("utf-8")
         _refuse_deep_keys(path, text)

@@ -6,6 +6,7 @@ is a real change of the inputs, never a difference of code paths.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -15,13 +16,21 @@ from lora_lock._version import __version__
 from lora_lock.checker import BaseView, read_base, static_findings
 from lora_lock.compat import Fit
 from lora_lock.errors import InputError
+from lora_lock.fence import admit, resolve_fence
 from lora_lock.hashing import ALGORITHM, FileDigest, Progress, hash_files
-from lora_lock.inspect.adapter import CONFIG_NAME, WEIGHTS_NAME, Adapter, read_adapter
+from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.environment import DEFAULT_POLICY, Environment, current_environment
-from lora_lock.inspect.tokenizer import FINGERPRINT_SCHEME, TokenizerFacts, read_tokenizer_facts, tokenizer_files
+from lora_lock.inspect.tokenizer import (
+    FINGERPRINT_SCHEME,
+    FULL_TOKENIZER_FILE,
+    TokenizerFacts,
+    read_tokenizer_facts,
+    tokenizer_files,
+)
 from lora_lock.lockfile import LOCK_VERSION
 from lora_lock.models import Finding
 from lora_lock.sources import Resolved
+from lora_lock.sources.fileset import excluding_lock, planted_adapter, planted_finding, stray_weights_finding
 
 HASHING = {
     "algorithm": ALGORITHM,
@@ -34,30 +43,21 @@ BASE_EXTRA_FILES = ("config.json", "generation_config.json")
 
 
 def checked_file(source: Resolved, name: str, *, allow_symlinks: bool) -> Path:
-    """The local file ``name`` of ``source``, refusing symlinks that lead outside the source unless allowed.
+    """The local file ``name`` of ``source``, through the fence: every component checked (symlinks leading
+    outside the source refused unless allowed), a regular file only.
 
     A Hub cache snapshot links into its repo's ``blobs/``: that is inside ``source.contain``, so it is fine.
     """
     root = source.path
     path = root / name
-    if not path.exists() and not path.is_symlink():
+    if not os.path.lexists(path):
         where = (
             f" (Hub {source.label}: fetch it with `hf download {source.repo_id} --revision {source.revision}`)"
             if source.repo_id
             else ""
         )
         raise InputError(f"{path}: file not found{where}")
-    if path.is_symlink() and not allow_symlinks:
-        try:
-            target = path.resolve(strict=True)
-        except (OSError, RuntimeError) as exc:
-            raise InputError(f"{path}: broken or looping symlink ({exc})") from exc
-        fence = (source.contain or root).resolve()
-        if not target.is_relative_to(fence):
-            raise InputError(
-                f"{path}: symlink points outside the locked directory {fence} (to {target})",
-                hint="copy the file into the directory, or pass --allow-symlinks if the link is intended",
-            )
+    admit(root, name, fence=resolve_fence(root, source.contain), allow_symlinks=allow_symlinks)
     return path
 
 
@@ -72,20 +72,49 @@ class Observed:
     findings: list[Finding]
     digests: dict[tuple[str, str], FileDigest]  # (section, name); section "base", "tokenizer" or "adapter:<name>"
     unreadable: dict[str, InputError] = field(default_factory=dict)  # adapters left out (``skip_unreadable``)
+    #: Each section's file set as it is now (section as in ``digests``): every file, deny by default.
+    present: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def base_file_names(base: BaseView) -> list[str]:
-    names = set(base.checkpoint.files)
-    names.update(n for n in BASE_EXTRA_FILES if (base.source.path / n).is_file() or (base.source.path / n).is_symlink())
-    return sorted(names)
+def same_source(a: Resolved, b: Resolved) -> bool:
+    """Whether two sources are one directory (or one Hub commit)."""
+    if a is b:
+        return True
+    if a.repo_id or b.repo_id:
+        return (a.repo_id, a.revision) == (b.repo_id, b.revision)
+    try:
+        return a.path.resolve() == b.path.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
-def adapter_file_names(adapter: Adapter) -> list[str]:
-    names = {CONFIG_NAME}
-    if adapter.weights is not None:
-        names.add(WEIGHTS_NAME)
-    names.update(tokenizer_files(adapter.root))
-    return sorted(names)
+def source_names(source: Resolved, lock_path: Path | None) -> tuple[str, ...]:
+    """The file set of a source, without the lock and its sidecars when the lock lives inside it."""
+    return excluding_lock(source.files, source.path, lock_path)
+
+
+def section_names(
+    base: BaseView, base_names: tuple[str, ...], tok_same: bool, tok_names: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The base section's files: every file of the base directory, except the tokenizer's (its own section,
+    when the tokenizer is the base's; generation_config.json is in both) and a planted adapter (its own error)."""
+    names = set(base.checkpoint.files) | set(base_names)
+    if tok_same:
+        names -= set(tokenizer_files(tok_names)) - set(BASE_EXTRA_FILES)
+    names -= set(planted_adapter(base_names))
+    return tuple(sorted(names))
+
+
+def base_file_findings(base: BaseView, names: tuple[str, ...]) -> list[Finding]:
+    """What a base's file set says on its own: an adapter planted in it, weights only some loaders read."""
+    out: list[Finding] = []
+    planted = planted_adapter(names)
+    if planted:
+        out.append(planted_finding(base.source.label, planted))
+    stray = stray_weights_finding(base.source.label, names, base.checkpoint.files)
+    if stray is not None:
+        out.append(stray)
+    return out
 
 
 def observe(
@@ -100,19 +129,31 @@ def observe(
     progress: Progress | None = None,
     skip_unreadable: bool = False,
     name_findings: bool | None = None,
+    lock_path: Path | None = None,
+    transformers_version: str | None = None,
 ) -> Observed:
     """Read every source. Digests proven without reading (``source.known``) are used unless ``deep``.
 
+    Every file of every source is recorded (deny by default); ``lock_path``: the lock and its sidecars are not
+    part of a source they live in. ``transformers_version``: the release whose tokenizer loading rules decide
+    which tokenizer file is fingerprinted (default: the modelled one).
     ``skip_unreadable``: an adapter whose config or weights cannot be read is left out and its error kept in
     ``Observed.unreadable`` (``verify`` still checks the base and the other adapters); otherwise it raises.
     ``name_findings``: start each adapter's findings with its name (default: when there are several adapters)."""
     base = read_base(base_source)
     tok_source = tokenizer_source or base_source
+    tok_same = same_source(tok_source, base_source)
+    base_listing = source_names(base_source, lock_path)
+    tok_listing = base_listing if tok_same else source_names(tok_source, lock_path)
+    present: dict[str, tuple[str, ...]] = {
+        "base": section_names(base, base_listing, tok_same, tok_listing),
+        "tokenizer": tokenizer_files(tok_listing) if tok_same else tok_listing,
+    }
+    findings: list[Finding] = base_file_findings(base, base_listing)
     wanted: list[tuple[tuple[str, str], Resolved]] = []
-    wanted += [(("base", n), base_source) for n in base_file_names(base)]
-    wanted += [(("tokenizer", n), tok_source) for n in tokenizer_files(tok_source.path)]
+    wanted += [(("base", n), base_source) for n in present["base"]]
+    wanted += [(("tokenizer", n), tok_source) for n in present["tokenizer"]]
     fitted: list[tuple[str, Resolved, Adapter, Fit]] = []
-    findings: list[Finding] = []
     pairs = list(adapters)
     named = len(pairs) > 1 if name_findings is None else name_findings
     unreadable: dict[str, InputError] = {}
@@ -127,7 +168,8 @@ def observe(
             continue
         fitted.append((name, source, adapter, result))
         findings += [f.for_adapter(name) for f in more] if named else more
-        wanted += [((f"adapter:{name}", f), source) for f in adapter_file_names(adapter)]
+        present[f"adapter:{name}"] = source_names(source, lock_path)
+        wanted += [((f"adapter:{name}", f), source) for f in present[f"adapter:{name}"]]
 
     digests: dict[tuple[str, str], FileDigest] = {}
     to_hash: dict[tuple[str, str], Path] = {}
@@ -147,11 +189,12 @@ def observe(
     return Observed(
         base=base,
         tokenizer_source=tok_source,
-        tokenizer=read_tokenizer_facts(tok_source.path),
+        tokenizer=read_tokenizer_facts(tok_source.path, tok_listing, transformers_version),
         adapters=fitted,
         findings=findings,
         digests=dict(sorted(digests.items())),
         unreadable=unreadable,
+        present=present,
     )
 
 
@@ -193,6 +236,8 @@ def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
     if tok.fingerprint:
         section["fingerprint"] = tok.fingerprint
         section["fingerprint-tokens"] = tok.fingerprint_tokens
+        if tok.fingerprint_file != FULL_TOKENIZER_FILE:
+            section["fingerprint-file"] = tok.fingerprint_file
     return section
 
 

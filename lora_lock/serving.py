@@ -35,13 +35,24 @@ def guard(
     adapters: Collection[str] | None = None,
     categories: Collection[Category] = STATIC_CATEGORIES,
     hash_weights: bool = False,
+    allow_symlinks: bool = False,
+    allow_outside_sources: bool = False,
 ) -> Report:
     """Verify the lock's static tier; return the report when it holds, raise :class:`LockViolation` otherwise.
 
     ``adapters`` limits the check to the named adapters (a server loading one of many). Base weights are compared
-    by size unless ``hash_weights`` (full hashing costs about a second per 1.5 GB per core).
+    by size unless ``hash_weights`` (full hashing costs about a second per 1.5 GB per core). Every file of the
+    locked directories is checked (a file added to the base, such as a planted adapter, fails the guard);
+    ``allow_symlinks`` / ``allow_outside_sources`` as for :func:`~lora_lock.verification.verify`.
     """
-    report = verify(lockfile, only=categories, adapters=adapters, hash_weights=hash_weights)
+    report = verify(
+        lockfile,
+        only=categories,
+        adapters=adapters,
+        hash_weights=hash_weights,
+        allow_symlinks=allow_symlinks,
+        allow_outside_sources=allow_outside_sources,
+    )
     if report.status is not Status.PASS:
         raise LockViolation(report)
     return report

@@ -14,15 +14,7 @@ from lora_lock.hashing import Progress, hash_files
 from lora_lock.lockdiff import row_text, rows_by_pattern
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
-from lora_lock.observe import (
-    Observed,
-    adapter_file_names,
-    adapter_section,
-    base_file_names,
-    base_section,
-    observe,
-    tokenizer_section,
-)
+from lora_lock.observe import Observed, adapter_section, base_section, observe, tokenizer_section
 from lora_lock.probe.sidecar import Step
 from lora_lock.sources import Resolved, locked_source
 
@@ -43,13 +35,9 @@ def _base_findings(
     out: list[Finding] = []
     if Category.BASE in cats:
         out += compare_files(
-            Category.BASE,
-            "BASE",
-            locked["files"],
-            observed.base.source.path,
-            now["files"],
-            base_file_names(observed.base),
+            Category.BASE, "BASE", locked["files"], observed.base.source.path, now["files"], observed.present["base"]
         )
+        out += [f for f in observed.findings if f.category is Category.BASE]
         out += compare_values(
             "BASE-CONFIG",
             Category.BASE,
@@ -100,7 +88,7 @@ def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: P
         locked["files"],
         observed.tokenizer_source.path,
         now["files"],
-        observed.tokenizer.files if observed.tokenizer else (),
+        observed.present["tokenizer"],
     )
     if locked.get("vocab-size") != now.get("vocab-size"):
         out.append(
@@ -169,7 +157,12 @@ def _adapter_findings(
         out += [
             f.for_adapter(name)
             for f in compare_files(
-                Category.ADAPTER, "ADAPTER", locked["files"], adapter.root, now["files"], adapter_file_names(adapter)
+                Category.ADAPTER,
+                "ADAPTER",
+                locked["files"],
+                adapter.root,
+                now["files"],
+                observed.present.get(f"adapter:{name}", ()),
             )
         ]
         out += [
@@ -210,6 +203,7 @@ def verify(
     skip: Collection[Category] = (),
     adapters: Collection[str] | None = None,
     allow_symlinks: bool = False,
+    allow_outside_sources: bool = False,
     deep: bool = False,
     hash_weights: bool = True,
     device: str = "auto",
@@ -218,6 +212,9 @@ def verify(
     probe_step: Step | None = None,
 ) -> Report:
     """Re-check everything the lock pins. Unusable input becomes ``input`` findings (exit 2 unless drift found).
+
+    Nothing outside the lock's repository is opened (a source there is unusable input) unless
+    ``allow_outside_sources``; symlinks leading out of a locked directory are refused unless ``allow_symlinks``.
 
     ``effect`` and ``golden`` run when the lock has a ``[probe]`` / ``[golden]`` section and the probe stack
     (torch, transformers, peft) is installed; otherwise they are reported as not run, never silently skipped.
@@ -269,7 +266,14 @@ def verify(
     unloadable: dict[str, LeftOut] = {}
     if file_cats & set(ran):
         world, blocked, unloadable = _world_findings(
-            lock, path.parent, locked_adapters, ran, allow_symlinks, progress, deep, hash_weights
+            lock,
+            path,
+            locked_adapters,
+            ran,
+            Fences(allow_symlinks, allow_outside_sources),
+            progress,
+            deep,
+            hash_weights,
         )
         findings += world
         if not hash_weights and Category.BASE in ran:
@@ -294,7 +298,14 @@ def verify(
                 blocked |= set(behaviour)
         if loadable:
             more, not_run, broken = _behaviour_findings(
-                lock, path.parent, loadable, behaviour, device, max_nfr, probe_step
+                lock,
+                path.parent,
+                loadable,
+                behaviour,
+                device,
+                max_nfr,
+                probe_step,
+                Fences(allow_symlinks, allow_outside_sources),
             )
             findings += more
             ran = [c for c in ran if c not in not_run]
@@ -308,6 +319,19 @@ def verify(
         title=title,
         blocked=blocked,
     )
+
+
+@dataclass(frozen=True)
+class Fences:
+    """What the user allowed beyond the fence: symlinks out of a locked directory, sources outside the repo."""
+
+    allow_symlinks: bool = False
+    allow_outside: bool = False
+
+    def source(self, fields: Mapping[str, Any], lock_dir: Path, what: str, **options: Any) -> Resolved:
+        return locked_source(
+            fields, lock_dir, what, allow_symlinks=self.allow_symlinks, allow_outside=self.allow_outside, **options
+        )
 
 
 @dataclass(frozen=True)
@@ -332,6 +356,7 @@ def _behaviour_findings(
     device: str,
     max_nfr: float | None,
     step: Step | None,
+    fences: Fences,
 ) -> tuple[list[Finding], Sequence[Category], set[Category]]:
     """The effect probe and the golden set, with one model load (the probe layer imports torch, not us).
 
@@ -343,13 +368,13 @@ def _behaviour_findings(
         from lora_lock.probe.effect import require_probe_stack
 
         require_probe_stack(without="--skip effect,golden")
-        base = locked_source(lock["base"], lock_dir, "base")
+        base = fences.source(lock["base"], lock_dir, "base")
         tok = (
-            locked_source(lock["tokenizer"], lock_dir, "tokenizer")
+            fences.source(lock["tokenizer"], lock_dir, "tokenizer")
             if "source" in lock["tokenizer"] or "repo" in lock["tokenizer"]
             else base
         )
-        adapters = [(str(a["name"]), locked_source(a, lock_dir, "adapter").path) for a in locked_adapters]
+        adapters = [(str(a["name"]), fences.source(a, lock_dir, "adapter").path) for a in locked_adapters]
         from lora_lock.probe.api import verify_behaviour
         from lora_lock.probe.golden import DEFAULT_MAX_NFR
 
@@ -384,16 +409,17 @@ def _not_run(cat: Category, why: str, hint: str | None) -> Finding:
 
 def _world_findings(
     lock: Mapping[str, Any],
-    lock_dir: Path,
+    lock_path: Path,
     locked_adapters: list[Mapping[str, Any]],
     ran: Collection[Category],
-    allow_symlinks: bool,
+    fences: Fences,
     progress: Progress | None,
     deep: bool = False,
     hash_weights: bool = True,
 ) -> tuple[list[Finding], set[Category], dict[str, LeftOut]]:
     """Findings of the file-based categories, the categories unusable input kept from being checked, and the
     adapters that cannot be loaded onto the base as it is now (name → why it is left out of the behaviour checks)."""
+    lock_dir = lock_path.parent
     file_cats = {Category.BASE, Category.TOKENIZER, Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION}
     everything = file_cats & set(ran)
     tok_fields = lock["tokenizer"]
@@ -403,7 +429,7 @@ def _world_findings(
     try:
         # A tokenizer from the base's own commit: the cached snapshot must hold its files too, or it is fetched.
         also = tok_fields.get("files", {}) if same else ()
-        base = locked_source(lock["base"], lock_dir, "base", deep=deep, also=also)
+        base = fences.source(lock["base"], lock_dir, "base", deep=deep, also=also)
     except InputError as exc:
         return [input_finding(exc)], everything, {}
     findings: list[Finding] = []
@@ -412,14 +438,14 @@ def _world_findings(
     tok = base
     if not same:
         try:
-            tok = locked_source(tok_fields, lock_dir, "tokenizer", deep=deep)
+            tok = fences.source(tok_fields, lock_dir, "tokenizer", deep=deep)
         except InputError as exc:
             findings.append(input_finding(exc))
             blocked.add(Category.TOKENIZER)
     sources: list[tuple[str, Resolved]] = []
     for locked in locked_adapters:
         try:
-            sources.append((str(locked["name"]), locked_source(locked, lock_dir, "adapter", deep=deep)))
+            sources.append((str(locked["name"]), fences.source(locked, lock_dir, "adapter", deep=deep)))
         except InputError as exc:
             findings.append(input_finding(exc).for_adapter(str(locked["name"])))
             blocked |= {Category.ADAPTER, Category.COMPAT}
@@ -434,7 +460,7 @@ def _world_findings(
             base,
             sources,
             tokenizer_source=tok,
-            allow_symlinks=allow_symlinks,
+            allow_symlinks=fences.allow_symlinks,
             deep=deep,
             hash_selected=wanted,
             size_only=(lambda key: key[0] == "base" and key[1].endswith(".safetensors"))
@@ -443,6 +469,8 @@ def _world_findings(
             progress=progress,
             skip_unreadable=True,
             name_findings=len(lock["adapter"]) > 1,  # as in a lock of several, even with --adapter
+            lock_path=lock_path,
+            transformers_version=lock["environment"]["versions"].get("transformers"),
         )
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
@@ -464,7 +492,10 @@ def _world_findings(
         findings += [
             f
             for f in observed.findings
-            if f.category in ran and f.severity is not Severity.INFO and f.code != "COMPAT-IDENTITY"
+            if f.category in ran
+            and f.category is not Category.BASE  # with the base's own findings
+            and f.severity is not Severity.INFO
+            and f.code != "COMPAT-IDENTITY"
         ]
     for locked in locked_adapters:
         findings += _adapter_findings(locked, observed, lock_dir, ran)
@@ -514,7 +545,9 @@ def _file_findings(
         if category not in ran:
             continue
         current: dict[str, dict[str, Any]] = {}
-        readable = [n for n in locked if n not in source.known and (source.path / n).is_file()]
+        # Only files the fence admitted when the source's file set was listed.
+        listed = set(source.files)
+        readable = [n for n in locked if n in listed and n not in source.known and (source.path / n).is_file()]
         try:
             digests = hash_files([source.path / n for n in readable])
         except InputError:

@@ -182,7 +182,10 @@ def test_a_symlinked_base_is_locked_as_written_and_moves_with_the_repo(
     moved = tmp_path / "deeper" / "still" / "repo"
     moved.parent.mkdir(parents=True)
     shutil.copytree(root, moved, symlinks=True)
+    # The shared directory is outside the lock's repository: verify opens it only when told to.
     rc, out, _ = cli(capsys, "verify", str(moved / "lora.lock"))
+    assert rc == 2 and "outside the lock's repository" in out and "--allow-outside-sources" in out, out
+    rc, out, _ = cli(capsys, "verify", str(moved / "lora.lock"), "--allow-outside-sources")
     assert rc == 0, out
 
 

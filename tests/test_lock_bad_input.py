@@ -237,6 +237,11 @@ def test_symlink_inside_the_locked_directory_is_fine(repo: Path, capsys: pytest.
     (base / "blobs").mkdir()
     shutil.move(str(base / "model.safetensors"), str(base / "blobs" / "weights"))
     os.symlink(Path("blobs") / "weights", base / "model.safetensors")
+    # Every file of the base is locked: the link's target is a file of its own, new to the lock.
+    rc, out, err = run(capsys, "verify")
+    assert rc == 1 and "BASE-FILE-EXTRA" in out and "blobs/weights" in out, out + err
+    rc, _, err = run(capsys, "generate", "--no-probe", "--adapter", "adapter", "--base", "base")
+    assert rc == 0, err
     rc, out, err = run(capsys, "verify")
     assert rc == 0, out + err
 

@@ -289,6 +289,7 @@ def test_adapters_named_alike_from_different_depths_keep_different_names(
 ) -> None:  # fmt: skip
     """ "../x/a" and "x/a" are two adapters: their names must differ, and each entry must hold its own digests."""
     repo = make_repo(tmp_path, tiny_llama, tiny_llama_adapter, adapters=())
+    (repo / ".git").mkdir()  # the lock in repo/sub names sources in its repository, above its own directory
     shutil.copytree(tiny_llama_adapter, repo / "x" / "a")
     shutil.copytree(tiny_llama_adapter, repo / "sub" / "x" / "a")
     _perturb_adapter(repo / "sub" / "x" / "a")

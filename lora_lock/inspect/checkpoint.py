@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
+from lora_lock.fence import check_name, read_text
 from lora_lock.inspect.safetensors_header import Header, TensorInfo, read_header
 
 #: File names transformers writes for full checkpoints, in the order it looks for them.
@@ -35,14 +36,10 @@ class Checkpoint:
         return dict(sorted(out.items()))
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object file, turning every failure into an InputError naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from exc
+def read_json(path: Path, kind: str = "config") -> dict[str, Any]:
+    """Read a JSON object file (a regular file, within the size bound of its ``kind``: see
+    :data:`lora_lock.fence.LIMITS`), turning every failure into an InputError naming the file."""
+    text = read_text(path, kind)
     try:
         doc = json.loads(text)
     except RecursionError as exc:
@@ -56,19 +53,9 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def safe_relative(root: Path, name: str, what: Path) -> Path:
-    """Resolve ``name`` under ``root`` and refuse names that would leave it (``../``, absolute paths)."""
-    pure = PurePosixPath(name)
-    if (
-        pure.is_absolute()
-        or ".." in pure.parts
-        or "\\" in name
-        or not name
-        or "\x00" in name
-        or len(name.encode("utf-8", "surrogatepass")) > 1024
-        or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in pure.parts)
-    ):
-        raise InputError(f"{what}: file name {brief(name)} must be a short plain relative path inside {root}")
-    return root / pure
+    """Resolve ``name`` under ``root`` and refuse names that would leave it (``../``, absolute, drive or UNC
+    paths). Symlinks along the way were checked by the fence when the source's file set was listed."""
+    return root / check_name(name, what)
 
 
 #: Reads the header of a file that is not on local disk (a Hub file read with HTTP range requests).
@@ -116,7 +103,7 @@ def read_checkpoint(root: Path, remote: Remote | None = None) -> Checkpoint:
 
 
 def _header(root: Path, name: str, remote: Remote | None) -> Header:
-    path = root / name
+    path = safe_relative(root, name, root)
     if remote is not None and not path.is_file() and name in remote.names:
         return remote.header(name)
     return read_header(path, name)
@@ -137,7 +124,7 @@ def read_files(root: Path, names: list[str], remote: Remote | None = None) -> Ch
 
 
 def _read_sharded(root: Path, index_path: Path, remote: Remote | None) -> Checkpoint:
-    doc = read_json(index_path)
+    doc = read_json(index_path, "index")
     weight_map = doc.get("weight_map")
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, brief
+from lora_lock.fence import open_regular
 
 #: safetensors refuses headers above 100 MB; so do we (a bigger one is a corrupt or hostile file).
 MAX_HEADER_BYTES = 100_000_000
@@ -80,7 +81,7 @@ class Header:
 def read_header_bytes(path: Path) -> tuple[bytes, int]:
     """Read the raw header JSON bytes and the file size, refusing impossible lengths before allocating."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO or a device is refused, never waited on
             size = os.fstat(fh.fileno()).st_size
             prefix = fh.read(8)
             if len(prefix) < 8:
@@ -152,7 +153,7 @@ def read_header(path: Path, file_label: str | None = None) -> Header:
 
     def read_data(offset: int, length: int) -> bytes:
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:
                 fh.seek(start + offset)
                 return fh.read(length)
         except OSError as exc:

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError
+from lora_lock.errors import InputError, brief
+from lora_lock.fence import check_name, read_text
 from lora_lock.hashing import prefixed
 from lora_lock.inspect.checkpoint import read_json
+
+FULL_TOKENIZER_FILE = "tokenizer.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+CHAT_TEMPLATE_DIR = "additional_chat_templates"
+#: The transformers release whose loading rules are modelled here; used when the lock records none.
+MODELLED_TRANSFORMERS = "5.23.0"
+_VERSIONED = re.compile(r"^tokenizer\..+\.json$")
+_NAMED_TEMPLATE = re.compile(r"^additional_chat_templates/[^/]+\.jinja$")
 
 #: The files transformers reads to build a tokenizer (and the generation defaults that go with it).
 TOKENIZER_FILES = (
@@ -62,11 +73,14 @@ class TokenizerFacts:
     chat_template: str | None  # digest
     fingerprint: str | None  # digest
     fingerprint_tokens: int | None
+    fingerprint_file: str = FULL_TOKENIZER_FILE  # the fast tokenizer file transformers loads
 
 
-def tokenizer_files(root: Path) -> tuple[str, ...]:
-    # ``is_symlink`` keeps broken links and loops in the list, so they are refused loudly, not dropped silently.
-    return tuple(name for name in TOKENIZER_FILES if (root / name).is_file() or (root / name).is_symlink())
+def tokenizer_files(names: Iterable[str]) -> tuple[str, ...]:
+    """The names among a source's file set that transformers may read for the tokenizer: the fixed names,
+    versioned fast tokenizers (``tokenizer.<version>.json``, chosen by ``fast_tokenizer_files``) and the named
+    chat templates of ``additional_chat_templates/``."""
+    return tuple(sorted(n for n in names if n in TOKENIZER_FILES or _VERSIONED.match(n) or _NAMED_TEMPLATE.match(n)))
 
 
 def _token_text(value: Any) -> str | None:
@@ -77,41 +91,102 @@ def _token_text(value: Any) -> str | None:
     return None
 
 
-def read_tokenizer_facts(root: Path) -> TokenizerFacts | None:
-    """Facts of the tokenizer in ``root``; ``None`` when it holds no tokenizer files at all."""
-    files = tokenizer_files(root)
+def _version_key(text: str) -> tuple[int, ...] | None:
+    return tuple(int(p) for p in text.split(".")) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6}){0,5}", text) else None
+
+
+def fast_tokenizer_file(config: dict[str, Any], where: Path, transformers_version: str | None) -> str:
+    """The fast tokenizer file transformers loads (``get_fast_tokenizer_file``): among ``fast_tokenizer_files``,
+    the last of the string-sorted ``tokenizer.<version>.json`` before the first version newer than transformers;
+    ``tokenizer.json`` when there is none."""
+    listed = config.get("fast_tokenizer_files")
+    if listed is None:
+        return FULL_TOKENIZER_FILE
+    if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed) or len(listed) > 256:
+        raise InputError(f"{where}: field `fast_tokenizer_files` must be a short list of file names")
+    current = _version_key(transformers_version or MODELLED_TRANSFORMERS) or (0,)
+    by_version: dict[str, str] = {}
+    for name in listed:
+        found = re.search(r"tokenizer\.(.*)\.json", name)
+        if found is not None:
+            by_version[found.group(1)] = name
+    chosen = FULL_TOKENIZER_FILE
+    for version in sorted(by_version):
+        key = _version_key(version)
+        if key is None:
+            raise InputError(
+                f"{where}: field `fast_tokenizer_files` names {brief(by_version[version])}, whose version "
+                f"{brief(version)} is not a plain release number",
+                hint="lora-lock cannot tell which tokenizer file transformers would load; remove the entry",
+            )
+        if key > current:
+            break
+        chosen = by_version[version]
+    check_name(chosen, f"{where}: field `fast_tokenizer_files`")
+    return chosen
+
+
+def _digest_text(text: str) -> str:
+    return prefixed(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+def chat_template_digest(root: Path, names: Iterable[str], config: dict[str, Any]) -> str | None:
+    """The digest of the chat template(s) transformers uses: ``chat_template.jinja`` and the named templates of
+    ``additional_chat_templates/`` take priority over ``chat_template`` in tokenizer_config.json; one default
+    template is a string, several are a name → template mapping."""
+    names = set(names)
+    templates: dict[str, str] = {}
+    if CHAT_TEMPLATE_FILE in names:
+        templates["default"] = read_text(root / CHAT_TEMPLATE_FILE, "template")
+    for name in sorted(n for n in names if _NAMED_TEMPLATE.match(n)):
+        templates[name.removeprefix(f"{CHAT_TEMPLATE_DIR}/").removesuffix(".jinja")] = read_text(
+            root / name, "template"
+        )
+    template: Any = config.get("chat_template")
+    if len(templates) == 1 and "default" in templates:
+        template = templates["default"]
+    elif templates:
+        template = templates
+    if isinstance(template, str):
+        return _digest_text(template)
+    if template is None:
+        return None
+    try:  # a list (or mapping) of named templates: digest its canonical JSON
+        canonical = json.dumps(template, sort_keys=True, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InputError(f"{root / 'tokenizer_config.json'}: field `chat_template` cannot be read") from exc
+    return _digest_text(canonical)
+
+
+def read_tokenizer_facts(
+    root: Path, names: Iterable[str], transformers_version: str | None = None
+) -> TokenizerFacts | None:
+    """Facts of the tokenizer in ``root`` (``names``: the source's file set, already through the fence), as
+    transformers loads it; ``None`` when it holds no tokenizer files at all."""
+    files = tokenizer_files(names)
     if not any(f != "generation_config.json" for f in files):
         return None
     config: dict[str, Any] = {}
     if "tokenizer_config.json" in files:
-        config = read_json(root / "tokenizer_config.json")
-    template = config.get("chat_template")
-    if "chat_template.jinja" in files:
-        jinja = root / "chat_template.jinja"
-        try:
-            template = jinja.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(
-                f"{jinja}: cannot read the chat template as UTF-8 text ({exc.__class__.__name__})"
-            ) from exc
-    chat = None
-    if isinstance(template, str):
-        chat = prefixed(hashlib.sha256(template.encode("utf-8", "surrogatepass")).hexdigest())
-    elif template is not None:  # a list of named templates: digest its canonical JSON
-        try:
-            canonical = json.dumps(template, sort_keys=True, ensure_ascii=False)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise InputError(f"{root / 'tokenizer_config.json'}: field `chat_template` cannot be read") from exc
-        chat = prefixed(hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest())
+        config = read_json(root / "tokenizer_config.json", "tokenizer-config")
+    chat = chat_template_digest(root, files, config)
+    fast = fast_tokenizer_file(config, root / "tokenizer_config.json", transformers_version)
+    if fast != FULL_TOKENIZER_FILE and fast not in files and fast not in set(names):
+        raise InputError(
+            f"{root / 'tokenizer_config.json'}: field `fast_tokenizer_files` makes transformers load {brief(fast)}, "
+            "which is not in the directory",
+            hint="add the file, or remove the entry from `fast_tokenizer_files`",
+        )
 
     vocab_size = fingerprint = count = None
     special: dict[str, int] = {}
-    if "tokenizer.json" in files:
+    if fast in files or fast in set(names):
         from tokenizers import Tokenizer
 
-        path = root / "tokenizer.json"
+        path = root / fast
+        content = read_text(path, "tokenizer")
         try:
-            tok = Tokenizer.from_file(str(path))
+            tok = Tokenizer.from_str(content)
             vocab_size = tok.get_vocab_size(with_added_tokens=True)
             ids = tok.encode(CANARY, add_special_tokens=True).ids
         except Exception as exc:  # the Rust tokenizers library raises bare ``Exception`` for every malformed file
@@ -136,4 +211,5 @@ def read_tokenizer_facts(root: Path) -> TokenizerFacts | None:
         chat_template=chat,
         fingerprint=fingerprint,
         fingerprint_tokens=count,
+        fingerprint_file=fast,
     )

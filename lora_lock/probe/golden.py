@@ -24,6 +24,7 @@ from typing import Any
 
 from lora_lock import userregex
 from lora_lock.errors import InputError, brief
+from lora_lock.fence import read_bounded
 from lora_lock.probe.effect import DECODE_BATCH, ProbeMemoryError, finite
 
 SCORERS = ("exact", "contains", "regex")
@@ -75,10 +76,7 @@ def _strings(path: Path, number: int, doc: dict[str, Any], name: str) -> tuple[s
 
 def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
     """Parse and validate the golden file; returns the items and the file's digest."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the golden dataset: {exc.strerror or exc}") from exc
+    data = read_bounded(path, "golden")  # a regular file within the golden size bound (never a FIFO, /dev/zero)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError
+from lora_lock.fence import read_beside
 
 SIDECAR_FORMAT = 1
 
@@ -25,11 +26,13 @@ def sidecar_digest(text: str) -> str:
 
 
 def read_sidecar(path: Path, digest: str) -> dict[str, Any]:
+    """The sidecar next to the lock, through the fence: a regular file inside the lock's repository (a link
+    out of it is refused), within the sidecar size bound, bound to the lock by ``digest``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_beside(path, "sidecar")
+    except InputError as exc:
         raise InputError(
-            f"{path}: the probe fingerprints file named by the lock cannot be read ({exc.__class__.__name__})",
+            f"the probe fingerprints file named by the lock cannot be read: {exc.message}",
             hint="commit it next to the lock, or regenerate the lock",
         ) from exc
     if sidecar_digest(text) != digest:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from lora_lock.errors import InputError, SourceError, brief
+from lora_lock.fence import admit, check_name, inside_repository, resolve_fence, windows_form
 from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
+from lora_lock.sources.fileset import list_local
 
 if TYPE_CHECKING:
     from lora_lock.sources.hub import HubSnapshot
@@ -22,7 +25,8 @@ class Resolved:
 
     ``path`` holds the files available locally (for a Hub source: the cache snapshot with the small files);
     ``remote`` reads the headers of files that are not local; ``known`` holds digests proven without reading
-    bytes (Hub LFS metadata, or cache blob names); ``contain`` is the directory symlinks may point into.
+    bytes (Hub LFS metadata, or cache blob names); ``contain`` is the directory symlinks may point into;
+    ``files`` is the source's whole file set (sorted relative POSIX names), checked by the fence when resolved.
     """
 
     spec: str
@@ -34,6 +38,8 @@ class Resolved:
     known: Mapping[str, FileDigest] = field(default_factory=dict)
     contain: Path | None = None
     hub: HubSnapshot | None = field(default=None, repr=False, compare=False)
+    files: tuple[str, ...] = ()
+    allow_symlinks: bool = False
 
     @property
     def label(self) -> str:
@@ -55,8 +61,6 @@ def posix_relative(path: Path, start: Path) -> str:
     """``path`` relative to ``start`` in POSIX form (the lock never stores absolute paths). Symlinks are kept as
     written (``base`` → a shared model directory stays ``base``), so the lock moves with the repository; only if
     that spelling does not lead back to the same directory are both sides resolved."""
-    import os
-
     rel = os.path.relpath(os.path.abspath(path), os.path.abspath(start))
     try:
         if not os.path.samefile(os.path.join(start, rel), path):
@@ -66,7 +70,35 @@ def posix_relative(path: Path, start: Path) -> str:
     return PurePosixPath(*Path(rel).parts).as_posix() if rel != "." else "."
 
 
-def resolve_local(spec: str | Path, *, relative_to: Path | None = None, what: str = "source") -> Resolved:
+_SNAPSHOT_PARTS = re.compile(r"^models--[^/]+$")
+_COMMIT_NAME = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _cache_repo(path: Path) -> Path | None:
+    """The Hub cache repo a ``models--org--name/snapshots/<commit>`` directory links into (its ``blobs/``)."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):
+        return None
+    if (
+        _COMMIT_NAME.match(real.name)
+        and real.parent.name == "snapshots"
+        and _SNAPSHOT_PARTS.match(real.parents[1].name)
+    ):
+        return real.parents[1]
+    return None
+
+
+def local_source(spec: str, path: Path, *, allow_symlinks: bool) -> Resolved:
+    """A local directory, with its whole file set listed through the fence (before any file is opened)."""
+    contain = _cache_repo(path)
+    files = list_local(path, fence=resolve_fence(path, contain), allow_symlinks=allow_symlinks)
+    return Resolved(spec=spec, path=path, contain=contain, files=files, allow_symlinks=allow_symlinks)
+
+
+def resolve_local(
+    spec: str | Path, *, relative_to: Path | None = None, what: str = "source", allow_symlinks: bool = False
+) -> Resolved:
     """Resolve a local directory spec (relative specs first against the cwd, then ``relative_to``)."""
     raw = Path(spec).expanduser()
     candidates = [raw]
@@ -77,16 +109,31 @@ def resolve_local(spec: str | Path, *, relative_to: Path | None = None, what: st
             found = candidate.is_dir()
         except OSError as exc:  # a name too long for the filesystem, …
             raise SourceError(f"{what} {brief(str(spec))}: {exc.strerror or exc}") from exc
-        if found or (candidate.name.lower().endswith(".gguf") and os.path.lexists(candidate)):
+        if found:
+            return local_source(str(spec), candidate, allow_symlinks=allow_symlinks)
+        if candidate.name.lower().endswith(".gguf") and os.path.lexists(candidate):
             # A GGUF base is often one file; lora_lock.gguf_fit refuses it unless it is a regular file.
-            return Resolved(spec=str(spec), path=candidate)
+            return Resolved(spec=str(spec), path=candidate, allow_symlinks=allow_symlinks)
     raise SourceError(
         f"{what} {str(spec)!r} is not a local directory",
         hint="pass a directory holding the model's files, or a Hub repo id such as org/name@main",
     )
 
 
-def from_snapshot(spec: str, snap: HubSnapshot, *, trust_cache_names: bool = True) -> Resolved:
+def snapshot_files(snap: HubSnapshot, *, allow_symlinks: bool) -> tuple[str, ...]:
+    """A Hub commit's file set: the Hub's listing (or the cache's), each local file checked by the fence."""
+    fence = resolve_fence(snap.snapshot_dir, snap.repo_dir) if snap.snapshot_dir.is_dir() else None
+    names = sorted(snap.files)
+    for name in names:
+        check_name(name, f"{snap.repo_id}@{snap.commit[:12]}")
+        if fence is not None and os.path.lexists(snap.snapshot_dir / name):
+            admit(snap.snapshot_dir, name, fence=fence, allow_symlinks=allow_symlinks)
+    return tuple(names)
+
+
+def from_snapshot(
+    spec: str, snap: HubSnapshot, *, trust_cache_names: bool = True, allow_symlinks: bool = False
+) -> Resolved:
     return Resolved(
         spec=spec,
         path=snap.snapshot_dir,
@@ -97,6 +144,8 @@ def from_snapshot(spec: str, snap: HubSnapshot, *, trust_cache_names: bool = Tru
         known=snap.known_digests(trust_cache_names=trust_cache_names),
         contain=snap.repo_dir,
         hub=snap,
+        files=snapshot_files(snap, allow_symlinks=allow_symlinks),
+        allow_symlinks=allow_symlinks,
     )
 
 
@@ -107,11 +156,12 @@ def resolve(
     what: str = "source",
     token: str | bool | None = None,
     offline: bool | None = None,
+    allow_symlinks: bool = False,
 ) -> Resolved:
     """A local directory if one exists at ``spec``; otherwise a Hub repo id (``org/name[@revision]``)."""
     text = str(spec)
     try:
-        return resolve_local(spec, relative_to=relative_to, what=what)
+        return resolve_local(spec, relative_to=relative_to, what=what, allow_symlinks=allow_symlinks)
     except SourceError:
         from lora_lock.sources.hub import looks_like_repo_id, resolve_hub
 
@@ -127,7 +177,7 @@ def resolve(
             f"{what} {brief(text)}: no local directory of that name, and as a Hub repo id: {exc.message}",
             hint="check the directory name (or pass ./NAME), or give the Hub repo id as org/name@revision",
         ) from exc
-    return from_snapshot(text, snap)
+    return from_snapshot(text, snap, allow_symlinks=allow_symlinks)
 
 
 def locked_source(
@@ -139,10 +189,15 @@ def locked_source(
     token: str | bool | None = None,
     offline: bool | None = None,
     also: Iterable[str] = (),
+    allow_symlinks: bool = False,
+    allow_outside: bool = False,
 ) -> Resolved:
     """The source a lock names, found again: a directory relative to the lock, or the pinned Hub commit
     (from the cache when it is there; else from the Hub, metadata and small files only). ``also``: more locked
-    file names the snapshot must hold (the tokenizer's, when it comes from the base's repo and commit)."""
+    file names the snapshot must hold (the tokenizer's, when it comes from the base's repo and commit).
+
+    A directory outside the lock's repository (its git top-level, or the lock's directory when there is none)
+    is refused unless ``allow_outside``: a crafted lock must not make verify publish facts of arbitrary files."""
     if "repo" in fields:
         from lora_lock.sources.hub import is_offline, parse_spec, resolve_cached, resolve_online
 
@@ -169,10 +224,10 @@ def locked_source(
             # A partial cache (e.g. the small files a zero-download generate fetched): the Hub's metadata of the
             # pinned commit proves the rest, without downloading weights.
             snap = resolve_online(repo, commit, token=token)
-        return from_snapshot(f"{repo}@{commit}", snap, trust_cache_names=not deep)
+        return from_snapshot(f"{repo}@{commit}", snap, trust_cache_names=not deep, allow_symlinks=allow_symlinks)
     source = str(fields["source"])
     pure = PurePosixPath(source)
-    if pure.is_absolute() or source.startswith("\\"):
+    if pure.is_absolute() or source.startswith(("\\", "/")) or windows_form(source):
         raise InputError(
             f"the lock's {what} source {source!r} is an absolute path; locks store relative paths",
             hint="regenerate the lock with `lora-lock generate`",
@@ -187,4 +242,11 @@ def locked_source(
             f"the {what} directory {source!r} named by the lock is missing (looked in {path})",
             hint="run verify from the repository the lock belongs to, or restore the directory",
         )
-    return Resolved(spec=source, path=path)
+    inside, top = inside_repository(path, lock_dir)
+    if not inside and not allow_outside:
+        raise InputError(
+            f"the lock's {what} source {brief(source)} leads outside the lock's repository {top}",
+            hint="a lock names directories inside its own repository; if this one is intended, pass "
+            "--allow-outside-sources",
+        )
+    return local_source(source, path, allow_symlinks=allow_symlinks)

@@ -23,12 +23,15 @@ from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.inspect.safetensors_header import MAX_HEADER_BYTES, Header, parse_header
 from lora_lock.inspect.tokenizer import TOKENIZER_FILES
+from lora_lock.sources.fileset import MAX_FILES
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHORT_HASH = re.compile(r"^[0-9a-f]{7,39}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _FIRST_RANGE = 100_000
+#: Tokenizer files transformers may read besides the fixed names: versioned tokenizers and named chat templates.
+_TOKENIZER_EXTRA = re.compile(r"^(tokenizer\..+\.json|additional_chat_templates/[^/]+\.jinja)$")
 
 #: Small files worth downloading for a lock or a check: configs, tokenizer, adapter config, shard index.
 SMALL_FILES = (
@@ -221,9 +224,11 @@ def resolve_online(
             sha256=lfs.sha256 if lfs else None,
             blob_id=sib.blob_id,
         )
+    if len(files) > MAX_FILES:
+        raise SourceError(f"{repo_id}@{commit[:12]}: more than {MAX_FILES} files; this is not a model repo")
     repo_dir = repo_cache_dir(repo_id, cache_dir)
     snapshot = repo_dir / "snapshots" / commit
-    for name in sorted(set(want) & set(files)):
+    for name in sorted(n for n in files if n in set(want) or _must_fetch(files[n])):
         try:
             path = hf_hub_download(
                 repo_id, name, revision=commit, token=token, cache_dir=str(cache_dir) if cache_dir else None
@@ -244,6 +249,12 @@ def resolve_online(
         online=True,
         token=token,
     )
+
+
+def _must_fetch(f: HubFile) -> bool:
+    """Every file is locked with a sha256: a file whose sha256 the Hub does not state (a plain git file) is
+    fetched and hashed, as are the tokenizer files transformers may load instead of ``tokenizer.json``."""
+    return f.sha256 is None or bool(_TOKENIZER_EXTRA.match(f.name))
 
 
 def _remember_ref(repo_dir: Path, ref: str, commit: str) -> None:
