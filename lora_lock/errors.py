@@ -11,13 +11,19 @@ from __future__ import annotations
 class LoraLockError(Exception):
     """Root of every error lora-lock raises on purpose.
 
-    ``message`` is one paragraph for the user; ``hint`` (optional) says what to do about it.
+    ``message`` is one paragraph for the user; ``hint`` (optional) says what to do about it. Both usually quote
+    untrusted values (file names, config fields, lock strings) and end up in terminals, CI logs and a serving
+    process's log: they are sanitised here, once, to one line each (no control or bidi characters, no workflow
+    command; see :mod:`lora_lock.report.sanitize`).
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        from lora_lock.report.sanitize import line
+
+        message = line(str(message))
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = line(str(hint)) if hint is not None else None
 
     def __str__(self) -> str:
         if self.hint:
