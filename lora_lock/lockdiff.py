@@ -11,7 +11,7 @@ from typing import Any
 from lora_lock._version import __version__
 from lora_lock.lockfile import read
 from lora_lock.models import Category
-from lora_lock.report.sanitize import json_text, line
+from lora_lock.report.sanitize import document, line
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class LockDiff:
 
     def render_json(self) -> str:
         # default=str: a hand-edited lock may hold TOML dates or times, which JSON has no type for.
-        return json_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)) + "\n"
+        return document(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)) + "\n"
 
     def render_text(self) -> str:
         if self.identical:

@@ -17,7 +17,9 @@ Step = Callable[[int, int], None]
 
 
 def sidecar_text(sidecar: Mapping[str, Any]) -> str:
-    return json.dumps(sidecar, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+    from lora_lock.report.sanitize import document
+
+    return document(json.dumps(sidecar, sort_keys=True, separators=(",", ":"), ensure_ascii=False)) + "\n"
 
 
 def sidecar_digest(text: str) -> str:

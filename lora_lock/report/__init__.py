@@ -7,6 +7,7 @@ from typing import Protocol
 
 from lora_lock.models import Report
 
+
 def printable(text: str) -> str:
     """Text from files made safe for a terminal or a CI log (see :func:`lora_lock.report.sanitize.text`)."""
     from lora_lock.report.sanitize import text as _text

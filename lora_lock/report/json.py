@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from lora_lock.models import Report
-from lora_lock.report.sanitize import json_text
+from lora_lock.report.sanitize import document
 
 
 class JsonRenderer:
     def render(self, report: Report) -> str:
         # Printed to terminals and CI logs: the characters JSON leaves raw and a terminal acts on become \u escapes.
-        return json_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False)) + "\n"
+        return document(json.dumps(report.to_dict(), indent=2, ensure_ascii=False)) + "\n"

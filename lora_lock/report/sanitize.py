@@ -24,8 +24,8 @@ _UNSAFE_TEXT = re.compile(f"[{_UNSAFE}]")
 _UNSAFE_LINE = re.compile(f"[\t\n{_UNSAFE}]")
 #: A workflow command: ``::`` at the start of a line, after optional whitespace (the runner strips it).
 _COMMAND = re.compile(r"^(\s*)::", re.MULTILINE)
-#: Characters inside a JSON text that ``json.dumps(..., ensure_ascii=False)`` leaves raw but a terminal acts on.
-_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+#: Characters inside a JSON or TOML text that ``json.dumps(..., ensure_ascii=False)`` leaves raw but a terminal acts on.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -68,9 +68,10 @@ def annotation_property(value: str) -> str:
     return annotation(value).replace(":", "%3A").replace(",", "%2C")
 
 
-def json_text(rendered: str) -> str:
-    """A JSON document (``json.dumps(..., ensure_ascii=False)``) with the characters it leaves raw and a terminal
-    would act on written as ``\\uXXXX`` escapes: the same JSON value, safe to print. Outside strings JSON has no
+def document(rendered: str) -> str:
+    """A JSON document (``json.dumps(..., ensure_ascii=False)``) or a TOML one (tomli-w writes basic strings only)
+    with the characters both leave raw and a terminal would act on (C1 controls, bidi controls, line separators)
+    written as ``\\uXXXX`` escapes: the same value, safe to print or ``cat``. Outside strings neither format has
     such characters, so replacing them everywhere is exact."""
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", rendered)
 
