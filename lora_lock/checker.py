@@ -172,4 +172,4 @@ def check(adapter: str | Path, base: str | Path | None = None) -> Report:
 
 
 def input_finding(exc: InputError) -> Finding:
-    return Finding("INPUT-UNUSABLE", Category.INPUT, Severity.ERROR, exc.message, hint=exc.hint)
+    return Finding(exc.code, Category.INPUT, Severity.ERROR, exc.message, hint=exc.hint)

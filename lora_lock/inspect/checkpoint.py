@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,23 +35,11 @@ class Checkpoint:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object file, turning every failure into an InputError naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from exc
-    try:
-        doc = json.loads(text)
-    except RecursionError as exc:
-        raise InputError(f"{path}: JSON nested too deeply to read") from exc
-    except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
-        where = f" (line {exc.lineno}, column {exc.colno}: {exc.msg})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise InputError(f"{path}: not valid JSON{where}") from exc
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: expected a JSON object at the top level, found {type(doc).__name__}")
-    return doc
+    """Read a JSON object file within the size bound of its kind, turning every failure into an InputError naming
+    the file (see :mod:`lora_lock.inspect.jsonfile`)."""
+    from lora_lock.inspect.jsonfile import read_json_object
+
+    return read_json_object(path)
 
 
 def safe_relative(root: Path, name: str, what: Path) -> Path:
