@@ -380,8 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    from lora_lock import userregex
+
     try:
-        return func(args)
+        with userregex.budget():  # one budget for all user-written patterns of the command
+            return func(args)
     except LoraLockError as exc:
         if args.verbose:
             raise

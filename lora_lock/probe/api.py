@@ -165,7 +165,8 @@ def verify_probe(
             )
             ticks.add(2 * len(prompts))
             continue
-        findings += _verify_adapter(session, name, row, prompts, prints, ticks)
+        with session.fits(f"the probe of adapter {name}"):  # a value no check foresaw is unusable input too
+            findings += _verify_adapter(session, name, row, prompts, prints, ticks)
     return findings
 
 
@@ -432,7 +433,7 @@ def verify_golden(
         row = rows.get(name)
         if row is None:
             continue
-        then = unpack_bits(str(row["correct"]), n)
+        then = unpack_bits(str(row["correct"]), n, f"the lock's golden `correct` of adapter {name}")
         now = [r[0] for r in runner.run_all(name, items, _progress(step, index * n, len(adapters) * n))]
         negative = [items[i].line for i in range(n) if then[i] and not now[i]]
         positive = [items[i].line for i in range(n) if not then[i] and now[i]]

@@ -121,8 +121,7 @@ def _base_config(base_dir: Path) -> None:
                 continue
             if not isinstance(value, str) or not isinstance(getattr(torch, value, None), torch.dtype):
                 raise InputError(
-                    f"{path}: field `{where}{key}` must be a torch dtype name such as 'bfloat16', "
-                    f"found {brief(value)}"
+                    f"{path}: field `{where}{key}` must be a torch dtype name such as 'bfloat16', found {brief(value)}"
                 )
 
 
