@@ -18,12 +18,30 @@ from lora_lock.report import Format, renderer_for
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
 
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """Write one message line to stderr (or ``stream``). Every line the CLI writes itself goes through here: the
+    values it quotes (adapter names, paths, lock strings, foreign exception texts) are sanitised to one line, so
+    none can forge a workflow command or move a terminal's cursor."""
+    from lora_lock.report.sanitize import line
+
+    (stream or sys.stderr).write(line(text) + "\n")
+
+
+def _write(text: str, stream: TextIO | None = None) -> None:
+    """Write a multi-line document the CLI assembled from untrusted values (a diff, a name list, constraints) to
+    stdout (or ``stream``), sanitised line by line. Reports go through their renderer instead (:func:`_emit`):
+    each renderer sanitises the values it places, and the ``github`` one writes workflow commands on purpose."""
+    from lora_lock.report.sanitize import text as clean
+
+    (stream or sys.stdout).write(clean(text))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 on usage errors already; keep its message short and ours."""
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        print(f"lora-lock: error: {message}", file=sys.stderr)
+        _say(f"lora-lock: error: {message}")
         raise SystemExit(EXIT_ERROR)
 
 
@@ -164,14 +182,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         progress.close()
         steps.close()
     if not result.written and result.lock is None:
-        print(f"lora-lock: not writing {result.path}: the adapter does not fit the base", file=sys.stderr)
+        _say(f"lora-lock: not writing {result.path}: the adapter does not fit the base")
         only_one = args.adapter[0] if len(args.adapter) == 1 else None
         return _emit(result.report, args, source=_adapter_config_file(only_one) if only_one else None)
     for finding in result.report.findings:
         if finding.severity is not Severity.INFO:
-            print(f"{finding.severity.value}: {finding.code} {finding.message}", file=sys.stderr)
+            _say(f"{finding.severity.value}: {finding.code} {finding.message}")
     state = "wrote" if result.written else "up to date:"
-    print(f"lora-lock: {state} {result.path}", file=sys.stderr)
+    _say(f"lora-lock: {state} {result.path}")
     return 0
 
 
@@ -203,9 +221,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from lora_lock.fleet import adapter_names, matrix_json
 
     if args.format == "json":
-        sys.stdout.write(matrix_json(args.lockfile))
+        _write(matrix_json(args.lockfile))
     else:
-        sys.stdout.write("".join(f"{name}\n" for name in adapter_names(args.lockfile)))
+        from lora_lock.report.sanitize import line
+
+        _write("".join(f"{line(name)}\n" for name in adapter_names(args.lockfile)))
     return 0
 
 
@@ -214,11 +234,13 @@ def _cmd_export_env(args: argparse.Namespace) -> int:
     from lora_lock.lockfile import write_atomic
 
     text = constraints(args.lockfile)
+    from lora_lock.report.sanitize import text as clean
+
     if args.output in (None, "-"):
-        sys.stdout.write(text)
+        _write(text)
     else:
-        write_atomic(Path(args.output), text)
-        print(f"lora-lock: wrote {args.output}", file=sys.stderr)
+        write_atomic(Path(args.output), clean(text))
+        _say(f"lora-lock: wrote {args.output}")
     return 0
 
 
@@ -232,14 +254,14 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from lora_lock.lockdiff import diff
 
     result = diff(args.old, args.new)
-    sys.stdout.write(result.render_json() if args.format == "json" else result.render_text())
+    _write(result.render_json() if args.format == "json" else result.render_text())
     return 0 if result.identical else EXIT_DRIFT
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
     from lora_lock.lockfile import schema_text
 
-    sys.stdout.write(schema_text())
+    _write(schema_text())
     return 0
 
 
@@ -371,17 +393,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    from lora_lock import userregex
+
     try:
-        return func(args)
+        with userregex.budget():  # one budget for all user-written patterns of the command
+            return func(args)
     except LoraLockError as exc:
         if args.verbose:
             raise
-        print(f"lora-lock: error: {exc.message}", file=sys.stderr)
+        _say(f"lora-lock: error: {exc.message}")
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            _say(f"hint: {exc.hint}")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("lora-lock: interrupted", file=sys.stderr)
+        _say("lora-lock: interrupted")
         return 130
     except BrokenPipeError:  # `lora-lock … | head`: the reader left; say nothing more, as a killed writer would
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -390,9 +415,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the CLI boundary: anything unexpected is a tool failure (exit 2), not a traceback
         if args.verbose:
             raise
-        print(f"lora-lock: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("hint: re-run with --verbose for the traceback and report it", file=sys.stderr)
+        _say(f"lora-lock: internal error: {type(exc).__name__}: {_exception_text(exc)}")
+        _say("hint: re-run with --verbose for the traceback and report it")
         return EXIT_ERROR
+
+
+def _exception_text(exc: BaseException) -> str:
+    """``str(exc)`` of a foreign exception, which may itself fail (a crafted ``__str__``, a huge integer)."""
+    try:
+        return str(exc)[:2000]
+    except Exception:  # the error line must be written whatever the exception holds
+        return "(its message cannot be shown)"
 
 
 def entry() -> NoReturn:

@@ -190,4 +190,4 @@ def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks
 
 
 def input_finding(exc: InputError) -> Finding:
-    return Finding("INPUT-UNUSABLE", Category.INPUT, Severity.ERROR, exc.message, hint=exc.hint)
+    return Finding(exc.code, Category.INPUT, Severity.ERROR, exc.message, hint=exc.hint)

@@ -11,13 +11,19 @@ from __future__ import annotations
 class LoraLockError(Exception):
     """Root of every error lora-lock raises on purpose.
 
-    ``message`` is one paragraph for the user; ``hint`` (optional) says what to do about it.
+    ``message`` is one paragraph for the user; ``hint`` (optional) says what to do about it. Both usually quote
+    untrusted values (file names, config fields, lock strings) and end up in terminals, CI logs and a serving
+    process's log: they are sanitised here, once, to one line each (no control or bidi characters, no workflow
+    command; see :mod:`lora_lock.report.sanitize`).
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        from lora_lock.report.sanitize import line
+
+        message = line(str(message))
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = line(str(hint)) if hint is not None else None
 
     def __str__(self) -> str:
         if self.hint:
@@ -44,7 +50,24 @@ def brief(value: object, limit: int = 80) -> str:
 
 
 class InputError(LoraLockError):
-    """An input file or argument is unusable (missing, malformed, unsupported). Exit code 2."""
+    """An input file or argument is unusable (missing, malformed, unsupported). Exit code 2.
+
+    ``code``: the finding code the report gives it (``INPUT-UNUSABLE`` unless a more precise one applies, such as
+    ``INPUT-PICKLE``)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str = "INPUT-UNUSABLE") -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+def library_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised inside torch / transformers / peft / tokenizers, is that library failing on our
+    input (to become unusable input, keeping the report) rather than the user stopping us.
+
+    Every ``Exception`` is, and so are the panics of native code: pyo3 turns a Rust panic (the tokenizers library
+    on a pathological regex, say) into ``PanicException``, which derives from ``BaseException``. An interrupt, an
+    exit, a closing generator and our own errors are not."""
+    return not isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit | LoraLockError)
 
 
 class LockfileError(InputError):

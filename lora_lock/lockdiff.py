@@ -11,6 +11,7 @@ from typing import Any
 from lora_lock._version import __version__
 from lora_lock.lockfile import read
 from lora_lock.models import Category
+from lora_lock.report.sanitize import document, line
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class LockDiff:
 
     def render_json(self) -> str:
         # default=str: a hand-edited lock may hold TOML dates or times, which JSON has no type for.
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n"
+        return document(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)) + "\n"
 
     def render_text(self) -> str:
         if self.identical:
@@ -59,7 +60,9 @@ class LockDiff:
             if change.category is not current:
                 current = change.category
                 lines.append(f"{current.value}:")
-            lines.append(f"  {change.message}")
+            # One line per change, whatever the locks' strings hold: an ESC, CR or line feed in a value must not
+            # hide or fake a line (a drift tolerance set to 1e9 stays visible).
+            lines.append(f"  {line(change.message)}")
         lines.append(f"{len(self.changes)} change{'s' if len(self.changes) != 1 else ''}")
         return "\n".join(lines) + "\n"
 

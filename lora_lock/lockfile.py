@@ -67,7 +67,10 @@ def dumps(lock: Mapping[str, Any]) -> str:
     # Sections in reading order (identity first); keys inside each section sorted.
     ordered = {key: body.pop(key) for key in SECTION_ORDER if key in body}
     ordered.update(body)
-    return HEADER + "\n" + tomli_w.dumps(ordered)
+    from lora_lock.report.sanitize import document
+
+    # tomli-w leaves C1 and bidi controls raw in strings: escaped, the lock is safe to `cat` and to review.
+    return HEADER + "\n" + document(tomli_w.dumps(ordered))
 
 
 def validate(lock: Mapping[str, Any], path: Path) -> None:

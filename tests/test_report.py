@@ -76,7 +76,8 @@ def test_status_and_exit_codes() -> None:
 
 
 def test_github_escaping_and_limits() -> None:
-    assert escape_data("50% done\r\nnext") == "50%25 done%0D%0Anext"
+    # A carriage return is shown (it would overwrite the line in a log view); a line feed stays one command.
+    assert escape_data("50% done\r\nnext\x1b[2J") == "50%25 done\\x0d%0Anext\\x1b[2J"
     assert escape_property("a,b:c") == "a%2Cb%3Ac"
     many = [Finding(f"X-{i}", Category.BASE, Severity.ERROR, f"problem {i}") for i in range(25)]
     text = renderer_for(Format.GITHUB).render(Report.build(many, ran=[Category.BASE]))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError, brief, library_failure
 from lora_lock.fence import check_name, read_text
 from lora_lock.hashing import prefixed
 from lora_lock.inspect.checkpoint import read_json
@@ -189,8 +189,10 @@ def read_tokenizer_facts(
             tok = Tokenizer.from_str(content)
             vocab_size = tok.get_vocab_size(with_added_tokens=True)
             ids = tok.encode(CANARY, add_special_tokens=True).ids
-        except Exception as exc:  # the Rust tokenizers library raises bare ``Exception`` for every malformed file
-            raise InputError(f"{path}: the tokenizers library cannot load or run it ({exc})") from exc
+        except BaseException as exc:  # bare ``Exception`` for a malformed file, a pyo3 panic for a runaway regex
+            if not library_failure(exc):
+                raise
+            raise InputError(f"{path}: the tokenizers library cannot load or run it ({str(exc)[:300]})") from exc
         fingerprint = prefixed(hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest())
         count = len(ids)
         for key in _SPECIAL_KEYS:

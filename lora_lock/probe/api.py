@@ -165,7 +165,8 @@ def verify_probe(
             )
             ticks.add(2 * len(prompts))
             continue
-        findings += _verify_adapter(session, name, row, prompts, prints, ticks)
+        with session.fits(f"the probe of adapter {name}"):  # a value no check foresaw is unusable input too
+            findings += _verify_adapter(session, name, row, prompts, prints, ticks)
     return findings
 
 
@@ -432,7 +433,7 @@ def verify_golden(
         row = rows.get(name)
         if row is None:
             continue
-        then = unpack_bits(str(row["correct"]), n)
+        then = unpack_bits(str(row["correct"]), n, f"the lock's golden `correct` of adapter {name}")
         now = [r[0] for r in runner.run_all(name, items, _progress(step, index * n, len(adapters) * n))]
         negative = [items[i].line for i in range(n) if then[i] and not now[i]]
         positive = [items[i].line for i in range(n) if not then[i] and now[i]]
@@ -514,18 +515,21 @@ def load_groups(adapters: Sequence[tuple[str, Path]]) -> list[list[tuple[str, Pa
     """The adapters that can share one model load, and each adapter that needs one of its own.
 
     An adapter that writes into the base's own weights (trained biases, full tensors ``modules_to_save`` does
-    not list) would change what every other adapter on that model is measured on, and ``disable_adapter()`` does
-    not undo it: it gets a fresh base. The grouping depends on each adapter alone, so ``verify --adapter NAME``
-    measures an adapter on the same model as the lock of all of them did."""
+    not list, or an ``init_lora_weights`` method such as PiSSA or OLoRA, which PEFT runs again at load and which
+    replaces each targeted base weight by its residual) would change what every other adapter on that model is
+    measured on, and ``disable_adapter()`` does not undo it: it gets a fresh base. The grouping depends on each
+    adapter alone, so ``verify --adapter NAME`` measures an adapter on the same model as the lock of all of them
+    did. Init methods the probe refuses raise here, before any model loads."""
     from lora_lock.compat import writes_into_base
     from lora_lock.inspect.adapter import read_adapter
+    from lora_lock.probe.preflight import rewrites_base
 
     shared: list[tuple[str, Path]] = []
     alone: list[list[tuple[str, Path]]] = []
     for name, path in adapters:
         adapter = read_adapter(path)
         tensors = adapter.weights.tensors.values() if adapter.weights else ()
-        if writes_into_base(adapter.config, tensors):
+        if rewrites_base(name, path) or writes_into_base(adapter.config, tensors):
             alone.append([(name, path)])
         else:
             shared.append((name, path))
@@ -621,13 +625,10 @@ def verify_behaviour(
 
 def _require_causal(adapters: Sequence[tuple[str, Path]]) -> None:
     """The probe scores next-token distributions: causal language models only."""
-    import json
+    from lora_lock.inspect.jsonfile import read_json_object
 
     for name, path in adapters:
-        try:
-            task = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("task_type")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read adapter_config.json for the probe") from exc
+        task = read_json_object(path / "adapter_config.json").get("task_type")
         if task not in (None, "CAUSAL_LM"):
             raise InputError(
                 f"adapter {name}: task_type {task} is not a causal language model; the effect probe and golden set "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, LoraLockError, ProbeUnavailableError
+from lora_lock.errors import InputError, ProbeUnavailableError, library_failure
 
 #: ``stop(row, tokens)``: does the generation of ``row`` end with its newest token ``tokens[-1]`` (kept)?
 Stop = Callable[[int, list[int]], bool]
@@ -100,23 +100,32 @@ class ProbeSession:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from lora_lock.probe.preflight import refuse_unsafe_load
+
         self.torch = torch
         self.device = _device(torch, device)
         self.dtype_name = _dtype_name(torch, self.device, dtype)
         torch_dtype = getattr(torch, self.dtype_name)
+        refuse_unsafe_load(base_dir, adapters)  # before any library opens a file: no pickle, no Hub code
         _quiet_libraries()
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(
                 str(tokenizer_dir), trust_remote_code=False, local_files_only=True
             )
             model: Any = AutoModelForCausalLM.from_pretrained(
-                str(base_dir), dtype=torch_dtype, trust_remote_code=False, local_files_only=True
+                str(base_dir),
+                dtype=torch_dtype,
+                trust_remote_code=False,
+                local_files_only=True,
+                use_safetensors=True,  # never a pickle, whatever else the folder holds
             )
             model.to(self.device)
             # PEFT names adapters inside module paths and refuses names with "." ("llama-3.1-lora"): it gets
             # names of its own, and the lock's names are mapped onto them.
             self._peft_names = {name: f"lora_lock_{index}" for index, (name, _) in enumerate(adapters)}
             (first, first_path), *rest = adapters
+            # Randomised initialisations that PEFT runs again at load (pissa_niter_N) give the same model each run.
+            torch.manual_seed(0)
             with warnings.catch_warnings():
                 # Deprecation notices between peft and transformers releases are not findings about the adapter.
                 warnings.simplefilter("ignore", FutureWarning)
@@ -126,17 +135,28 @@ class ProbeSession:
                 )
                 for name, path in rest:
                     peft_model.load_adapter(str(path), adapter_name=self._peft_names[name], is_trainable=False)
-        except (OSError, ValueError, RuntimeError, MemoryError, KeyError) as exc:
+        except BaseException as exc:
+            if not library_failure(exc):
+                raise
             if _out_of_memory(torch, exc):
                 raise InputError(
                     f"{base_dir}: the model does not fit on {self.device} "
                     f"({_weights_text(base_dir, torch_dtype.itemsize, self.dtype_name)})",
                     hint="use a larger device, --dtype bfloat16, or --no-probe",
                 ) from exc
+            if isinstance(exc, ImportError):
+                raise InputError(
+                    f"{base_dir}: loading the model and adapter for the probe needs a package that is not installed "
+                    f"here: {_first_line(exc)}",
+                    hint="install it in the environment the lock was made for (see the environment findings), or "
+                    "skip the behaviour checks (--no-probe / --skip effect,golden)",
+                ) from exc
             # A RuntimeError here is PEFT refusing the adapter (e.g. a size mismatch on a changed base): the
-            # static checks say why; the probe cannot measure an adapter that does not load.
+            # static checks say why; the probe cannot measure an adapter that does not load. Anything else (a
+            # crafted config value, a native panic in the tokenizer) is unusable input as well.
             raise InputError(
-                f"{base_dir}: transformers/peft cannot load the model and adapter for the probe: {_first_line(exc)}",
+                f"{base_dir}: transformers/peft cannot load the model and adapter for the probe: "
+                f"{type(exc).__name__}: {_first_line(exc)}",
                 hint="see the compat findings (lora-lock check ADAPTER --base BASE)",
             ) from exc
         peft_model.eval()
@@ -150,9 +170,9 @@ class ProbeSession:
         describe) becomes unusable input, so the report keeps the drift those checks found."""
         try:
             yield
-        except LoraLockError:
-            raise
-        except (RuntimeError, MemoryError, IndexError, ValueError, TypeError) as exc:
+        except BaseException as exc:
+            if not library_failure(exc):
+                raise
             if _out_of_memory(self.torch, exc):
                 raise ProbeMemoryError(
                     f"{what} ran out of memory on {self.device} in {self.dtype_name}",
@@ -195,7 +215,15 @@ class ProbeSession:
         )
 
     def encode(self, prompt: str) -> list[int]:
-        ids = list(self.tokenizer(prompt)["input_ids"])
+        try:
+            ids = list(self.tokenizer(prompt)["input_ids"])
+        except BaseException as exc:  # the tokenizers library panics (a BaseException) on a pathological regex
+            if not library_failure(exc):
+                raise
+            raise InputError(
+                f"the tokenizer fails on a probe prompt: {type(exc).__name__}: {_first_line(exc)}",
+                hint="see the tokenizer findings: its tokenizer.json cannot encode ordinary text",
+            ) from exc
         if not ids:
             raise InputError("a probe prompt tokenizes to nothing", hint="remove empty prompts from the file")
         return [int(i) for i in ids]

@@ -146,7 +146,7 @@ def normalise(text: str, item: GoldenItem) -> str:
     unlike ``exact_match`` itself, surrounding whitespace is dropped (what lm-eval tasks do with a ``strip`` filter):
     a generation's leading space is never what a golden item means to test."""
     for pattern in item.regexes_to_ignore:
-        text = userregex.compile_user(pattern, "regexes_to_ignore").sub("", text, timeout=userregex.TIMEOUT_S)
+        text = userregex.sub(pattern, "", text, f"golden line {item.line}: field `regexes_to_ignore`")
     if item.ignore_case:
         text = text.lower()
     if item.ignore_punctuation:
@@ -179,7 +179,13 @@ def pack_bits(bits: list[bool]) -> str:
     )
 
 
-def unpack_bits(text: str, n: int) -> list[bool]:
+def unpack_bits(text: str, n: int, where: str = "the lock's golden `correct`") -> list[bool]:
+    """The ``n`` correctness bits of :func:`pack_bits` text; a value of another length or not hex is refused."""
+    if len(text) != -(-n // 4) or any(c not in "0123456789abcdef" for c in text):
+        raise InputError(
+            f"{where} must be {-(-n // 4)} lowercase hex digits for {n} items, found {brief(text)}",
+            hint="the lock was edited or the dataset changed; regenerate the lock with --golden",
+        )
     bits = [c == "1" for nibble in text for c in f"{int(nibble, 16):04b}"]
     return bits[:n]
 

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import enum
-import re
 from typing import Protocol
 
 from lora_lock.models import Report
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_COMMAND = re.compile(r"^(\s*)::", re.MULTILINE)
-
 
 def printable(text: str) -> str:
-    """Text from files (names, config values) made safe for a terminal or a CI log: control characters other than
-    newline and tab shown as escapes (no terminal sequences, no carriage-return overwrites), and a line that would
-    start with ``::`` (a GitHub Actions workflow command, leading whitespace allowed) defused."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return _COMMAND.sub(lambda m: m.group(1) + ":\u200b:", text)
+    """Text from files made safe for a terminal or a CI log (see :func:`lora_lock.report.sanitize.text`)."""
+    from lora_lock.report.sanitize import text as _text
+
+    return _text(text)
 
 
 class Format(str, enum.Enum):

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from lora_lock.models import Report, Severity
+from lora_lock.report import sanitize
 
 MAX_PER_KIND = 10
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
-def escape_data(text: str) -> str:
-    """Escape a message the way @actions/core does (``%``, CR, LF)."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(text: str) -> str:
-    """Escape a property value (also ``:`` and ``,``)."""
-    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+#: A message and a property of a workflow command: control and bidi characters shown as escapes, then escaped the
+#: way @actions/core does (``%``, CR, LF; in a property also ``:`` and ``,``).
+escape_data = sanitize.annotation
+escape_property = sanitize.annotation_property
 
 
 class GithubRenderer:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 from lora_lock.models import Report
+from lora_lock.report.sanitize import document
 
 
 class JsonRenderer:
     def render(self, report: Report) -> str:
-        return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        # Printed to terminals and CI logs: the characters JSON leaves raw and a terminal acts on become \u escapes.
+        return document(json.dumps(report.to_dict(), indent=2, ensure_ascii=False)) + "\n"

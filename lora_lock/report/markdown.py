@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lora_lock.models import Category, Finding, Report, Severity, Status
-from lora_lock.report import printable
+from lora_lock.report import sanitize
 
 #: GitHub refuses step summaries above 1 MiB; stay well below it.
 MAX_BYTES = 900_000
@@ -16,15 +16,12 @@ _STATUS = {
 
 
 def _cell(text: str | None) -> str:
-    if not text:
-        return ""
-    text = printable(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
-    return text.replace("](", "\\](")  # no links or images from file names
+    return sanitize.cell(text) if text else ""
 
 
 class MarkdownRenderer:
     def render(self, report: Report) -> str:
-        head = [f"## {report.title}", "", _STATUS[report.status], ""]
+        head = [f"## {_cell(report.title)}", "", _STATUS[report.status], ""]
         if report.checked:
             head += ["| category | state |", "|---|---|"]
             head += [f"| {c.value} | {s.value} |" for c, s in report.checked.items()]

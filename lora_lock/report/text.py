@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from lora_lock.models import Category, CheckState, Finding, Report, Severity, Status
-from lora_lock.report import printable
+from lora_lock.report import sanitize
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 _STATE_STYLE = {
@@ -22,8 +22,10 @@ _STATUS_TEXT = {
 
 
 def _indent(text: str) -> str:
-    """Continuation lines of a multi-line message line up under the finding."""
-    return printable(text).replace("\n", "\n          ")
+    """Continuation lines of a multi-line message line up under the finding (sanitised, then rich-escaped)."""
+    from rich.markup import escape
+
+    return escape(sanitize.text(text)).replace("\n", "\n          ")
 
 
 class TextRenderer:
@@ -54,13 +56,13 @@ class TextRenderer:
             console.print(f"[bold]{cat.value}[/]{label}")
             for f in findings:
                 console.print(
-                    f"  [{_STYLE[f.severity]}]{f.severity.value:<7}[/] [bold]{f.code}[/] {_indent(escape(f.message))}"
+                    f"  [{_STYLE[f.severity]}]{f.severity.value:<7}[/] [bold]{f.code}[/] {_indent(f.message)}"
                 )
                 if f.expected is not None and f.actual is not None and f.expected not in f.message:
-                    console.print(f"          expected: {escape(printable(f.expected))}")
-                    console.print(f"          actual:   {escape(printable(f.actual))}")
+                    console.print(f"          expected: {escape(sanitize.line(f.expected))}")
+                    console.print(f"          actual:   {escape(sanitize.line(f.actual))}")
                 if f.hint:
-                    console.print(f"          [dim]hint:[/] {_indent(escape(f.hint))}")
+                    console.print(f"          [dim]hint:[/] {_indent(f.hint)}")
         quiet = [c for c, s in report.checked.items() if c not in by_cat]
         if quiet:
             console.print(
@@ -70,7 +72,7 @@ class TextRenderer:
         if report.status is Status.ERROR:
             meaning = _unusable_meaning(report)
         counts = ", ".join(f"{report.count(s)} {s.value}{'s' if report.count(s) != 1 else ''}" for s in Severity)
-        console.print(f"{word} {escape(report.title)}: {meaning} ({counts})")
+        console.print(f"{word} {escape(sanitize.line(report.title))}: {meaning} ({counts})")
         return buf.getvalue()
 
 
