@@ -3,18 +3,52 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Wheels of action/requirements.txt for this machine: the act tests install the action's isolated venv from it
+# with no index (as an air-gapped runner would, with PIP_NO_INDEX=1 and PIP_FIND_LINKS).
+WHEELHOUSE := $(VENV)/wheelhouse
+# Where the CPU build of torch comes from. `auto`: a torch wheel pip already finds without an index (a local
+# wheelhouse in pip's config) is used as is; otherwise the PyTorch CPU index, if it answers within 3 s; otherwise
+# the default index (which serves the CUDA build: several GB of nvidia-* wheels). `none`: the default index
+# alone. Any other value is used as an extra index URL.
+TORCH_INDEX ?= auto
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+# Prints the pip arguments for torch (nothing, or --extra-index-url URL); the probe of the CPU index waits 3 s at most.
+define TORCH_INDEX_ARGS
+case "$(TORCH_INDEX)" in \
+  none) ;; \
+  auto) if $(PY) -m pip install --dry-run --quiet --disable-pip-version-check --no-index --no-deps --ignore-installed \
+          "$$(grep '^torch==' constraints.txt)" >/dev/null 2>&1; then :; \
+        elif $(PY) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/torch/", timeout=3)' \
+          "$(TORCH_CPU_INDEX)" >/dev/null 2>&1; then echo "--extra-index-url $(TORCH_CPU_INDEX)"; \
+        else echo "make: $(TORCH_CPU_INDEX) did not answer: torch comes from the default index (the CUDA build)" >&2; fi ;; \
+  *) echo "--extra-index-url $(TORCH_INDEX)" ;; \
+esac
+endef
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install lint typecheck pytest test demo bench clean rule-tables
+.PHONY: install lint typecheck pytest test demo bench clean action-requirements wheelhouse test-stack-4x rule-tables
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt action/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[probe,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt $$($(TORCH_INDEX_ARGS)) -e '.[probe,test]'
+	$(PY) -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r action/requirements.txt -d $(WHEELHOUSE)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+wheelhouse: install
+
+# The hash-pinned requirements of the action's isolated venv: the core's dependencies and the build backend,
+# resolved for every platform and Python lora-lock supports, at the versions constraints.txt pins.
+# (Needs the package index; tests/test_action.py checks that the file agrees with constraints.txt.)
+action-requirements: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt uv
+	$(VENV)/bin/uv pip compile pyproject.toml action/build-requirements.in -c constraints.txt --universal \
+		--python-version 3.10 --no-python-downloads --generate-hashes \
+		--custom-compile-command "make action-requirements" -o action/requirements.txt
 
 lint: install
 	$(VENV)/bin/ruff check lora_lock tests bench examples action fuzz faults
@@ -27,6 +61,14 @@ pytest: install
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
+
+# The action's full tier on a transformers 4.x stack (huggingface_hub < 1.0) in a throwaway venv: it must stop
+# with `status: error` naming both versions and change nothing. Needs the package index (about 60 MB, 1 minute).
+STACK4X := $(VENV)/stack-4x
+test-stack-4x: install
+	$(PYTHON) -m venv --clear $(STACK4X)
+	$(STACK4X)/bin/python -m pip install --quiet --disable-pip-version-check 'transformers==4.57.*'
+	LORA_LOCK_STACK_4X_PYTHON=$(STACK4X)/bin/python $(PY) -m pytest -q tests/test_action.py -k stack_4x
 
 demo: install
 	$(PY) examples/demo.py

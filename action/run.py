@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import installer  # action/installer.py: this script's directory is first on sys.path
+
 #: Every category ``lora-lock verify`` knows, in report order (tests/test_action.py compares with lora_lock).
 CATEGORIES = ("base", "tokenizer", "adapter", "compat", "quantization", "environment", "effect", "golden")
 #: The static tier: no torch needed (lora_lock.verification.STATIC_CATEGORIES).
@@ -277,12 +279,6 @@ def _runner_temp(env: Mapping[str, str]) -> Path:
     return Path(env.get("RUNNER_TEMP") or tempfile.gettempdir())
 
 
-def _run_checked(argv: Sequence[str], what: str, cwd: Path, hint: str | None = None) -> None:
-    """Run a set-up command outside the checkout, so ``python -m`` cannot import the repository's files."""
-    if subprocess.run(list(argv), cwd=cwd, check=False).returncode != 0:
-        raise ActionError(f"{what} failed (see the log above)", hint=hint)
-
-
 def setup(env: Mapping[str, str]) -> int:
     config = load_config(env)
     for note in config.notes:
@@ -291,41 +287,28 @@ def setup(env: Mapping[str, str]) -> int:
         if importlib.util.find_spec("lora_lock") is None:
             raise ActionError(
                 f"install: false, but lora-lock is not installed in the job's Python ({sys.executable})",
-                hint="install it first (pip install lora-lock), or leave `install` at true",
+                hint="install it first (see the README's install section), or leave `install` at true",
             )
         python = sys.executable
     else:
         action_path = Path(env.get("GITHUB_ACTION_PATH", ""))
         if not (action_path / "pyproject.toml").is_file():
             raise ActionError("$GITHUB_ACTION_PATH is not the lora-lock checkout: run this script through action.yml")
-        python = sys.executable
         temp = _runner_temp(env)
-        _say("::group::Install lora-lock from the action's checkout")
-        try:
-            if config.isolated:
-                venv = temp / "lora-lock-venv"
-                _run_checked([sys.executable, "-m", "venv", "--clear", str(venv)], "creating the isolated venv", temp)
-                python = str(venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
-            _run_checked(
-                [
-                    python,
-                    "-m",
-                    "pip",
-                    "install",
-                    "--disable-pip-version-check",
-                    "--progress-bar",
-                    "off",
-                    str(action_path),
-                ],
-                "pip install of the action's checkout",
-                temp,
-                hint=None
-                if config.isolated
-                else "if this Python is externally managed (PEP 668), add actions/setup-python before this action, "
-                "or use `isolated: true` for the static tier",
-            )
-        finally:
-            _say("::endgroup::")
+        if config.isolated:
+            _say("::group::Install lora-lock into its own venv (hash-pinned requirements)")
+            try:
+                python = installer.install_isolated(sys.executable, temp / "lora-lock-venv", action_path, temp)
+            finally:
+                _say("::endgroup::")
+        else:
+            _say("::group::Install lora-lock into the job's Python (changing none of its packages)")
+            try:
+                added = installer.install_into_job_python(sys.executable, action_path, temp)
+            finally:
+                _say("::endgroup::")
+            _say(f"added to {sys.executable}: {', '.join(added) or 'nothing but lora-lock'}")
+            python = sys.executable
     version = subprocess.run(
         [python, CLI, "--version"], cwd=_runner_temp(env), capture_output=True, text=True, check=False
     )
@@ -383,7 +366,10 @@ def verify(env: Mapping[str, str]) -> int:
     argv += ["--deep"] if config.deep else []
     argv += ["--adapter", config.adapter] if config.adapter else []
     argv += ["--", config.lockfile]
-    _say(f"::group::lora-lock {' '.join(argv)}")
+    from lora_lock.report import printable
+
+    # The title carries input values (lockfile, adapter): one printable line that cannot start a command.
+    _say("::group::" + printable(f"lora-lock {' '.join(argv)}").replace("\n", " "))
     with os.fdopen(fd, "wb") as out:
         code = subprocess.run(
             [sys.executable, CLI, *argv], cwd=config.workdir, env=child_env, stdout=out, check=False
@@ -402,6 +388,7 @@ def verify(env: Mapping[str, str]) -> int:
                 "findings": "0",
                 "errors": "0",
                 "warnings": "0",
+                "checked": "{}",
                 "report": str(report_path),
                 "markdown": str(markdown_path),
             }
@@ -417,22 +404,21 @@ def verify(env: Mapping[str, str]) -> int:
     exit_code = code if code in (EXIT_OK, EXIT_FAIL, EXIT_ERROR) else EXIT_ERROR
     asked = [c for c in config.categories if c in BEHAVIOUR]  # what this run asked for, not what it skipped
     states = [state.value for cat, state in report.checked.items() if cat.value in asked]
+    own: list[str] = []  # the action's own warnings: annotations, counted, and shown in the summary
     if asked and states and set(states) == {"skipped"}:
         # The full tier was asked for, yet the lock records none of the behaviour sections it asked for: say so.
         sections = " or ".join(f"[{'probe' if c == 'effect' else c}]" for c in asked)
-        _command(
-            "warning",
+        own.append(
             f"tier: full, but the lock records no {sections} section: the adapter's behaviour was not checked "
-            "(regenerate the lock with the probe on, and --golden FILE for a golden set)",
+            "(regenerate the lock with the probe on, and --golden FILE for a golden set)"
         )
-        warnings += 1
+    for message in own:
+        _command("warning", message)
+    warnings += len(own)
     if exit_code == EXIT_OK and config.fail_on == "warning" and warnings:
         _command("error", f"fail-on: warning, and the report has {warnings} warning(s)")
         status, exit_code = "fail", EXIT_FAIL
-    markdown = renderer_for(Format.MARKDOWN).render(report)
-    if status != report.status.value:
-        markdown += f"\n❌ failed on {warnings} warning(s) (`fail-on: warning`)\n"
-    markdown += f"\n<sub>tier `{config.tier}`: {', '.join(config.categories)}</sub>\n\n"
+    markdown = _summary_markdown(report, config, status, warnings, own)
     markdown_path = report_path.with_suffix(".md")
     markdown_path.write_text(markdown, encoding="utf-8")
     if config.summary:
@@ -445,9 +431,32 @@ def verify(env: Mapping[str, str]) -> int:
             "warnings": str(warnings),
             "report": str(report_path),
             "markdown": str(markdown_path),
+            "checked": json.dumps({cat.value: state.value for cat, state in report.checked.items()}),
         }
     )
     return exit_code
+
+
+def _summary_markdown(report: Any, config: Config, status: str, warnings: int, own: Sequence[str]) -> str:
+    """The job summary: lora-lock's markdown report, its status line replaced when the action's verdict differs
+    (``fail-on: warning``), and the action's own warnings under it."""
+    from lora_lock.models import Status
+    from lora_lock.report import Format, printable, renderer_for
+    from lora_lock.report.markdown import _STATUS
+
+    markdown = renderer_for(Format.MARKDOWN).render(report)
+    lines = [f"⚠️ {printable(message)}" for message in own]
+    if status != report.status.value:
+        verdict = f"❌ **fail**: {warnings} warning(s), and this check runs with `fail-on: warning`"
+        if _STATUS[Status.PASS] in markdown:
+            markdown = markdown.replace(_STATUS[Status.PASS], verdict, 1)
+        else:
+            lines.insert(0, verdict)
+    if lines:
+        head, sep, rest = markdown.partition("\n\n")  # after the title line
+        status_line, _, rest2 = rest.partition("\n\n")
+        markdown = head + sep + status_line + "\n\n" + "\n\n".join(lines) + "\n\n" + rest2
+    return markdown + f"\n<sub>tier `{config.tier}`: {', '.join(config.categories)}</sub>\n\n"
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -463,13 +472,13 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_ERROR
     try:
         return STEPS[argv[0]](os.environ)
-    except (ActionError, OSError) as exc:
-        if isinstance(exc, ActionError):
+    except (ActionError, installer.InstallError, OSError) as exc:
+        if isinstance(exc, (ActionError, installer.InstallError)):
             message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         else:
             message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
         _command("error", message)
-        outputs = {"status": "error", "findings": "0", "errors": "0", "warnings": "0"}
+        outputs = {"status": "error", "findings": "0", "errors": "0", "warnings": "0", "checked": "{}"}
         with contextlib.suppress(OSError):  # the job summary and the `markdown` output say why, as after a report
             outputs["markdown"] = str(_error_markdown(os.environ, message))
         _set_outputs(outputs)

@@ -60,6 +60,7 @@ def _load(path: Path, name: str) -> ModuleType:
     return module
 
 
+sys.path.insert(0, str(ROOT / "action"))  # run.py imports installer.py from its own directory, as a script does
 run_py = _load(ROOT / "action" / "run.py", "lora_lock_action_run")
 
 
