@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from tests.oracle import scenarios
 from tests.oracle.bases import Base, save_base
 from tests.oracle.tiny_configs import HIDDEN, LAYERS
@@ -82,6 +84,8 @@ class Oracle:
 
     def __init__(self, root: Path) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Tiny tensors: one thread is fastest, and the oracle must not compete for the cores it shares.
+        torch.set_num_threads(1)
         self.root = root
         self._bases: dict[tuple[str, str], Base | Exception] = {}
         self._cases: dict[str, list[Case]] = {}

@@ -29,24 +29,19 @@ def _describe(report: Report) -> str:
 
 
 def _engine_prediction(adapter: Path, base: Path) -> Any | None:
-    """The engine's :class:`Prediction` for the pair, or ``None`` on a lora_lock without one."""
+    """The engine's prediction for the pair (``Fit.prediction``), reached the way ``check`` reaches it; ``None``
+    when the installed lora_lock has no prediction or the input is unusable (check's report then says why)."""
+    from lora_lock.checker import read_base, static_findings
+    from lora_lock.errors import InputError
+    from lora_lock.inspect.adapter import read_adapter
+    from lora_lock.sources import resolve
+
     try:
-        from lora_lock import compat
-    except ImportError:
+        adapter_view = read_adapter(resolve(adapter, what="adapter").path, require_weights=False)
+        fit, _ = static_findings(adapter_view, read_base(resolve(base, what="base")))
+    except InputError:
         return None
-    fit = getattr(compat, "fit", None)
-    if fit is None or not hasattr(compat, "Prediction"):
-        return None
-    return _prediction_via_api(adapter, base)
-
-
-def _prediction_via_api(adapter: Path, base: Path) -> Any | None:
-    from lora_lock import compat
-
-    predict = getattr(compat, "predict", None)
-    if predict is None:
-        return None
-    return predict(adapter, base)
+    return getattr(fit, "prediction", None)
 
 
 def predicted_verdict(adapter: Path, base: Path) -> tuple[Verdict, Report]:
@@ -59,7 +54,7 @@ def predicted_verdict(adapter: Path, base: Path) -> tuple[Verdict, Report]:
                 prediction.outcome,
                 dropped=int(getattr(prediction, "dropped_tensors", 0) or 0),
                 message=getattr(prediction, "raises", None),
-                detail={"findings": _describe(report)},
+                detail={"findings": _describe(report), "exit": report.status.exit_code, "counted": True},
             ),
             report,
         )

@@ -101,6 +101,12 @@ def _output(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return out.logits if getattr(out, "logits", None) is not None else out[0]
 
 
+def _first_words(exc: BaseException) -> str:
+    """The exception's first line; for a state-dict error, with its first reason (``size mismatch for …``)."""
+    lines = [line.strip() for line in f"{type(exc).__name__}: {exc}".splitlines() if line.strip()]
+    return " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+
+
 def peft_truth(base: Base, adapter: Path) -> Verdict:
     """Load ``adapter`` onto ``base`` with real PEFT and classify what happened."""
     model = load(base)
@@ -117,7 +123,7 @@ def peft_truth(base: Base, adapter: Path) -> Verdict:
         try:
             peft_model = peft.PeftModel.from_pretrained(model, str(adapter))
         except Exception as exc:
-            return Verdict("raises", message=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            return Verdict("raises", message=_first_words(exc))
     peft_model.eval()
     saved = load_file(str(adapter / ADAPTER_FILE))
     landed_in = _adapter_weights(peft_model)
