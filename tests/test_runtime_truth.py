@@ -71,6 +71,19 @@ CASES: dict[str, tuple[str, Callable[[], Any]]] = {
             projector_hidden_act="gelu",
         ),
     ),
+    # a sub-config type other than the default (SigLIP tower, Qwen2 text): the table swaps in those classes' trees
+    "llava_siglip": (
+        "LlavaForConditionalGeneration",
+        lambda: _cfg(
+            "llava",
+            text_config={"model_type": "qwen2", **TEXT},
+            vision_config={**VISION_CLIP, "model_type": "siglip_vision_model"},
+            image_token_index=95,
+            projector_hidden_act="gelu",
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="full",
+        ),
+    ),
     "qwen2_vl": (
         "Qwen2VLForConditionalGeneration",
         lambda: _cfg(
