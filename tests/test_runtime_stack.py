@@ -180,3 +180,32 @@ def test_hostile_tensor_names_never_crash() -> None:
     tensors = {n: _t(n, 2) for n in names}
     view = runtime_view(LLAVA_CONFIG, tensors, Stack("5.23.0", "0.21.2", "explicit"))
     assert len(view.tensors) == 3
+
+
+def test_moe_regex_targets_resolve_and_bad_patterns_are_input_errors() -> None:
+    from lora_lock.runtime import convert_moe_targets, moe_rules
+
+    rules = moe_rules(
+        {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"]}, Stack("5.23.0", "0.21.2", "x")
+    )
+    assert rules is not None
+    names = ["model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.down_proj"]
+    res = convert_moe_targets(r".*\.(w1|w3)", None, 8, 16, rules, names)
+    assert res.error is None and res.target_parameters == {"gate_up_proj"}
+    assert res.rank_pattern == {r".*\.gate_up_proj": 16}
+    half = convert_moe_targets(r".*\.w1", None, 8, 16, rules, names)
+    assert half.error is not None and half.error.startswith(
+        "Cannot convert PEFT target(s) w1 without also targeting w3"
+    )
+    with pytest.raises(InputError):
+        convert_moe_targets("(", None, 8, 16, rules, names)
+
+
+def test_adapter_keys_with_hostile_names_never_crash() -> None:
+    from lora_lock.runtime import adapter_key_conversion, convert_adapter_keys
+
+    conv = adapter_key_conversion(LLAVA_CONFIG, Stack("5.23.0", "0.21.2", "explicit"))
+    assert conv is not None
+    names = ["base_model.model." + "9" * 5000 + ".lora_A.weight", "x.lora_" * 300, "plain", "a.lora_B.weight"]
+    out = convert_adapter_keys({n: _t(n, 2, 2) for n in names}, conv)
+    assert len(out.tensors) == 4

@@ -71,6 +71,19 @@ CASES: dict[str, tuple[str, Callable[[], Any]]] = {
             projector_hidden_act="gelu",
         ),
     ),
+    # a sub-config type other than the default (SigLIP tower, Qwen2 text): the table swaps in those classes' trees
+    "llava_siglip": (
+        "LlavaForConditionalGeneration",
+        lambda: _cfg(
+            "llava",
+            text_config={"model_type": "qwen2", **TEXT},
+            vision_config={**VISION_CLIP, "model_type": "siglip_vision_model"},
+            image_token_index=95,
+            projector_hidden_act="gelu",
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="full",
+        ),
+    ),
     "qwen2_vl": (
         "Qwen2VLForConditionalGeneration",
         lambda: _cfg(
@@ -214,3 +227,28 @@ def test_fused_experts_come_from_per_expert_tensors(truth_models: dict[str, tupl
     assert len(view.origin[name]) == 8
     assert all(".block_sparse_moe.experts." in n for n in view.origin[name])
     assert "mixtral" in view.rules and "MixtralForCausalLM" in view.rules
+
+
+def test_legacy_layernorm_gamma_beta_names_are_renamed(
+    truth_models: dict[str, tuple[str, dict[str, Path]]], tmp_path: Path
+) -> None:
+    """Checkpoints of the TF era store ``LayerNorm.gamma/beta``; transformers' ``legacy`` renames load them."""
+    import shutil
+
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    cls_name, dirs = truth_models["bert"]
+    shutil.copy(dirs["runtime"] / "config.json", tmp_path / "config.json")
+    state = load_file(dirs["runtime"] / "model.safetensors")
+    old = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in state.items()
+    }
+    assert any(".gamma" in k for k in old)
+    save_file(old, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model, info = getattr(transformers, cls_name).from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    config = json.loads((tmp_path / "config.json").read_text())
+    view = runtime_view(config, read_checkpoint(tmp_path).tensors, installed_stack())
+    assert {n: t.shape for n, t in view.tensors.items()} == _expected(model)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lora_lock import userregex
 from lora_lock.inspect.safetensors_header import TensorInfo
 from lora_lock.models import Category, Finding, Severity
 from lora_lock.runtime import rename, shapes
@@ -218,21 +219,27 @@ class MoeConversion:
 
 
 def _resolve_string_targets(pattern: str, rules: MoeRules, runtime_names: Iterable[str]) -> set[str] | None:
+    """PEFT's ``_resolve_string_target_modules`` for a regex; None for "all-linear" (it needs module types).
+
+    The pattern is the adapter author's: it runs with a time limit (``userregex``), and an invalid or runaway
+    pattern is an InputError, as PEFT would raise (or hang) on it.
+    """
     if pattern.lower() == "all-linear":
         return None
-    try:
-        regex = re.compile(pattern)
-    except re.error:
-        return set()
-    names = list(runtime_names)
+    where = "adapter_config.json target_modules"
+
+    def hits(key: str) -> bool:
+        return userregex.fullmatch(pattern, key, where) is not None
+
+    names = [n for n in runtime_names if len(n) <= 1024]
     modules = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 1)}
-    matched = {k.rsplit(".", 1)[-1] for k in sorted(modules | set(names)) if regex.fullmatch(k)}
+    matched = {k.rsplit(".", 1)[-1] for k in sorted(modules | set(names)) if hits(k)}
     containers: dict[str, set[str]] = {}
     for n in names:
         head, _, leaf = n.rpartition(".")
         containers.setdefault(leaf, set()).add(head)
     for old, new in rules.target_module_mapping.items():
-        if old not in matched and any(regex.fullmatch(f"{c}.{old}") for c in sorted(containers.get(new, ()))):
+        if old not in matched and any(hits(f"{c}.{old}") for c in sorted(containers.get(new, ()))):
             matched.add(old)
     return matched
 
