@@ -61,7 +61,7 @@ def test_known_disagreements_name_real_cases(oracle: Oracle) -> None:
             continue
         if not any(c.id == case_id for c in _cases_or_skip(oracle, arch)):
             stale.append(case_id)
-    assert not stale, f"known_disagreements.json names cases the oracle does not have: {stale}"
+    assert not stale, f"known_disagreements.json names cases the oracle lacks: {stale} (unbuilt: {oracle.unbuilt})"
 
 
 def _cli_sample(oracle: Oracle) -> list:
