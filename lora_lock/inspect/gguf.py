@@ -323,12 +323,22 @@ def _array(cur: _Cursor, what: str, depth: int) -> Any:
         cur.skip(count * scalar[2], what)
         return ArrayInfo(scalar[0], count)
     if element == _STRING and not keep:
-        order = cur.order + "Q"
+        # The hot loop of a real header (a 128k-token vocabulary, 280k merges): only lengths are read, and the
+        # buffer is topped up only when a string runs past what has been read so far.
+        unpack = struct.Struct(cur.order + "Q").unpack_from
+        buf, pos = cur.buf, cur.pos
         for i in range(count):
-            cur.need(8, what)
-            (length,) = struct.unpack_from(order, cur.buf, cur.pos)
-            cur.pos += 8
-            cur.skip(length, f"string #{i} of {what}")
+            if pos + 8 > len(buf):
+                cur.pos = pos
+                cur.need(8, f"the length of string #{i} of {what}")
+                buf = cur.buf
+            (length,) = unpack(buf, pos)
+            pos += 8 + length
+            if pos > len(buf):
+                cur.pos = pos - length
+                cur.skip(length, f"string #{i} of {what}")
+                buf = cur.buf
+        cur.pos = pos
         return ArrayInfo("string", count)
     if element not in _SCALARS and element not in (_STRING, _ARRAY):
         raise cur.fail(f"{what} has unknown element type {element} (GGUF value types are 0 to 12)")
