@@ -159,10 +159,16 @@ def chat_template_digest(root: Path, names: Iterable[str], config: dict[str, Any
 
 
 def read_tokenizer_facts(
-    root: Path, names: Iterable[str], transformers_version: str | None = None
+    root: Path, names: Iterable[str] | None = None, transformers_version: str | None = None
 ) -> TokenizerFacts | None:
-    """Facts of the tokenizer in ``root`` (``names``: the source's file set, already through the fence), as
-    transformers loads it; ``None`` when it holds no tokenizer files at all."""
+    """Facts of the tokenizer in ``root`` as transformers loads it; ``None`` when it holds no tokenizer files at
+    all. ``names``: the directory's file set, already through the fence (default: listed here, strictly)."""
+    if names is None:
+        from lora_lock.fence import resolve_fence
+        from lora_lock.sources.fileset import list_local
+
+        names = list_local(root, fence=resolve_fence(root), allow_symlinks=False)
+    names = tuple(names)
     files = tokenizer_files(names)
     if not any(f != "generation_config.json" for f in files):
         return None
