@@ -189,7 +189,7 @@ def test_read_golden_rejects_bad_input(tmp_path: Path, lines: list[str], message
 
 
 def test_read_golden_rejects_unreadable_files(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot read the golden dataset"):
+    with pytest.raises(InputError, match=r"missing\.jsonl: file not found"):
         read_golden(tmp_path / "missing.jsonl")
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes('{"prompt": "caf\xe9", "expected": "x"}\n'.encode("latin-1"))
