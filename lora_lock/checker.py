@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lora_lock.compat import Fit, fit
+from lora_lock.compat import Fit, fit, identity_findings
 from lora_lock.errors import InputError
 from lora_lock.gguf_fit import GGUFBase, gguf_files, gguf_findings, read_gguf_base
 from lora_lock.inspect.adapter import Adapter, read_adapter
-from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint
+from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint, read_json
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
-from lora_lock.inspect.modules import base_modules
 from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.runtime import Stack
 from lora_lock.sources import Resolved, resolve
-
-_SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
 
 
 @dataclass(frozen=True)
@@ -27,18 +26,30 @@ class BaseView:
     facts: ModelFacts
     checkpoint: Checkpoint
     gguf: GGUFBase | None = None  # llama.cpp weights, their tensors renamed to the transformers parameters
+    #: config.json as read (it selects the runtime rules); for GGUF, the architecture its metadata names
+    model_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def read_base(source: Resolved) -> BaseView:
     ggufs = gguf_files(source)
     if ggufs is not None:
         gguf = read_gguf_base(source, ggufs)
-        return BaseView(source=source, facts=gguf.facts, checkpoint=gguf.checkpoint, gguf=gguf)
+        identity: dict[str, Any] = {"model_type": gguf.facts.model_type}
+        if gguf.facts.architecture:
+            identity["architectures"] = [gguf.facts.architecture]
+        return BaseView(
+            source=source, facts=gguf.facts, checkpoint=gguf.checkpoint, gguf=gguf, model_config=identity
+        )
     config = source.path / "config.json"
     if not config.is_file():
         raise InputError(f"{source.path}: no config.json; this does not look like a model directory")
+    facts = read_model_facts(config)
+    doc = read_json(config)  # already read and checked once; small, and the fence allows it
     return BaseView(
-        source=source, facts=read_model_facts(config), checkpoint=read_checkpoint(source.path, source.remote)
+        source=source,
+        facts=facts,
+        checkpoint=read_checkpoint(source.path, source.remote),
+        model_config=doc if isinstance(doc, Mapping) else {},
     )
 
 
@@ -56,17 +67,25 @@ def default_base_spec(adapter: Adapter) -> str:
     return name
 
 
-def static_findings(adapter: Adapter, base: BaseView) -> tuple[Fit, list[Finding]]:
-    """The compat engine plus the findings that need both sides: identity, quantization, legacy fields."""
+def static_findings(adapter: Adapter, base: BaseView, *, stack: Stack | None = None) -> tuple[Fit, list[Finding]]:
+    """The compat engine plus the findings that need both sides: identity, quantization, legacy fields.
+
+    ``stack``: the transformers / PEFT versions whose load rules apply (default: the installed ones).
+    """
     result = fit(
         adapter.config,
         adapter.weights.tensors.values() if adapter.weights else None,
         base.facts,
-        base_modules(base.checkpoint, base.facts),
+        base.checkpoint,
+        model_config=base.model_config,
+        stack=stack,
     )
     findings = list(result.findings)
-    fits = not any(f.category is Category.COMPAT and f.severity is Severity.ERROR for f in findings)
-    findings += identity_findings(adapter, base.source, fits=fits)
+    checked_shapes = adapter.weights is not None
+    fits = checked_shapes and not any(
+        f.category is Category.COMPAT and f.severity is Severity.ERROR for f in findings
+    )
+    findings += identity_findings(adapter, base.source, fits=fits, facts=base.facts)
     if adapter.weights is None:
         findings.append(
             Finding(
@@ -79,13 +98,17 @@ def static_findings(adapter: Adapter, base: BaseView) -> tuple[Fit, list[Finding
             )
         )
     if base.facts.quantization is not None:
+        checked = (
+            "LoRA shapes are unchanged by quantization and were checked against the unpacked layer sizes"
+            if checked_shapes
+            else "the unpacked layer sizes were read, but no adapter tensors were there to check against them"
+        )
         findings.append(
             Finding(
                 "QUANT-FORMAT",
                 Category.QUANTIZATION,
                 Severity.INFO,
-                f"the base is quantized ({base.facts.quantization.describe()}); LoRA shapes are unchanged by "
-                "quantization and were checked against the unpacked layer sizes",
+                f"the base is quantized ({base.facts.quantization.describe()}); {checked}",
                 subject="quantization_config",
                 actual=base.facts.quantization.describe(),
             )
@@ -108,63 +131,19 @@ def static_findings(adapter: Adapter, base: BaseView) -> tuple[Fit, list[Finding
     return result, findings
 
 
-def identity_findings(adapter: Adapter, base: Resolved, *, fits: bool = True) -> list[Finding]:
-    """Shapes fitting is not identity: say when the base cannot be confirmed to be the one the adapter names."""
-    named = adapter.config.base_model_name_or_path
-    if not named:
-        return [
-            Finding(
-                "COMPAT-IDENTITY",
-                Category.COMPAT,
-                Severity.WARNING,
-                "the adapter does not name its base (`base_model_name_or_path` is empty), so only shapes "
-                "could be checked",
-                subject="base_model_name_or_path",
-                hint="shapes fitting is not identity: Llama-3-8B and Mistral-7B share every projection "
-                "shape; pin the base with `lora-lock generate`",
-            )
-        ]
-    if base.repo_id is not None:
-        named_repo, _, named_rev = named.partition("@")
-        wanted_rev = named_rev or adapter.config.revision
-        if base.repo_id == named_repo and (not wanted_rev or wanted_rev in (base.revision, base.ref)):
-            return []
-        actual = f"{base.repo_id}@{base.revision}"
-        if base.repo_id == named_repo:
-            named = f"{named_repo}@{wanted_rev}"
-    else:
-        match = _SNAPSHOT.search(base.path.resolve().as_posix())
-        if match and match["repo"].replace("--", "/") == named:
-            return []
-        named_path = Path(named).expanduser()
-        try:
-            if named_path.exists() and named_path.resolve() == base.path.resolve():
-                return []
-        except OSError:
-            pass
-        actual = f"local directory {base.path}"
-    return [
-        Finding(
-            "COMPAT-IDENTITY",
-            Category.COMPAT,
-            Severity.WARNING,
-            f"{'the shapes fit, but ' if fits else ''}the base cannot be confirmed to be `{named}`, the base the "
-            "adapter names",
-            subject="base_model_name_or_path",
-            expected=named,
-            actual=actual,
-            hint="shapes fitting is not identity (Llama-3-8B and Mistral-7B share every projection shape); "
-            "pin the base's commit and digests with `lora-lock generate`",
-        )
-    ]
-
-
-def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks: bool = False) -> Report:
+def check(
+    adapter: str | Path,
+    base: str | Path | None = None,
+    *,
+    allow_symlinks: bool = False,
+    stack: Stack | None = None,
+) -> Report:
     """Static fit check of ``adapter`` against ``base`` (default: the base the adapter config names).
 
     Unusable input becomes ``input`` findings (status ``error``); nothing here imports torch. Both sources go
     through the fence (symlinks out of them refused unless ``allow_symlinks``); what the base's file set says on
-    its own (a planted adapter, stray weights) is reported in the ``base`` category.
+    its own (a planted adapter, stray weights) is reported in the ``base`` category. ``stack``: whose load rules
+    apply (default: the installed transformers and PEFT, read from package metadata).
     """
     from lora_lock.observe import base_file_findings
 
@@ -177,7 +156,7 @@ def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks
         base_view = read_base(base_source)
         gguf = base_view.gguf
         # A GGUF architecture transformers cannot load has no parameter names to check the adapter against.
-        _, findings = static_findings(adapter_view, base_view) if gguf is None or gguf.names else (None, [])
+        _, findings = static_findings(adapter_view, base_view, stack=stack) if gguf is None or gguf.names else (None, [])
         if gguf is not None:
             findings += gguf_findings(gguf)
         base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []

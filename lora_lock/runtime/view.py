@@ -301,7 +301,10 @@ def runtime_view(config: Mapping[str, Any], tensors: Mapping[str, TensorInfo], s
                 )
             )
         notes.extend(_custom_notes(transforms))
-    runtime, origin, fused, apply_notes = apply_transforms(tensors, transforms, config)
+    if transforms:
+        runtime, origin, fused, apply_notes = apply_transforms(tensors, transforms, config)
+    else:  # nothing renames: the checkpoint's names are the runtime names (no per-tensor work on big bases)
+        runtime, origin, fused, apply_notes = dict(tensors), {k: (k,) for k in tensors}, frozenset(), []
     return RuntimeView(
         tensors=runtime,
         origin=origin,

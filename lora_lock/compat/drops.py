@@ -9,50 +9,27 @@ from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, compact_ranges, layer_indices, pattern_of
 from lora_lock.models import Category, Finding, Severity
-from lora_lock.peft_rules import LoraModule, to_base, to_model
-
-
-def where(paths: list[str]) -> str:
-    layers = [idx[0] for idx in (layer_indices(p) for p in paths) if idx]
-    if len(paths) == 1:
-        return f"(in {paths[0]})"
-    if layers:
-        return f"({len(paths)} modules, layers {compact_ranges(layers)})"
-    return f"({len(paths)} modules)"
-
-
-def no_target(config: AdapterConfig, targeted: list[str]) -> bool:
-    """PEFT raises ``Target modules ... not found in the base model`` when nothing matches."""
-    return config.target_modules is not None and not targeted
+from lora_lock.compat.keys import LoraModule
+from lora_lock.compat.model import to_base, to_model
+from lora_lock.compat.shapes import where
+from lora_lock.compat.targets import Targets, suffixes
 
 
 def target_findings(
     config: AdapterConfig,
     modules: dict[str, BaseModule],
     alignment: tuple[str, str],
-    targeted: list[str],
-    has_weights: bool,
+    targets: Targets,
 ) -> list[Finding]:
-    targets = config.target_modules
-    if targets is None or targets == "all-linear":
+    """What PEFT says about ``target_modules`` itself: it raises (nothing matched, an unsupported module, a refused
+    conversion), or it ignores names that match nothing."""
+    if targets.raises is not None:
+        return [raises_finding(config, targets.raises)]
+    names = targets.target_modules if targets.converted else config.target_modules
+    if names is None or isinstance(names, str):
         return []
-    if no_target(config, targeted):
-        return [
-            Finding(
-                "COMPAT-NO-TARGET",
-                Category.COMPAT,
-                Severity.ERROR,
-                f"target_modules {_names(targets)} match no module of this base: PEFT refuses to load the adapter",
-                subject="target_modules",
-                expected="at least one matching module",
-                actual="none",
-                hint="the base's module names differ from the adapter's base (another architecture?)",
-            )
-        ]
-    if isinstance(targets, str):
-        return []
-    leaves = {to_model(p, alignment) for p in modules}
-    unused = sorted(t for t in targets if not any(p == t or p.endswith("." + t) for p in leaves))
+    known = {s for p in modules for s in suffixes(to_model(p, alignment))}
+    unused = sorted(t for t in names if t not in known)
     if not unused:
         return []
     return [
@@ -68,6 +45,36 @@ def target_findings(
             "names (e.g. remote-code Phi's Wqkv vs today's q_proj/k_proj/v_proj)",
         )
     ]
+
+
+def raises_finding(config: AdapterConfig, raises: str) -> Finding:
+    """PEFT refuses to build the adapter: quote what it will say."""
+    targets = config.target_modules
+    if raises.startswith("NoMatchingPeftModuleError"):
+        shown = _names(targets) if targets is not None else "(none)"
+        return Finding(
+            "COMPAT-NO-TARGET",
+            Category.COMPAT,
+            Severity.ERROR,
+            f"target_modules {shown} match no module of this base: PEFT refuses to load the adapter ({raises})",
+            subject="target_modules",
+            expected="at least one matching module",
+            actual="none",
+            hint="the base's module names differ from the adapter's base (another architecture, or names "
+            "transformers renamed since the adapter was made: PEFT matches the names of the built model)",
+        )
+    return Finding(
+        "COMPAT-PEFT-REFUSES",
+        Category.COMPAT,
+        Severity.ERROR,
+        f"PEFT refuses to build this adapter on this base: {raises}",
+        subject="target_modules",
+        expected="a configuration PEFT can build",
+        actual=raises.partition(":")[0],
+        hint="target both halves of a fused pair (or re-train on the fused layout)"
+        if "Cannot convert" in raises
+        else "adjust target_modules / target_parameters in adapter_config.json",
+    )
 
 
 def _names(targets: tuple[str, ...] | str) -> str:
@@ -203,3 +210,21 @@ def _untrained_hint(renamed: bool, named_keys: bool) -> str:
     if renamed:
         return "the adapter's tensors for these modules are saved under other names (renamed modules): not loaded"
     return "the base has more layers or other modules than the adapter's base; use the base it was trained on"
+
+
+def dropped_finding(what: str, paths: list[str], tensors: int, hint: str) -> Finding:
+    """Adapter tensors PEFT loads into nothing, for a reason other than a missing module: ``what`` says which."""
+    by_pattern: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        by_pattern[pattern_of(path)].append(path)
+    parts = [f"{pattern} {where(p)}" for pattern, p in sorted(by_pattern.items())]
+    return Finding(
+        "COMPAT-DROPPED",
+        Category.COMPAT,
+        Severity.ERROR,
+        f"PEFT would load this adapter and silently drop {tensors} of its tensors: {what} ({'; '.join(parts)})",
+        subject=next(iter(sorted(by_pattern))) if len(by_pattern) == 1 else None,
+        expected="every adapter tensor loaded",
+        actual=f"{tensors} dropped",
+        hint=hint,
+    )

@@ -1,0 +1,279 @@
+"""Does an adapter fit a base? :func:`fit` runs the stages in the order the data flows, each stage its own module:
+
+checkpoint names → runtime model (:mod:`.model`) → PEFT's adapter-key conversion (:mod:`lora_lock.runtime`) →
+PEFT's target matching (:mod:`.targets`) → per-module shapes (:mod:`.shapes`) → saved modules (:mod:`.saved`) →
+silent drops (:mod:`.drops`) → the verdict (:mod:`.verdict`). Identity (:mod:`.identity`) needs the sources and is
+added by the ``check`` glue.
+
+PEFT loads with ``strict=False``: a tensor the built model has no place for is dropped without a word. So besides
+what PEFT raises on (no target, refused conversions, shape mismatches) the engine counts what it would silently
+drop, and which targeted modules get no trained weights.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lora_lock.compat.drops import (
+    dropped_finding,
+    named_keys_finding,
+    target_findings,
+    unmatched_findings,
+    untrained_finding,
+)
+from lora_lock.compat.keys import LoraModule, split_keys, unwrap_param_module
+from lora_lock.compat.model import RuntimeModel, align, runtime_model, to_base, to_model
+from lora_lock.compat.saved import check_saved
+from lora_lock.compat.shapes import (
+    DESCRIBE,
+    Grouper,
+    ModuleGroup,
+    RowKey,
+    base_shape,
+    check_module,
+    check_param_module,
+    expected_lora,
+    table,
+)
+from lora_lock.compat.targets import Targets, rank_for, resolve_targets
+from lora_lock.compat.verdict import Prediction, predict, rules_finding
+from lora_lock.inspect.adapter import AdapterConfig
+from lora_lock.inspect.checkpoint import Checkpoint
+from lora_lock.inspect.model_config import ModelFacts
+from lora_lock.inspect.modules import pattern_of
+from lora_lock.inspect.safetensors_header import TensorInfo
+from lora_lock.models import Finding
+from lora_lock.runtime import Stack, adapter_key_conversion, convert_adapter_keys, installed_stack
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What the engine found: findings, the resolved module table, the prefix alignment, and the prediction."""
+
+    findings: tuple[Finding, ...]
+    modules: tuple[ModuleGroup, ...]
+    saved: tuple[tuple[str, tuple[int, ...]], ...]
+    alignment: tuple[str, str]
+    lora_modules: int
+    matched_modules: int
+    prediction: Prediction | None = None
+
+
+_SIZE_MISMATCH = "RuntimeError: Error(s) in loading state_dict for PeftModel: size mismatch for "
+
+
+class _Load:
+    """The load step: where each adapter LoRA module goes and how many saved tensors land nowhere."""
+
+    def __init__(self, origin: Mapping[str, tuple[str, ...]]) -> None:
+        self.origin = origin
+        self.dropped = 0
+        self.raises: str | None = None
+        self.unmatched: list[str] = []
+        self.not_targeted: list[str] = []
+        self.kind_drops: list[str] = []
+        self.not_targeted_tensors = 0
+
+    def count(self, lm: LoraModule) -> int:
+        """Saved tensors behind one (converted) LoRA module."""
+        return sum(len(self.origin.get(t.name, (t.name,))) for t in lm.parts.values())
+
+    def mismatch(self, key: str) -> None:
+        if self.raises is None:
+            self.raises = _SIZE_MISMATCH + key
+
+
+def _load_lora(
+    config: AdapterConfig,
+    facts: ModelFacts,
+    model: RuntimeModel,
+    lora: dict[str, LoraModule],
+    targets: Targets,
+    alignment: tuple[str, str],
+    load: _Load,
+    grouper: Grouper,
+    rows: dict[RowKey, list[str]],
+) -> None:
+    wrapped = set(targets.modules)
+    for path, lm in sorted(lora.items()):
+        base_path = to_base(path, alignment)
+        holder = unwrap_param_module(base_path)
+        params = targets.parameters.get(holder)
+        if params and base_path not in wrapped:
+            level = (len(base_path) - len(holder)) // len(".base_layer")
+            if level >= len(params):
+                load.not_targeted.append(path)
+                load.not_targeted_tensors += load.count(lm)
+                continue
+            wanted = [
+                (name, model.params[f"{holder}.{name}"], rank_for(config, to_model(f"{holder}.{name}", alignment), targets.rank_pattern))
+                for name in params
+            ]
+            if check_param_module(path, lm, wanted, grouper, rows) == "shape":
+                load.mismatch(f"{path}.lora_A")
+            continue
+        base = model.modules.get(base_path)
+        if base is None:
+            load.unmatched.append(path)
+            load.dropped += load.count(lm)
+            continue
+        if base_path not in wrapped:
+            load.not_targeted.append(path)
+            load.not_targeted_tensors += load.count(lm)
+            continue
+        rank = rank_for(config, path, targets.rank_pattern)
+        status = check_module(config, facts, path, lm, base, rank, grouper, rows)
+        if status == "shape":
+            load.mismatch(f"{path}.lora_A")
+        elif status == "kind":
+            load.kind_drops.append(path)
+            load.dropped += load.count(lm)
+
+
+def _config_rows(
+    config: AdapterConfig, model: RuntimeModel, targets: Targets, alignment: tuple[str, str], rows: dict[RowKey, list[str]]
+) -> None:
+    """Config only: the table of what ``target_modules`` selects, at the ranks PEFT would build."""
+    for base_path in targets.modules:
+        base = model.modules[base_path]
+        path = to_model(base_path, alignment)
+        rank = rank_for(config, path, targets.rank_pattern)
+        a, b = expected_lora(base, rank)
+        rows[(pattern_of(path), base.kind.value, base_shape(base), rank, a, b, base.quantized)].append(path)
+
+
+def fit(
+    config: AdapterConfig,
+    tensors: Iterable[TensorInfo] | None,
+    facts: ModelFacts,
+    checkpoint: Checkpoint,
+    *,
+    model_config: Mapping[str, Any] | None = None,
+    stack: Stack | None = None,
+) -> Fit:
+    """Map an adapter onto a base as ``stack``'s transformers and PEFT load it, and report every way it does not fit.
+
+    ``tensors`` is the adapter's weights header; ``None`` means config-only (what ``target_modules`` selects).
+    ``model_config`` is the base's ``config.json`` (it selects the runtime rules); ``stack`` defaults to the
+    installed versions.
+    """
+    stack = stack or installed_stack()
+    model_config = model_config or {}
+    model = runtime_model(checkpoint, facts, model_config, stack)
+    findings: list[Finding] = list(model.notes)
+    rules = [model.rules]
+    originals = list(tensors or ())
+    conversion = adapter_key_conversion(model_config, stack, config.peft_type) if tensors is not None else None
+    converted = convert_adapter_keys({t.name: t for t in originals}, conversion, model_config)
+    if conversion is not None:
+        rules.append(conversion.rules)
+    findings += converted.notes
+    keys = split_keys(converted.tensors.values())
+    alignment = align([*(unwrap_param_module(p) for p in keys.lora), *keys.saved], set(model.modules))
+    targets = resolve_targets(config, model, alignment, model_config, stack)
+    if targets.converted:
+        rules.append(f"peft {stack.peft or 'unknown'} per-expert → fused target conversion")
+
+    grouper = Grouper()
+    rows: dict[RowKey, list[str]] = defaultdict(list)
+    load = _Load(converted.origin)
+    if tensors is not None:
+        _load_lora(config, facts, model, keys.lora, targets, alignment, load, grouper, rows)
+    else:
+        _config_rows(config, model, targets, alignment, rows)
+    saved = check_saved(config, facts, keys.saved, model, alignment, frozenset(keys.lora))
+    findings += target_findings(config, model.modules, alignment, targets)
+    if tensors is not None and targets.raises is None:
+        findings += _drop_findings(config, facts, model, keys, targets, alignment, load, saved.dropped, saved.dropped_biases)
+    findings += grouper.findings(DESCRIBE)
+    findings += saved.findings
+    if any(f.code == "COMPAT-SAVED-SHAPE" and f.severity.value == "error" for f in saved.findings):
+        load.mismatch(next(f"{m}" for m, _ in saved.table))
+    findings.append(rules_finding(stack, tuple(rules)))
+
+    prediction = None
+    if tensors is not None:
+        dropped = load.dropped + load.not_targeted_tensors + len(keys.named) + len(saved.dropped)
+        dropped += sum(1 for m in keys.tokens if to_base(m, alignment) not in model.modules)
+        raises = targets.raises or load.raises
+        prediction = predict(stack, tuple(rules), len(originals), dropped, raises)
+    return Fit(
+        findings=tuple(findings),
+        modules=table(rows),
+        saved=saved.table,
+        alignment=alignment,
+        lora_modules=len(keys.lora),
+        matched_modules=len(keys.lora) - len(load.unmatched),
+        prediction=prediction,
+    )
+
+
+def _drop_findings(
+    config: AdapterConfig,
+    facts: ModelFacts,
+    model: RuntimeModel,
+    keys: Any,
+    targets: Targets,
+    alignment: tuple[str, str],
+    load: _Load,
+    saved_dropped: list[str],
+    saved_biases: list[str],
+) -> list[Finding]:
+    findings = unmatched_findings(load.unmatched, keys.lora, model.modules, alignment, facts)
+    if keys.named:
+        findings.append(named_keys_finding(keys.named))
+    if load.not_targeted:
+        findings.append(
+            dropped_finding(
+                "these modules exist in the base, but target_modules / target_parameters do not select them, so "
+                "PEFT builds no LoRA layer to load them into",
+                load.not_targeted,
+                load.not_targeted_tensors,
+                "add the modules to target_modules (or target_parameters) in adapter_config.json, or the adapter "
+                "was saved with another configuration than the one next to it",
+            )
+        )
+    if load.kind_drops:
+        pass  # COMPAT-KIND (from the shape checks) names them
+    biases = set(saved_biases)
+    others = [p for p in saved_dropped if p not in biases]
+    if saved_biases:
+        findings.append(
+            dropped_finding(
+                'bias="all" saved biases of layers that have none in this base',
+                saved_biases,
+                len(saved_biases),
+                "the adapter was trained on a base whose layers have biases (another architecture or variant)",
+            )
+        )
+    if others:
+        findings.append(
+            dropped_finding(
+                "full tensors (modules_to_save / heads) of modules this base does not have under those names",
+                others,
+                len(others),
+                "the head or module was renamed in this base (e.g. GPT-NeoX's output head is `embed_out`), or the "
+                "adapter was trained on another architecture",
+            )
+        )
+    tokens = [m for m in keys.tokens if to_base(m, alignment) not in model.modules]
+    if tokens:
+        findings.append(
+            dropped_finding(
+                "trainable_token_indices deltas of embeddings this base does not have",
+                tokens,
+                len(tokens),
+                "the adapter was trained on another architecture",
+            )
+        )
+    wrapped_paths = {to_model(p, alignment) for p in targets.modules}
+    trained = set(keys.lora)
+    untrained = sorted(p for p in wrapped_paths if p not in trained)
+    if untrained:
+        leaves = {p.rpartition(".")[2] for p in load.unmatched}
+        renamed = any(p.rpartition(".")[2] in leaves for p in untrained)
+        findings.append(untrained_finding(untrained, renamed, named_keys=bool(keys.named)))
+    return findings

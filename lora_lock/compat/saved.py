@@ -1,0 +1,147 @@
+"""Full tensors in the adapter file: ``modules_to_save`` copies, task heads, biases (``bias="all"``), embedding copies.
+
+PEFT wraps every module whose runtime name ends with a ``modules_to_save`` entry and loads ``<module>.<param>`` into
+the wrapper's copy; a tensor of a module it does not list loads straight into the base module. Either way the
+parameter must exist in the built model under that name: a head transformers renamed (GPT-NeoX's ``embed_out``
+saved as ``lm_head``), or a bias of a base whose layers have none (``bias="all"`` trained on a base with biases),
+is an unexpected key that ``load_state_dict(strict=False)`` drops without a word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from lora_lock.compat.keys import split_keys
+from lora_lock.compat.model import RuntimeModel, to_base
+from lora_lock.compat.shapes import DESCRIBE, Grouper, _shape, base_shape
+from lora_lock.compat.targets import listed_saved
+from lora_lock.inspect.adapter import AdapterConfig
+from lora_lock.inspect.model_config import ModelFacts
+from lora_lock.inspect.modules import Kind
+from lora_lock.inspect.safetensors_header import TensorInfo
+from lora_lock.models import Category, Finding, Severity
+
+
+def is_listed(module: str, listed: set[str]) -> bool:
+    """PEFT wraps every module whose name ends with an entry, dot or not (``"head"`` wraps ``lm_head``), and a
+    wrapped module's children are saved under it."""
+    return any(module.endswith(m) or module.startswith(m + ".") or f".{m}." in module for m in listed)
+
+
+def writes_into_base(config: AdapterConfig, tensors: Iterable[TensorInfo]) -> bool:
+    """Whether loading the adapter changes the base model's own weights: trained biases (``bias`` "all" or
+    "lora_only") or full tensors ``modules_to_save`` does not list. ``disable_adapter()`` does not undo that, so
+    such an adapter loaded beside others would change what they are measured on."""
+    if config.bias not in ("none", ""):
+        return True
+    listed = listed_saved(config)
+    return any(not is_listed(module, listed) for module in split_keys(tensors).saved)
+
+
+@dataclass(frozen=True)
+class SavedResult:
+    """The saved-tensor table, findings, and the saved tensors PEFT drops (adapter-namespace ``module.param``)."""
+
+    table: tuple[tuple[str, tuple[int, ...]], ...]
+    findings: list[Finding]
+    dropped: list[str]
+    #: dropped tensors that are biases the base's layers lack (``bias="all"`` on another base)
+    dropped_biases: list[str]
+
+
+def _exists(model: RuntimeModel, base_module: str, param: str) -> bool:
+    module = model.modules.get(base_module)
+    if module is not None and module.derived_from is not None:  # a tied head: only its weight exists
+        return param == "weight"
+    return param in model.param_names.get(base_module, frozenset())
+
+
+def check_saved(
+    config: AdapterConfig,
+    facts: ModelFacts,
+    saved: dict[str, dict[str, TensorInfo]],
+    model: RuntimeModel,
+    alignment: tuple[str, str],
+    lora_paths: frozenset[str] = frozenset(),
+) -> SavedResult:
+    """Check every saved full tensor against the built model: where it loads, whether it fits, what is dropped."""
+    findings: list[Finding] = []
+    table: list[tuple[str, tuple[int, ...]]] = []
+    dropped: list[str] = []
+    biases: list[str] = []
+    listed = listed_saved(config)
+    grouper = Grouper()
+    for module, params in sorted(saved.items()):
+        for param, info in sorted(params.items()):
+            table.append((f"{module}.{param}", tuple(info.shape)))
+        bias_only = config.bias != "none" and set(params) <= {"bias"}  # bias="all" saves every bias by design
+        if module not in lora_paths and not is_listed(module, listed) and not bias_only:
+            findings.append(
+                Finding(
+                    "ADAPTER-UNLISTED-SAVED",
+                    Category.ADAPTER,
+                    Severity.WARNING,
+                    f"the adapter file holds full tensors of `{module}` ({', '.join(sorted(params))}) that "
+                    "modules_to_save does not list: PEFT loads them straight into the base module, replacing its "
+                    "weights",
+                    subject=module,
+                    hint="add the module to modules_to_save, or remove the tensors",
+                )
+            )
+        base_path = to_base(module, alignment)
+        base = model.modules.get(base_path)
+        for param in sorted(params):
+            if base is None or not _exists(model, base_path, param):
+                dropped.append(f"{module}.{param}")
+                if base is not None and param == "bias":
+                    biases.append(f"{module}.{param}")
+        weight = params.get("weight")
+        if base is None:
+            if (
+                weight is not None
+                and len(weight.shape) == 2
+                and facts.hidden_size is not None
+                and weight.shape[1] != facts.hidden_size
+            ):
+                findings.append(
+                    Finding(
+                        "COMPAT-SAVED-SHAPE",
+                        Category.COMPAT,
+                        Severity.WARNING,
+                        f"`{module}` is not in the base checkpoint (a task head) and its input size {weight.shape[1]} "
+                        f"differs from the base's hidden size {facts.hidden_size}",
+                        subject=module,
+                        expected=f"[*, {facts.hidden_size}]",
+                        actual=_shape(weight.shape),
+                    )
+                )
+            continue
+        expected_w = base.weight_shape if base.derived_from is None else (base.out_features or 0, base.in_features or 0)
+        if base.quantized:
+            expected_w = base_shape(base)
+        checks = [("weight", expected_w)]
+        bias = model.params.get(f"{base_path}.bias")
+        if bias is not None and base.kind is not Kind.EMBEDDING:
+            checks.append(("bias", tuple(bias.shape)))
+        for param, expected in checks:
+            found = params.get(param)
+            if found is None or tuple(found.shape) == tuple(expected):
+                continue
+            hint = ""
+            if facts.vocab_size is not None and expected and expected[0] == facts.vocab_size:
+                hint = (
+                    f"the adapter saved a {found.shape[0]}-token {module}; this base has {facts.vocab_size} "
+                    "tokens: the tokenizer / vocabulary changed"
+                )
+            grouper.add(
+                "COMPAT-SAVED-SHAPE",
+                Category.COMPAT,
+                Severity.ERROR,
+                f"{module}.{param}",
+                _shape(expected),
+                _shape(found.shape),
+                hint,
+            )
+    findings += grouper.findings(DESCRIBE)
+    return SavedResult(tuple(table), findings, dropped, biases)
