@@ -37,9 +37,7 @@ def read_base(source: Resolved) -> BaseView:
         identity: dict[str, Any] = {"model_type": gguf.facts.model_type}
         if gguf.facts.architecture:
             identity["architectures"] = [gguf.facts.architecture]
-        return BaseView(
-            source=source, facts=gguf.facts, checkpoint=gguf.checkpoint, gguf=gguf, model_config=identity
-        )
+        return BaseView(source=source, facts=gguf.facts, checkpoint=gguf.checkpoint, gguf=gguf, model_config=identity)
     config = source.path / "config.json"
     if not config.is_file():
         raise InputError(f"{source.path}: no config.json; this does not look like a model directory")
@@ -82,9 +80,7 @@ def static_findings(adapter: Adapter, base: BaseView, *, stack: Stack | None = N
     )
     findings = list(result.findings)
     checked_shapes = adapter.weights is not None
-    fits = checked_shapes and not any(
-        f.category is Category.COMPAT and f.severity is Severity.ERROR for f in findings
-    )
+    fits = checked_shapes and not any(f.category is Category.COMPAT and f.severity is Severity.ERROR for f in findings)
     findings += identity_findings(adapter, base.source, fits=fits, facts=base.facts)
     if adapter.weights is None:
         findings.append(
@@ -156,7 +152,9 @@ def check(
         base_view = read_base(base_source)
         gguf = base_view.gguf
         # A GGUF architecture transformers cannot load has no parameter names to check the adapter against.
-        _, findings = static_findings(adapter_view, base_view, stack=stack) if gguf is None or gguf.names else (None, [])
+        _, findings = (
+            static_findings(adapter_view, base_view, stack=stack) if gguf is None or gguf.names else (None, [])
+        )
         if gguf is not None:
             findings += gguf_findings(gguf)
         base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []

@@ -20,13 +20,13 @@ import pytest
 
 from fuzz.harnesses import HarnessTimeout, time_budget
 from lora_lock import lockfile
+from lora_lock.compat import is_targeted, rank_for
 from lora_lock.errors import InputError
 from lora_lock.inspect.adapter import AdapterConfig, read_adapter_config
 from lora_lock.inspect.checkpoint import read_checkpoint
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.inspect.safetensors_header import parse_header, read_header
 from lora_lock.inspect.tokenizer import read_tokenizer_facts
-from lora_lock.compat import is_targeted, rank_for
 from lora_lock.probe.golden import read_golden, score_generation
 
 #: Seconds a reader (or a match against what it read) may take; a healthy call on these inputs takes milliseconds.

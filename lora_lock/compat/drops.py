@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lora_lock.inspect.adapter import AdapterConfig
-from lora_lock.inspect.model_config import ModelFacts
-from lora_lock.inspect.modules import BaseModule, compact_ranges, layer_indices, pattern_of
-from lora_lock.models import Category, Finding, Severity
 from lora_lock.compat.keys import LoraModule
 from lora_lock.compat.model import to_base, to_model
 from lora_lock.compat.shapes import where
 from lora_lock.compat.targets import Targets, suffixes
+from lora_lock.inspect.adapter import AdapterConfig
+from lora_lock.inspect.model_config import ModelFacts
+from lora_lock.inspect.modules import BaseModule, layer_indices, pattern_of
+from lora_lock.models import Category, Finding, Severity
 
 
 def target_findings(
@@ -73,6 +73,9 @@ def raises_finding(config: AdapterConfig, raises: str) -> Finding:
         actual=raises.partition(":")[0],
         hint="target both halves of a fused pair (or re-train on the fused layout)"
         if "Cannot convert" in raises
+        else "PEFT fuses per-expert LoRA pairs (gate_proj + up_proj, w1 + w3) into one tensor and this adapter holds "
+        "only one half of a pair"
+        if "torch.cat" in raises
         else "adjust target_modules / target_parameters in adapter_config.json",
     )
 

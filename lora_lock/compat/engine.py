@@ -20,6 +20,7 @@ from typing import Any
 from lora_lock.compat.drops import (
     dropped_finding,
     named_keys_finding,
+    raises_finding,
     target_findings,
     unmatched_findings,
     untrained_finding,
@@ -109,7 +110,11 @@ def _load_lora(
                 load.not_targeted_tensors += load.count(lm)
                 continue
             wanted = [
-                (name, model.params[f"{holder}.{name}"], rank_for(config, to_model(f"{holder}.{name}", alignment), targets.rank_pattern))
+                (
+                    name,
+                    model.params[f"{holder}.{name}"],
+                    rank_for(config, to_model(f"{holder}.{name}", alignment), targets.rank_pattern),
+                )
                 for name in params
             ]
             if check_param_module(path, lm, wanted, grouper, rows) == "shape":
@@ -134,7 +139,11 @@ def _load_lora(
 
 
 def _config_rows(
-    config: AdapterConfig, model: RuntimeModel, targets: Targets, alignment: tuple[str, str], rows: dict[RowKey, list[str]]
+    config: AdapterConfig,
+    model: RuntimeModel,
+    targets: Targets,
+    alignment: tuple[str, str],
+    rows: dict[RowKey, list[str]],
 ) -> None:
     """Config only: the table of what ``target_modules`` selects, at the ranks PEFT would build."""
     for base_path in targets.modules:
@@ -171,8 +180,12 @@ def fit(
     if conversion is not None:
         rules.append(conversion.rules)
     findings += converted.notes
+    if converted.error is not None and tensors is not None:
+        findings.append(raises_finding(config, converted.error))
     keys = split_keys(converted.tensors.values())
-    alignment = align([*(unwrap_param_module(p) for p in keys.lora), *keys.saved], set(model.modules))
+    alignment = align(
+        [*(unwrap_param_module(p) for p in keys.lora), *keys.saved], set(model.modules), model.movable_prefixes
+    )
     targets = resolve_targets(config, model, alignment, model_config, stack)
     if targets.converted:
         rules.append(f"peft {stack.peft or 'unknown'} per-expert → fused target conversion")
@@ -187,7 +200,9 @@ def fit(
     saved = check_saved(config, facts, keys.saved, model, alignment, frozenset(keys.lora))
     findings += target_findings(config, model.modules, alignment, targets)
     if tensors is not None and targets.raises is None:
-        findings += _drop_findings(config, facts, model, keys, targets, alignment, load, saved.dropped, saved.dropped_biases)
+        findings += _drop_findings(
+            config, facts, model, keys, targets, alignment, load, saved.dropped, saved.dropped_biases
+        )
     findings += grouper.findings(DESCRIBE)
     findings += saved.findings
     if any(f.code == "COMPAT-SAVED-SHAPE" and f.severity.value == "error" for f in saved.findings):
@@ -198,7 +213,7 @@ def fit(
     if tensors is not None:
         dropped = load.dropped + load.not_targeted_tensors + len(keys.named) + len(saved.dropped)
         dropped += sum(1 for m in keys.tokens if to_base(m, alignment) not in model.modules)
-        raises = targets.raises or load.raises
+        raises = targets.raises or converted.error or load.raises
         prediction = predict(stack, tuple(rules), len(originals), dropped, raises)
     return Fit(
         findings=tuple(findings),

@@ -20,12 +20,22 @@ _SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+#: Well-known bases of one family that share every projection shape, for the hint on those families.
+_LOOKALIKES = {"llama": "Llama-3-8B and Mistral-7B", "mistral": "Llama-3-8B and Mistral-7B"}
+
+
 def _hint(facts: ModelFacts | None) -> str:
-    family = facts.architecture or facts.model_type if facts is not None else None
-    same = f"two {family} checkpoints of the same size" if family else "two bases of the same architecture and size"
+    model_type = facts.model_type if facts is not None else None
+    family = (facts.architecture or model_type) if facts is not None else None
+    if model_type in _LOOKALIKES:
+        same = _LOOKALIKES[model_type]
+    elif family:
+        same = f"two {family} checkpoints of the same size (a base and its fine-tune, or another release)"
+    else:
+        same = "two bases of the same architecture and size"
     return (
-        f"shapes fitting is not identity: {same} (a base and its fine-tune, or another release) share every "
-        "projection shape; a lock pins the base's commit and file digests"
+        f"shapes fitting is not identity: {same} share every projection shape; a lock pins the base's commit "
+        "and file digests"
     )
 
 

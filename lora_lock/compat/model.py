@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from lora_lock.compat.keys import OUTPUT_HEADS
 from lora_lock.inspect.checkpoint import Checkpoint
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, Kind, base_modules, module_of
 from lora_lock.inspect.safetensors_header import TensorInfo
 from lora_lock.models import Finding
 from lora_lock.runtime import RuntimeView, Stack, runtime_view
-from lora_lock.compat.keys import OUTPUT_HEADS
 
 _EMBEDDING_PREFERENCE = ("embed_tokens", "wte", "word_embeddings", "embed_in", "shared", "tok_embeddings")
 
@@ -37,6 +37,9 @@ class RuntimeModel:
     notes: tuple[Finding, ...]
     #: runtime module → parameter leaf names it holds directly (``weight``, ``bias``, ``gate_up_proj`` …)
     param_names: dict[str, frozenset[str]]
+    #: prefixes transformers may add or strip at load (the ``base_model_prefix``, when the checkpoint's names
+    #: lack it); None: unknown architecture, any single leading prefix
+    movable_prefixes: tuple[str, ...] | None = None
 
 
 def with_tied_head(modules: dict[str, BaseModule], facts: ModelFacts) -> dict[str, BaseModule]:
@@ -122,12 +125,20 @@ def runtime_model(
     view = runtime_view(model_config, checkpoint.tensors, stack)
     modules = with_tied_head(_modules(checkpoint, facts, view), facts)
     names = _group(view.tensors)
+    prefix = view.base_model_prefix
+    movable: tuple[str, ...] | None = None
+    if prefix is not None:
+        # transformers moves the base-model prefix only when the checkpoint was saved without (or with) it for
+        # another class; a checkpoint that already has it is loaded under the names it has
+        has_prefix = any(name.startswith(prefix + ".") for name in view.tensors)
+        movable = () if not prefix or has_prefix else (prefix + ".",)
     return RuntimeModel(
         modules=modules,
         params=view.tensors,
         rules=view.rules,
         notes=view.notes,
         param_names={k: frozenset(v) for k, v in names.items()},
+        movable_prefixes=movable,
     )
 
 
@@ -156,11 +167,14 @@ def _prefixes(paths: Iterable[str], depth: int = 2) -> set[str]:
     return out
 
 
-def align(adapter_paths: Iterable[str], base_paths: set[str]) -> tuple[str, str]:
+def align(
+    adapter_paths: Iterable[str], base_paths: set[str], movable: tuple[str, ...] | None = None
+) -> tuple[str, str]:
     """Find (strip, add) so that ``add + path[len(strip):]`` names base modules for the most adapter modules.
 
     transformers adds or strips the base-model prefix on load (``gpt2`` stores ``h.0.attn`` for
     ``transformer.h.0.attn``), so the adapter's module names and the base file's names may differ by it.
+    ``movable``: the only prefixes that may be added or stripped (None: any one leading segment or two).
     """
     paths = sorted(set(adapter_paths))
     if not paths:
@@ -173,6 +187,8 @@ def align(adapter_paths: Iterable[str], base_paths: set[str]) -> tuple[str, str]
         for add in sorted(_prefixes(base_paths, depth=1), key=len):
             if strip == add or (strip and add):
                 continue  # transformers adds or strips the base-model prefix; it never swaps one for another
+            if movable is not None and (strip or add) not in movable:
+                continue
             score = sum(1 for p in paths if p.startswith(strip) and add + p[len(strip) :] in base_paths)
             if score > best_score:
                 best, best_score = (strip, add), score

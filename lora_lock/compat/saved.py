@@ -57,6 +57,19 @@ def _exists(model: RuntimeModel, base_module: str, param: str) -> bool:
     return param in model.param_names.get(base_module, frozenset())
 
 
+def _tied_head(model: RuntimeModel, facts: ModelFacts, params: dict[str, TensorInfo]) -> bool:
+    """A head the checkpoint leaves out because transformers ties it to the input embedding (``lm_head``,
+    Whisper's ``proj_out``, RoBERTa's ``lm_head.decoder``): it exists in the built model with the embedding's shape."""
+    weight = params.get("weight")
+    if not facts.tie_word_embeddings or weight is None:
+        return False
+    shapes = {tuple(m.weight_shape) for m in model.modules.values() if m.kind is Kind.EMBEDDING}
+    if facts.vocab_size is not None and facts.hidden_size is not None:
+        shapes.add((facts.vocab_size, facts.hidden_size))  # embeddings named otherwise (``tokens_embed``, ``w``)
+    bias = params.get("bias")
+    return tuple(weight.shape) in shapes and (bias is None or tuple(bias.shape) == (weight.shape[0],))
+
+
 def check_saved(
     config: AdapterConfig,
     facts: ModelFacts,
@@ -91,6 +104,10 @@ def check_saved(
             )
         base_path = to_base(module, alignment)
         base = model.modules.get(base_path)
+        if (base is None or "weight" not in model.param_names.get(base_path, frozenset())) and _tied_head(
+            model, facts, params
+        ):
+            continue  # loads into the tied head; its shape is the embedding's, which it matched
         for param in sorted(params):
             if base is None or not _exists(model, base_path, param):
                 dropped.append(f"{module}.{param}")

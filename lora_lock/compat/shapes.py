@@ -2,8 +2,8 @@
 lands in, folded into one finding per pattern with a count, and the resolved module table ``generate`` records.
 
 PEFT builds each LoRA layer from the config's ``r`` / ``rank_pattern`` and the layer's features, then loads the
-saved tensors into it: any other shape is a ``size mismatch`` error at load. ``ParamWrapper`` layers (``target_parameters``
-on a fused ``[experts, a, b]`` tensor) hold ``lora_A [r·experts, b]`` and ``lora_B [a, r·experts]``.
+saved tensors into it: any other shape is a ``size mismatch`` error at load. ``ParamWrapper`` layers
+(``target_parameters`` on a fused ``[experts, a, b]`` tensor) hold ``lora_A [r·experts, b]``, ``lora_B [a, r·experts]``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Optional
 
 from lora_lock.compat.keys import LoraModule
 from lora_lock.inspect.adapter import AdapterConfig
@@ -19,6 +18,7 @@ from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, Kind, compact_ranges, layer_indices, pattern_of
 from lora_lock.inspect.safetensors_header import TensorInfo
 from lora_lock.models import Category, Finding, Severity
+
 
 def where(paths: list[str]) -> str:
     """``(in a.b)``, ``(3 modules, layers 0-2)`` or ``(3 modules)``: where a finding applies."""
@@ -30,10 +30,9 @@ def where(paths: list[str]) -> str:
     return f"({len(paths)} modules)"
 
 
-
 _LORA_KINDS = (Kind.LINEAR, Kind.CONV1D, Kind.EMBEDDING, Kind.CONV)
 
-RowKey = tuple[str, str, tuple[int, ...], int, tuple[int, ...], tuple[int, ...], Optional[str]]  # noqa: UP007
+RowKey = tuple[str, str, tuple[int, ...], int, tuple[int, ...], tuple[int, ...], str | None]
 
 
 @dataclass(frozen=True)
@@ -255,8 +254,6 @@ def _per_output(shape: tuple[int, ...], out: int) -> bool:
     )
 
 
-
-
 def _param_fits(shape: tuple[int, ...], rank: int, a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     """Whether ``lora_A`` / ``lora_B`` fit PEFT's ``ParamWrapper`` on a parameter of ``shape`` at ``rank``.
 
@@ -331,5 +328,7 @@ def table(rows: dict[RowKey, list[str]]) -> tuple[ModuleGroup, ...]:
             lora_b=k[5],
             quantized=k[6],
         )
-        for k, v in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3], kv[0][4], kv[0][5], kv[0][6] or ""))
+        for k, v in sorted(
+            rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3], kv[0][4], kv[0][5], kv[0][6] or "")
+        )
     )

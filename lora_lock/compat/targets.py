@@ -67,8 +67,10 @@ def target_parameters(config: AdapterConfig) -> tuple[str, ...]:
     value = config.raw.get("target_parameters")
     if value is None:
         return ()
-    if not isinstance(value, list) or len(value) > _MAX_TARGET_PARAMETERS or not all(
-        isinstance(v, str) and 0 < len(v) <= 1024 for v in value
+    if (
+        not isinstance(value, list)
+        or len(value) > _MAX_TARGET_PARAMETERS
+        or not all(isinstance(v, str) and 0 < len(v) <= 1024 for v in value)
     ):
         raise InputError(
             f"{config.path}: field `target_parameters` must be a list of parameter names, found {brief(value)}"
@@ -95,7 +97,10 @@ class _Matcher:
             if self.exclude_set is not None:
                 if names_match(self.exclude_set, key, ""):
                     return True
-            elif userregex.fullmatch(self.exclude, key, f"{self.where}: exclude_modules") is not None:
+            elif (
+                isinstance(self.exclude, str)
+                and userregex.fullmatch(self.exclude, key, f"{self.where}: exclude") is not None
+            ):
                 return True
         return self.saved is not None and userregex.match(self.saved, key, f"{self.where}: modules_to_save") is not None
 
@@ -277,7 +282,9 @@ def resolve_targets(
     )
 
 
-def _match_parameters(model: RuntimeModel, params: tuple[str, ...], alignment: tuple[str, str]) -> dict[str, tuple[str, ...]]:
+def _match_parameters(
+    model: RuntimeModel, params: tuple[str, ...], alignment: tuple[str, str]
+) -> dict[str, tuple[str, ...]]:
     """``_inject_parameters``: a parameter ``<module>.<name>`` is wrapped when it or a dot-suffix is listed."""
     if not params:
         return {}

@@ -96,6 +96,12 @@ def read_model_facts(path: Path) -> ModelFacts:
                 value = source.get(key)
                 if value is None:
                     continue
+                if (
+                    isinstance(value, list)
+                    and 0 < len(value) <= 64
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**40 for v in value)
+                ):
+                    return None  # per-stage values (Swin's num_heads [3, 6, 12, 24]): no single figure
                 if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2**40:
                     raise InputError(f"{path}: field `{key}` must be an integer from 0 to 2**40, found {brief(value)}")
                 return value

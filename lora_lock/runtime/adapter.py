@@ -85,6 +85,8 @@ class ConvertedKeys:
     #: converted keys that differ from the stored ones
     changed: frozenset[str]
     notes: tuple[Finding, ...] = ()
+    #: what PEFT raises while converting (a fused pair with one half missing), or None
+    error: str | None = None
 
 
 def _rreplace_once(text: str, old: str, new: str) -> str:
@@ -138,12 +140,17 @@ def convert_adapter_keys(
         final = _serialised(renamed, name)
         out.setdefault(final, replace(info, name=final))
         origin.setdefault(final, (key,))
+    error: str | None = None
     for (layer_name, _), (conv, members) in groups.items():
         data: dict[str, shapes.Value] = {}
         for _, source, info in members:
             value = data.setdefault(source, [])
             assert isinstance(value, list)
             value.append(info.shape)
+        if error is None and len(conv.sources) > 1 and any(s not in data for s in conv.sources):
+            # PEFT collects each source pattern's tensors and concatenates them: a pattern with none (``gate_proj``
+            # without ``up_proj``) is an empty list, which torch.cat refuses
+            error = "ValueError: torch.cat(): expected a non-empty list of Tensors"
         try:
             result = shapes.apply_ops(
                 conv.ops, data, conv.sources, conv.targets, layer_name=layer_name, config=config or {}
@@ -173,7 +180,7 @@ def convert_adapter_keys(
             out[final] = TensorInfo(final, first.dtype, shapes._single(value), first.file, 0, 0)
             origin[final] = tuple(k for k, _, _ in members)
     changed = frozenset(k for k, src in origin.items() if src != (k,))
-    return ConvertedKeys(dict(sorted(out.items())), dict(sorted(origin.items())), changed, tuple(notes))
+    return ConvertedKeys(dict(sorted(out.items())), dict(sorted(origin.items())), changed, tuple(notes), error)
 
 
 @dataclass(frozen=True)
