@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lora_lock.compat.keys import split_keys
+from lora_lock.compat.keys import OUTPUT_HEADS, split_keys
 from lora_lock.compat.model import RuntimeModel, to_base
 from lora_lock.compat.shapes import DESCRIBE, Grouper, _shape, base_shape
 from lora_lock.compat.targets import listed_saved
@@ -55,6 +55,11 @@ def _exists(model: RuntimeModel, base_module: str, param: str) -> bool:
     if module is not None and module.derived_from is not None:  # a tied head: only its weight exists
         return param == "weight"
     return param in model.param_names.get(base_module, frozenset())
+
+
+def _renamed_head(model: RuntimeModel, path: str) -> bool:
+    """An output head saved under a name this base's head does not have (``lm_head`` where it is ``embed_out``)."""
+    return path in OUTPUT_HEADS and any(h in model.modules for h in OUTPUT_HEADS if h != path)
 
 
 def _tied_head(model: RuntimeModel, facts: ModelFacts, params: dict[str, TensorInfo]) -> bool:
@@ -108,11 +113,16 @@ def check_saved(
             model, facts, params
         ):
             continue  # loads into the tied head; its shape is the embedding's, which it matched
-        for param in sorted(params):
-            if base is None or not _exists(model, base_path, param):
-                dropped.append(f"{module}.{param}")
-                if base is not None and param == "bias":
-                    biases.append(f"{module}.{param}")
+        if base is None and is_listed(module, listed) and not _renamed_head(model, base_path):
+            # a task head (classifier, score …) the checkpoint lacks: the task's model class creates it, then PEFT
+            # loads the saved copy into it
+            pass
+        else:
+            for param in sorted(params):
+                if base is None or not _exists(model, base_path, param):
+                    dropped.append(f"{module}.{param}")
+                    if base is not None and param == "bias":
+                        biases.append(f"{module}.{param}")
         weight = params.get("weight")
         if base is None:
             if (
