@@ -8,7 +8,7 @@ from collections import defaultdict
 from lora_lock.compat.keys import LoraModule
 from lora_lock.compat.model import to_base, to_model
 from lora_lock.compat.shapes import where
-from lora_lock.compat.targets import Targets, suffixes
+from lora_lock.compat.targets import Targets, unused_names
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, layer_indices, pattern_of
@@ -28,8 +28,7 @@ def target_findings(
     names = targets.target_modules if targets.converted else config.target_modules
     if names is None or isinstance(names, str):
         return []
-    known = {s for p in modules for s in suffixes(to_model(p, alignment))}
-    unused = sorted(t for t in names if t not in known)
+    unused = unused_names(names, (to_model(p, alignment) for p in modules))
     if not unused:
         return []
     return [

@@ -45,21 +45,49 @@ class Targets:
     converted: bool = False
 
 
-def suffixes(key: str) -> Iterable[str]:
-    """``a.b.c`` → ``a.b.c``, ``b.c``, ``c``: the names a list entry matches by PEFT's ``endswith('.' + t)``."""
-    yield key
-    start = key.find(".")
-    while start != -1:
-        yield key[start + 1 :]
-        start = key.find(".", start + 1)
+class NameSet:
+    """A list of module names as PEFT matches it: a key matches when it, or a dot-suffix of it, is listed.
+
+    Only suffixes with as many dots as the longest entry can match, so a lookup costs a few set probes however
+    long the list is.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+        self.depth = max((n.count(".") for n in self.names), default=0)
+
+    def match(self, key: str) -> bool:
+        """``key in names or any(key.endswith('.' + n) for n in names)``, in O(depth)."""
+        if key in self.names:
+            return True
+        end = len(key)
+        for _ in range(self.depth + 1):
+            end = key.rfind(".", 0, end)
+            if end == -1:
+                return False
+            if key[end + 1 :] in self.names:
+                return True
+        return False
 
 
-def names_match(names: tuple[str, ...] | frozenset[str] | str, key: str, where: str) -> bool:
+def names_match(names: tuple[str, ...] | NameSet | str, key: str, where: str) -> bool:
     """PEFT's list / regex match of one module name (a list entry matches the name or a dot-suffix of it)."""
     if isinstance(names, str):
         return userregex.fullmatch(names, key, where) is not None
-    wanted = names if isinstance(names, frozenset) else frozenset(names)
-    return any(s in wanted for s in suffixes(key))
+    return (names if isinstance(names, NameSet) else NameSet(names)).match(key)
+
+
+def unused_names(names: Iterable[str], modules: Iterable[str]) -> list[str]:
+    """The list entries that match no module (``p == t`` or ``p.endswith('.' + t)``), indexed by leaf name."""
+    by_leaf: dict[str, list[str]] = {}
+    for path in modules:
+        by_leaf.setdefault(path.rpartition(".")[2], []).append(path)
+    out = []
+    for name in names:
+        candidates = by_leaf.get(name.rpartition(".")[2], [])
+        if not any(p == name or p.endswith("." + name) for p in candidates):
+            out.append(name)
+    return sorted(out)
 
 
 def target_parameters(config: AdapterConfig) -> tuple[str, ...]:
@@ -85,17 +113,17 @@ class _Matcher:
         self.where = str(config.path)
         self.config = config
         self.exclude = config.exclude_modules
-        self.exclude_set = frozenset(self.exclude) if isinstance(self.exclude, tuple) else None
+        self.exclude_set = NameSet(self.exclude) if isinstance(self.exclude, tuple) else None
         # PEFT reads modules_to_save entries as regex fragments here (no escaping), so do we.
         saved = [m for m in config.modules_to_save if m]
         self.saved = rf"(^|.*\.)(?:{'|'.join(f'(?:{m})' for m in saved)})($|\..*)" if saved else None
         self.targets = target_modules
-        self.target_set = frozenset(target_modules) if isinstance(target_modules, tuple) else None
+        self.target_set = NameSet(target_modules) if isinstance(target_modules, tuple) else None
 
     def excluded(self, key: str) -> bool:
         if self.exclude:
             if self.exclude_set is not None:
-                if names_match(self.exclude_set, key, ""):
+                if self.exclude_set.match(key):
                     return True
             elif (
                 isinstance(self.exclude, str)
@@ -111,9 +139,9 @@ class _Matcher:
         if isinstance(targets, str):
             return userregex.fullmatch(targets, key, f"{self.where}: target_modules") is not None
         assert self.target_set is not None
-        if not names_match(self.target_set, key, "") or not self.config.layers_to_transform:
-            return names_match(self.target_set, key, "")
-        return _in_layers(self.config, key)
+        if not self.target_set.match(key):
+            return False
+        return not self.config.layers_to_transform or _in_layers(self.config, key)
 
 
 def _in_layers(config: AdapterConfig, key: str) -> bool:
@@ -288,10 +316,10 @@ def _match_parameters(
     """``_inject_parameters``: a parameter ``<module>.<name>`` is wrapped when it or a dot-suffix is listed."""
     if not params:
         return {}
-    wanted = frozenset(params)
+    wanted = NameSet(params)
     out: dict[str, list[str]] = {}
     for name in model.params:
         module, _, leaf = name.rpartition(".")
-        if module and names_match(wanted, to_model(name, alignment), ""):
+        if module and wanted.match(to_model(name, alignment)):
             out.setdefault(module, []).append(leaf)
     return {k: tuple(v) for k, v in sorted(out.items())}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 #: Kinds whose renaming this module reproduces; "custom" transforms are reported as not modelled.
@@ -33,7 +33,7 @@ class Transform:
     scope_prefix: str | None = None
     base_model_prefix: str | None = None
 
-    @property
+    @cached_property
     def kind(self) -> str:
         return str(self.spec.get("kind", "custom"))
 

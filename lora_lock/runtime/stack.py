@@ -5,10 +5,12 @@ Versions are read from package metadata (``importlib.metadata``); the libraries 
 
 from __future__ import annotations
 
-import importlib.metadata as md
+import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from lora_lock.errors import InputError, brief
@@ -48,7 +50,37 @@ def release(version: str | None) -> tuple[int, ...] | None:
     return tuple(int(p) for p in match.group(1).split("."))
 
 
+def _dist_info_version(name: str) -> str | None:
+    """The version in the name of ``<name>-<version>.dist-info`` on ``sys.path`` (what pip writes), or None.
+
+    ``importlib.metadata.version`` builds a finder over every path entry and parses the METADATA file; on the
+    static path only the directory name is needed, so this lists each ``sys.path`` directory once.
+    """
+    prefix = name.replace("-", "_").lower() + "-"
+    for entry in sys.path:
+        for item in _listing(entry):
+            lowered = item.lower()
+            if lowered.startswith(prefix) and lowered.endswith(".dist-info"):
+                version = item[len(prefix) : -len(".dist-info")]
+                if _VERSION.match(version):
+                    return version
+    return None
+
+
+@lru_cache(maxsize=64)
+def _listing(entry: str) -> tuple[str, ...]:
+    try:
+        return tuple(n for n in os.listdir(entry or ".") if n.endswith(".dist-info"))
+    except OSError:
+        return ()
+
+
 def _metadata_version(name: str) -> str | None:
+    found = _dist_info_version(name)
+    if found is not None:
+        return found
+    import importlib.metadata as md  # the slow general lookup (eggs, odd layouts); its import costs too
+
     try:
         return md.version(name)
     except md.PackageNotFoundError:

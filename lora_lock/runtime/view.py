@@ -196,7 +196,7 @@ def apply_transforms(
             groups.setdefault((runtime, id(conv)), (conv, []))[1].append((name, source, info))
             continue
         if runtime not in out:  # the loader keeps the first tensor that claims a name
-            out[runtime] = replace(info, name=runtime)
+            out[runtime] = info if runtime == name else replace(info, name=runtime)
             origin[runtime] = (name,)
     for (layer_name, _), (conv, members) in groups.items():
         try:
