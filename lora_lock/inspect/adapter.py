@@ -169,6 +169,11 @@ def read_adapter_config(path: Path) -> AdapterConfig:
             hint="MLX, JAX and hand-written adapter configs share the file name but not the format",
         )
     peft_type = peft_type.upper()
+    if peft_type == "NONE":
+        raise InputError(
+            f"{path}: peft_type 'none' is not a PEFT adapter type: the file describes no adapter PEFT can load",
+            hint="point at an adapter saved with PeftModel.save_pretrained() (peft_type LORA or ADALORA)",
+        )
     if peft_type not in SUPPORTED_PEFT_TYPES:
         raise InputError(
             f"{path}: peft_type {peft_type!r} is not supported; lora-lock supports {', '.join(SUPPORTED_PEFT_TYPES)}"
