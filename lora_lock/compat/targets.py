@@ -78,16 +78,20 @@ def names_match(names: tuple[str, ...] | NameSet | str, key: str, where: str) ->
 
 
 def unused_names(names: Iterable[str], modules: Iterable[str]) -> list[str]:
-    """The list entries that match no module (``p == t`` or ``p.endswith('.' + t)``), indexed by leaf name."""
-    by_leaf: dict[str, list[str]] = {}
+    """The list entries that match no module (``p == t`` or ``p.endswith('.' + t)``): each module's dot-suffixes,
+    up to the deepest entry's depth, go into one set, so the cost is modules × depth plus one probe per entry."""
+    wanted = list(names)
+    depth = max((n.count(".") for n in wanted), default=0)
+    known: set[str] = set()
     for path in modules:
-        by_leaf.setdefault(path.rpartition(".")[2], []).append(path)
-    out = []
-    for name in names:
-        candidates = by_leaf.get(name.rpartition(".")[2], [])
-        if not any(p == name or p.endswith("." + name) for p in candidates):
-            out.append(name)
-    return sorted(out)
+        known.add(path)
+        end = len(path)
+        for _ in range(depth + 1):
+            end = path.rfind(".", 0, end)
+            if end == -1:
+                break
+            known.add(path[end + 1 :])
+    return sorted(n for n in wanted if n not in known)
 
 
 def target_parameters(config: AdapterConfig) -> tuple[str, ...]:

@@ -37,6 +37,11 @@ class Transform:
     def kind(self) -> str:
         return str(self.spec.get("kind", "custom"))
 
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        """The library's compiled source regex (compiled once per transform)."""
+        return _compiled(str(self.spec["regex"]))
+
     @property
     def sources(self) -> list[str]:
         return [str(s) for s in self.spec.get("sources", ())]
@@ -76,7 +81,7 @@ def _scoped_match(t: Transform, key: str) -> tuple[str | None, str, re.Match[str
         else:
             return None
         key_to_match = key.removeprefix(prefix)
-    match = _compiled(str(t.spec["regex"])).search(key_to_match)
+    match = t.regex.search(key_to_match)
     if match is None:
         return None
     return prefix, key_to_match, match
@@ -94,7 +99,7 @@ def rename_one(t: Transform, key: str, state: RenameState | None = None) -> tupl
     prefix, key_to_match, match = matched
     group = _matching_group(match)
     group_index = int(group[1:])
-    regex = _compiled(str(t.spec["regex"]))
+    regex = t.regex
     sources, targets = t.sources, t.targets
     if t.kind == "group_rename":
         state = state if state is not None else RenameState()
@@ -125,9 +130,17 @@ def rename_one(t: Transform, key: str, state: RenameState | None = None) -> tupl
 def apply_renames(key: str, transforms: Iterable[Transform], state: RenameState | None = None) -> str:
     """``key`` after every renaming of ``transforms`` in turn (converters are skipped), as transformers does."""
     for t in transforms:
-        if t.kind in RENAME_KINDS:
+        if t.kind in RENAME_KINDS and (t.scope_prefix is not None or t.regex.search(key) is not None):
             key, _ = rename_one(t, key, state)
     return key
+
+
+def visit_order(names: Iterable[str], transforms: Sequence[Transform]) -> list[str]:
+    """The order transformers visits keys in: natural order matters only to group renames (a guard pattern must
+    be seen first); without one, plain sorting gives the same result for less work."""
+    if any(t.kind == "group_rename" for t in transforms):
+        return sorted(names, key=natural_key)
+    return sorted(names)
 
 
 def rename_key(

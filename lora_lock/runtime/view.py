@@ -185,7 +185,7 @@ def apply_transforms(
     state = rename.RenameState()
     groups: dict[tuple[str, int], tuple[rename.Transform, list[tuple[str, str, TensorInfo]]]] = {}
     long_names = 0
-    for name in sorted(tensors, key=rename.natural_key):
+    for name in rename.visit_order(tensors, transforms):
         info = tensors[name]
         if len(name) > MAX_NAME:
             long_names += 1
