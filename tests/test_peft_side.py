@@ -183,3 +183,29 @@ def test_per_expert_half_pair_quotes_peft(work: Path) -> None:
     truth, _, report = _agree(mixtral, adapter)
     assert truth.outcome == "raises" and (truth.message or "").startswith("ValueError: Cannot convert")
     assert "Cannot convert PEFT target(s) w1 without also targeting w3" in _errors(report)["COMPAT-PEFT-REFUSES"]
+
+
+def test_adalora_modules_pruned_to_rank_zero_apply(work: Path) -> None:
+    llama = save_base("llama", work / "llama-pruned")
+    from tests.oracle.bases import load
+
+    config = peft.AdaLoraConfig(init_r=4, target_r=2, total_step=10, target_modules=["q_proj", "v_proj"])
+    peft_model = peft.get_peft_model(load(llama), config)
+    modules = sorted({n.rsplit(".lora_E", 1)[0] for n, _ in peft_model.named_parameters() if ".lora_E" in n})
+    # what AdaLoRA's budget allocator leaves: the first module pruned to rank 0, the others to rank 2
+    pattern = {
+        m.removeprefix("base_model.model.") + ".lora_E": [False] * 4 if i == 0 else [True, True, False, False]
+        for i, m in enumerate(modules)
+    }
+    peft_model.peft_config["default"].rank_pattern = pattern
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    adapter = work / "adalora-pruned"
+    peft_model.save_pretrained(str(adapter))
+    shapes = {k: tuple(v.shape) for k, v in load_file(str(adapter / ADAPTER_FILE)).items()}
+    assert (0, llama.hidden) in shapes.values()  # a rank-0 lora_A
+    truth, _, report = _agree(llama, adapter)
+    assert truth.outcome == "applies"
+    assert not _errors(report), _errors(report)
