@@ -89,8 +89,13 @@ def _describe(checkpoint: Checkpoint, facts: ModelFacts, path: str, tensors: dic
 
 def _modules(checkpoint: Checkpoint, facts: ModelFacts, view: RuntimeView) -> dict[str, BaseModule]:
     stored = base_modules(checkpoint, facts)
-    if not view.transforms:
-        return stored
+    tensors = checkpoint.tensors
+    if not view.transforms or (
+        not view.fused
+        and view.tensors.keys() == tensors.keys()
+        and all(info is tensors[name] for name, info in view.tensors.items())
+    ):
+        return stored  # nothing renamed or reshaped: the checkpoint's modules are the runtime modules
     by_module: dict[str, dict[str, TensorInfo]] = {}
     for name, info in view.tensors.items():
         module, _ = module_of(name)
