@@ -209,3 +209,15 @@ def test_adapter_keys_with_hostile_names_never_crash() -> None:
     names = ["base_model.model." + "9" * 5000 + ".lora_A.weight", "x.lora_" * 300, "plain", "a.lora_B.weight"]
     out = convert_adapter_keys({n: _t(n, 2, 2) for n in names}, conv)
     assert len(out.tensors) == 4
+
+
+def test_installed_versions_from_dist_info_names_equal_the_metadata() -> None:
+    import importlib.metadata as md
+
+    stack = installed_stack()
+    for name, found in (("transformers", stack.transformers), ("peft", stack.peft)):
+        try:
+            expected: str | None = md.version(name)
+        except md.PackageNotFoundError:
+            expected = None
+        assert found == expected, name
