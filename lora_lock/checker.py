@@ -14,7 +14,9 @@ from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
 from lora_lock.inspect.modules import base_modules
 from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources import Resolved, resolve
+from lora_lock.stacks import facts_config, resolve_stack, stack_findings
 
 _SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
 
@@ -56,8 +58,10 @@ def default_base_spec(adapter: Adapter) -> str:
     return name
 
 
-def static_findings(adapter: Adapter, base: BaseView) -> tuple[Fit, list[Finding]]:
-    """The compat engine plus the findings that need both sides: identity, quantization, legacy fields."""
+def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None) -> tuple[Fit, list[Finding]]:
+    """The compat engine plus the findings that need both sides: identity, quantization, legacy fields.
+
+    ``stack``: whose load rules apply (default: the installed transformers / PEFT)."""
     result = fit(
         adapter.config,
         adapter.weights.tensors.values() if adapter.weights else None,
@@ -65,6 +69,8 @@ def static_findings(adapter: Adapter, base: BaseView) -> tuple[Fit, list[Finding
         base_modules(base.checkpoint, base.facts),
     )
     findings = list(result.findings)
+    config = facts_config(base.facts.architecture, base.facts.model_type)
+    findings += stack_findings(stack or installed_stack(), config, result, findings)
     fits = not any(f.category is Category.COMPAT and f.severity is Severity.ERROR for f in findings)
     findings += identity_findings(adapter, base.source, fits=fits)
     if adapter.weights is None:
@@ -159,8 +165,17 @@ def identity_findings(adapter: Adapter, base: Resolved, *, fits: bool = True) ->
     ]
 
 
-def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks: bool = False) -> Report:
+def check(
+    adapter: str | Path,
+    base: str | Path | None = None,
+    *,
+    allow_symlinks: bool = False,
+    stack: Stack | str | None = None,
+) -> Report:
     """Static fit check of ``adapter`` against ``base`` (default: the base the adapter config names).
+
+    ``stack``: the transformers / PEFT whose load rules apply, a :class:`~lora_lock.runtime.Stack` or text such as
+    ``"transformers==4.57.1,peft==0.17.1"`` (default: the installed versions, read from package metadata).
 
     Unusable input becomes ``input`` findings (status ``error``); nothing here imports torch. Both sources go
     through the fence (symlinks out of them refused unless ``allow_symlinks``); what the base's file set says on
@@ -170,6 +185,7 @@ def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks
 
     ran: tuple[Category, ...] = (Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION)
     try:
+        chosen = resolve_stack(stack)
         adapter_source = resolve(adapter, what="adapter", allow_symlinks=allow_symlinks)
         adapter_view = read_adapter(adapter_source.path, require_weights=False, remote=adapter_source.remote)
         spec = base if base is not None else default_base_spec(adapter_view)
@@ -177,7 +193,7 @@ def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks
         base_view = read_base(base_source)
         gguf = base_view.gguf
         # A GGUF architecture transformers cannot load has no parameter names to check the adapter against.
-        _, findings = static_findings(adapter_view, base_view) if gguf is None or gguf.names else (None, [])
+        _, findings = static_findings(adapter_view, base_view, chosen) if gguf is None or gguf.names else (None, [])
         if gguf is not None:
             findings += gguf_findings(gguf)
         base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []

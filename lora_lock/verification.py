@@ -14,8 +14,10 @@ from lora_lock.hashing import Progress, hash_files
 from lora_lock.lockdiff import row_text, rows_by_pattern
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.module_table import aligned
 from lora_lock.observe import Observed, adapter_section, base_section, observe, tokenizer_section
 from lora_lock.probe.sidecar import Step
+from lora_lock.runtime import lock_stack
 from lora_lock.sources import Resolved, locked_source
 
 STATIC_CATEGORIES = (
@@ -172,8 +174,10 @@ def _adapter_findings(
             )
         ]
     if Category.COMPAT in cats:
-        # Several rows share a pattern when its layers differ (rank_pattern): compare each pattern's rows.
-        old, new = rows_by_pattern(locked["modules"]), rows_by_pattern(now["modules"])
+        # Several rows share a pattern when its layers differ (rank_pattern): compare each pattern's rows, in
+        # runtime names, or in checkpoint names for a lock written before it recorded runtime names.
+        locked_rows, now_rows = aligned(locked, now)
+        old, new = rows_by_pattern(locked_rows), rows_by_pattern(now_rows)
         for pattern in sorted(set(old) | set(new)):
             if old.get(pattern, []) != new.get(pattern, []):  # whole rows: `quantized` counts too
                 then, today = _rows(old.get(pattern, [])), _rows(new.get(pattern, []))
@@ -471,6 +475,8 @@ def _world_findings(
             name_findings=len(lock["adapter"]) > 1,  # as in a lock of several, even with --adapter
             lock_path=lock_path,
             transformers_version=lock["environment"]["versions"].get("transformers"),
+            # Judged by the rules of the stack the lock was made on (a 4.x lock by 4.x rules).
+            stack=lock_stack(lock["environment"]),
         )
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
