@@ -19,6 +19,7 @@ from lora_lock.observe import Observed, adapter_section, base_section, observe, 
 from lora_lock.probe.sidecar import Step
 from lora_lock.runtime import lock_stack
 from lora_lock.sources import Resolved, locked_source
+from lora_lock.stacks import CODE_RULES, facts_config, stack_findings
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -491,6 +492,10 @@ def _world_findings(
         broken = [a for a in locked_adapters if a["name"] in observed.unreadable]
         findings += _file_findings(lock, base, tok, sources, broken, {Category.ADAPTER} & set(ran))
     findings += _base_findings(lock, observed, lock_dir, ran)
+    if Category.COMPAT in ran:  # once for the lock: the rules of the stack it records
+        facts = observed.base.facts
+        rules = stack_findings(lock_stack(lock["environment"]), facts_config(facts.architecture, facts.model_type))
+        findings += [f for f in rules if f.code == CODE_RULES]
     if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked:
         findings += _tokenizer_findings(lock, observed, lock_dir)
     if Category.COMPAT in ran or Category.ADAPTER in ran or Category.QUANTIZATION in ran:
