@@ -50,7 +50,9 @@ def test_check_says_which_rules_it_applied(capsys: pytest.CaptureFixture[str], l
     assert "PEFT 0.21.2" in rules and "(explicit)" in rules
 
 
-def test_a_single_component_stack_is_accepted(capsys: pytest.CaptureFixture[str], llama_pair: tuple[Path, Path]) -> None:
+def test_a_single_component_stack_is_accepted(
+    capsys: pytest.CaptureFixture[str], llama_pair: tuple[Path, Path]
+) -> None:
     adapter, base = llama_pair
     code, doc = _json(capsys, ["check", str(adapter), "--base", str(base), "--stack", STACK_4, "--format", "json"])
     assert code == 0
