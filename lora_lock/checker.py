@@ -58,7 +58,7 @@ def default_base_spec(adapter: Adapter) -> str:
     return name
 
 
-def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None) -> tuple[Fit, list[Finding]]:
+def static_findings(adapter: Adapter, base: BaseView, *, stack: Stack | None = None) -> tuple[Fit, list[Finding]]:
     """The compat engine plus the findings that need both sides: identity, quantization, legacy fields.
 
     ``stack``: whose load rules apply (default: the installed transformers / PEFT)."""
@@ -193,7 +193,9 @@ def check(
         base_view = read_base(base_source)
         gguf = base_view.gguf
         # A GGUF architecture transformers cannot load has no parameter names to check the adapter against.
-        _, findings = static_findings(adapter_view, base_view, chosen) if gguf is None or gguf.names else (None, [])
+        _, findings = (
+            static_findings(adapter_view, base_view, stack=chosen) if gguf is None or gguf.names else (None, [])
+        )
         if gguf is not None:
             findings += gguf_findings(gguf)
         base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []

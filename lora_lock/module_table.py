@@ -10,7 +10,7 @@ name; a lock written before the table existed (lora-lock 0.1.0: rows named as th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lora_lock.inspect.modules import pattern_of
@@ -30,12 +30,18 @@ class ModuleNames:
     rules: str
     to_runtime: Mapping[str, str]
     runtime: frozenset[str]
+    #: runtime pattern → its one checkpoint pattern (a parameter fused from several has none)
+    to_checkpoint: Mapping[str, str] = field(default_factory=dict)
 
     def runtime_name(self, pattern: str) -> str:
         """The runtime name of a module pattern; a name already in runtime form (or unknown) is kept."""
         if pattern in self.runtime:
             return pattern
         return self.to_runtime.get(pattern, pattern)
+
+    def checkpoint_name(self, runtime: str) -> str | None:
+        """The checkpoint name of a runtime module pattern, when exactly one checkpoint module becomes it."""
+        return self.to_checkpoint.get(runtime)
 
 
 def _module(name: str) -> str:
@@ -51,15 +57,16 @@ def module_names(config: Mapping[str, Any], tensors: Mapping[str, TensorInfo], s
     """
     view = runtime_view(config, tensors, stack)
     to_runtime: dict[str, str] = {}
-    runtime: set[str] = set()
+    sources: dict[str, set[str]] = {}
     for name in sorted(view.tensors):
         origins = view.origin.get(name, (name,))
         fused = len(origins) > 1
         target = pattern_of(name if fused else _module(name))
-        runtime.add(target)
         for source in origins:
             to_runtime.setdefault(pattern_of(_module(source)), target)
-    return ModuleNames(view.rules, dict(sorted(to_runtime.items())), frozenset(runtime))
+            sources.setdefault(target, set()).add(pattern_of(_module(source)))
+    to_checkpoint = {r: next(iter(s)) for r, s in sorted(sources.items()) if len(s) == 1}
+    return ModuleNames(view.rules, dict(sorted(to_runtime.items())), frozenset(sources), to_checkpoint)
 
 
 def runtime_rows(rows: Iterable[Mapping[str, Any]], names: ModuleNames | None) -> list[dict[str, Any]]:
@@ -69,8 +76,10 @@ def runtime_rows(rows: Iterable[Mapping[str, Any]], names: ModuleNames | None) -
         pattern = str(row["pattern"])
         runtime = names.runtime_name(pattern) if names is not None else pattern
         renamed = {**row, "pattern": runtime}
-        if runtime != pattern:
-            renamed["checkpoint"] = pattern
+        # The engine may give runtime names already: the checkpoint name then comes from the runtime model.
+        checkpoint = pattern if runtime != pattern else names.checkpoint_name(runtime) if names is not None else None
+        if checkpoint is not None and checkpoint != runtime:
+            renamed["checkpoint"] = checkpoint
         out.append(renamed)
     return out
 

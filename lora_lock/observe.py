@@ -168,7 +168,7 @@ def observe(
     for name, source in pairs:
         try:
             adapter = read_adapter(source.path, remote=source.remote)
-            result, more = static_findings(adapter, base, stack)
+            result, more = static_findings(adapter, base, stack=stack)
         except InputError as exc:
             if not skip_unreadable:
                 raise
@@ -213,7 +213,7 @@ def runtime_names(base: BaseView, stack: Stack) -> ModuleNames | None:
         return None  # PEFT cannot apply an adapter to these files as they are: no runtime model to name
     from lora_lock.inspect.jsonfile import read_json_object
 
-    config = read_json_object(base.source.path / "config.json")
+    config = getattr(base, "model_config", None) or read_json_object(base.source.path / "config.json")
     return module_names(config, base.checkpoint.tensors, stack)
 
 

@@ -34,6 +34,8 @@ def rules_text(stack: Stack, config: Mapping[str, Any], fit: Any = None, view: R
     """
     prediction = getattr(fit, "prediction", None)
     engine_rules = getattr(prediction, "rules", None)
+    if isinstance(engine_rules, tuple) and engine_rules:
+        return "; ".join(str(r) for r in engine_rules)
     if isinstance(engine_rules, str) and engine_rules:
         transformers_rules = engine_rules
     else:

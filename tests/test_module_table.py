@@ -47,6 +47,7 @@ NAMES = ModuleNames(
     rules="test",
     to_runtime={"language_model.model.layers.*.self_attn.q_proj": "model.language_model.layers.*.self_attn.q_proj"},
     runtime=frozenset({"model.language_model.layers.*.self_attn.q_proj", "lm_head"}),
+    to_checkpoint={"model.language_model.layers.*.self_attn.q_proj": "language_model.model.layers.*.self_attn.q_proj"},
 )
 ROW = {"pattern": "language_model.model.layers.*.self_attn.q_proj", "count": 2, "layers": "0-1", "rank": R}
 
@@ -55,6 +56,8 @@ def test_rows_are_renamed_and_keep_their_checkpoint_name() -> None:
     (row,) = runtime_rows([ROW], NAMES)
     assert row["pattern"] == "model.language_model.layers.*.self_attn.q_proj"
     assert row["checkpoint"] == ROW["pattern"]
+    # A row the engine already named by its runtime name gets the same checkpoint name.
+    assert runtime_rows([{**ROW, "pattern": row["pattern"]}], NAMES) == [row]
     # A name already in runtime form, or one the runtime model does not know (a tied lm_head), is kept as is.
     assert runtime_rows([{**ROW, "pattern": "lm_head"}], NAMES) == [{**ROW, "pattern": "lm_head"}]
     assert runtime_rows([{**ROW, "pattern": "x.y"}], NAMES) == [{**ROW, "pattern": "x.y"}]

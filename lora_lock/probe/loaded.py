@@ -156,11 +156,16 @@ def loaded_findings(session: Any, adapters: Sequence[tuple[str, Path]], base_dir
     )
     out: list[Finding] = []
     for name, path in adapters:
-        loaded = load_result(model, names[name], path, str(getattr(session, "device", "cpu")))
+        try:
+            loaded = load_result(model, names[name], path, str(getattr(session, "device", "cpu")))
+        except (RuntimeError, ValueError, KeyError, TypeError, OSError):
+            # The probe's own load of these weights succeeded; a PEFT release that cannot report on them again
+            # leaves the measurements standing and says nothing it did not see.
+            continue
         predicted = Prediction("unknown", None)
         if base is not None:
             try:
-                fit, findings = static_findings(read_adapter(path), base, stack)
+                fit, findings = static_findings(read_adapter(path), base, stack=stack)
                 predicted = static_prediction(fit, findings)
             except InputError:
                 pass
