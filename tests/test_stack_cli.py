@@ -74,7 +74,16 @@ def test_without_stack_the_installed_versions_apply(
 
 @pytest.mark.parametrize(
     "spec",
-    ["transformers=5.23.0", "torch==2.13.0", "transformers==", "transformers==5.0,transformers==5.1", "", "x" * 300],
+    [
+        "transformers=5.23.0",
+        "torch==2.13.0",
+        "transformers==",
+        "transformers==5.0,transformers==5.1",
+        "",
+        "x" * 300,
+        "transformers==5\x1b[2J\u202e",
+        "\x1b]0;title\x07transformers==5.23.0",
+    ],
 )
 def test_a_bad_stack_is_one_paragraph_and_exit_2(
     capsys: pytest.CaptureFixture[str], llama_pair: tuple[Path, Path], spec: str
@@ -86,6 +95,7 @@ def test_a_bad_stack_is_one_paragraph_and_exit_2(
     lines = captured.err.strip().splitlines()
     assert lines[0].startswith("lora-lock: error: --stack: expected e.g. 'transformers==5.23.0,peft==0.21.2'")
     assert len(lines) == 1 and "Traceback" not in captured.err
+    assert "\x1b" not in captured.err and "\u202e" not in captured.err  # the one sanitiser quoted the spec
 
 
 def test_the_python_api_takes_a_stack_as_text_or_object(llama_pair: tuple[Path, Path]) -> None:
@@ -217,3 +227,26 @@ def test_the_same_pair_gets_different_verdicts_on_4x_and_5x(
     assert (code5, doc5["status"]) == (1, "fail")
     assert (code4, doc4["status"]) == (0, "pass")
     assert "5.23.0" in _rules(doc5) and "4.57.1" in _rules(doc4)
+
+
+@pytest.mark.slow
+def test_a_lock_made_on_transformers_4_is_verified_by_its_rules(
+    vit_pair: tuple[Path, Path, str | None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old ViT adapter fits on 4.x (the lock's stack) although real PEFT refuses it on the installed 5.x:
+    verify judges the lock by 4.x rules; check on the installed stack does not."""
+    from lora_lock import generate, verify
+    from lora_lock.inspect.environment import Environment, current_environment
+    from lora_lock.models import Category
+
+    base, adapter, outcome = vit_pair
+    real = current_environment()
+    old = Environment(versions={**real.versions, "transformers": "4.57.1", "peft": "0.17.1"}, gpu=real.gpu)
+    monkeypatch.setattr("lora_lock.generation.current_environment", lambda: old)
+    assert generate([adapter], base, tmp_path / "lora.lock", probe=False).written
+    report = verify(tmp_path / "lora.lock", only={Category.COMPAT}, allow_outside_sources=True)
+    assert report.status is Status.PASS, [f.to_dict() for f in report.findings]
+    assert any(f.code == CODE_RULES and "4.57.1" in f.message for f in report.findings)
+    if RUNTIME_ENGINE:  # the installed stack's verdict, as real PEFT gave it (it raised)
+        assert outcome is not None
+        assert check(adapter, base).status is Status.FAIL
