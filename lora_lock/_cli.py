@@ -62,9 +62,12 @@ def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.l
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from lora_lock.checker import check
+    from lora_lock.runtime import parse_stack
 
+    # A bad --stack is a usage error (exit 2, one paragraph), raised before anything is read.
+    stack = parse_stack(args.stack) if args.stack is not None else None
     return _emit(
-        check(args.adapter, args.base, allow_symlinks=args.allow_symlinks),
+        check(args.adapter, args.base, allow_symlinks=args.allow_symlinks, stack=stack),
         args,
         source=_adapter_config_file(args.adapter),
     )
@@ -285,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=formats, default="text")
     p.add_argument(
         "--allow-symlinks", action="store_true", help="accept symlinks that point outside the adapter or base directory"
+    )
+    p.add_argument(
+        "--stack",
+        metavar="SPEC",
+        help="apply the load rules of this stack, e.g. transformers==5.23.0,peft==0.21.2 or transformers==4.57.1 "
+        "(default: the installed versions)",
     )
     p.set_defaults(func=_cmd_check)
 

@@ -14,8 +14,9 @@ from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint, read_json
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
 from lora_lock.models import Category, Finding, Report, Severity
-from lora_lock.runtime import Stack
+from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources import Resolved, resolve
+from lora_lock.stacks import facts_config, resolve_stack, stack_findings
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def default_base_spec(adapter: Adapter) -> str:
     return name
 
 
-def static_findings(adapter: Adapter, base: BaseView, *, stack: Stack | None = None) -> tuple[Fit, list[Finding]]:
+def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None) -> tuple[Fit, list[Finding]]:
     """The compat engine plus the findings that need both sides: identity, quantization, legacy fields.
 
     ``stack``: the transformers / PEFT versions whose load rules apply (default: the installed ones).
@@ -81,6 +82,8 @@ def static_findings(adapter: Adapter, base: BaseView, *, stack: Stack | None = N
     findings = list(result.findings)
     checked_shapes = adapter.weights is not None
     fits = checked_shapes and not any(f.category is Category.COMPAT and f.severity is Severity.ERROR for f in findings)
+    config = facts_config(base.facts.architecture, base.facts.model_type)
+    findings += stack_findings(stack or installed_stack(), config, result, findings)
     findings += identity_findings(adapter, base.source, fits=fits, facts=base.facts)
     if adapter.weights is None:
         findings.append(
@@ -132,19 +135,22 @@ def check(
     base: str | Path | None = None,
     *,
     allow_symlinks: bool = False,
-    stack: Stack | None = None,
+    stack: Stack | str | None = None,
 ) -> Report:
     """Static fit check of ``adapter`` against ``base`` (default: the base the adapter config names).
 
+    ``stack``: the transformers / PEFT whose load rules apply, a :class:`~lora_lock.runtime.Stack` or text such as
+    ``"transformers==4.57.1,peft==0.17.1"`` (default: the installed versions, read from package metadata).
+
     Unusable input becomes ``input`` findings (status ``error``); nothing here imports torch. Both sources go
     through the fence (symlinks out of them refused unless ``allow_symlinks``); what the base's file set says on
-    its own (a planted adapter, stray weights) is reported in the ``base`` category. ``stack``: whose load rules
-    apply (default: the installed transformers and PEFT, read from package metadata).
+    its own (a planted adapter, stray weights) is reported in the ``base`` category.
     """
     from lora_lock.observe import base_file_findings
 
     ran: tuple[Category, ...] = (Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION)
     try:
+        chosen = resolve_stack(stack)
         adapter_source = resolve(adapter, what="adapter", allow_symlinks=allow_symlinks)
         adapter_view = read_adapter(adapter_source.path, require_weights=False, remote=adapter_source.remote)
         spec = base if base is not None else default_base_spec(adapter_view)
@@ -153,7 +159,7 @@ def check(
         gguf = base_view.gguf
         # A GGUF architecture transformers cannot load has no parameter names to check the adapter against.
         _, findings = (
-            static_findings(adapter_view, base_view, stack=stack) if gguf is None or gguf.names else (None, [])
+            static_findings(adapter_view, base_view, stack=chosen) if gguf is None or gguf.names else (None, [])
         )
         if gguf is not None:
             findings += gguf_findings(gguf)

@@ -17,8 +17,10 @@ from lora_lock.inspect.adapter import read_adapter
 from lora_lock.inspect.environment import current_environment
 from lora_lock.lockfile import dumps, parse, write_atomic
 from lora_lock.models import Category, Finding, Report, Severity
-from lora_lock.observe import Observed, build_lock, observe
+from lora_lock.observe import Observed, build_lock, environment_section, observe
+from lora_lock.probe.loaded import CODE_DROPPED
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
+from lora_lock.runtime import lock_stack
 from lora_lock.sources import Resolved, posix_relative, resolve
 
 #: The lock section each behavioural category records.
@@ -134,6 +136,8 @@ def generate(
         progress=progress,
         lock_path=out,
         transformers_version=env.versions.get("transformers"),
+        # The rules of the stack the lock records, so that `verify` (which applies those) meets the same model.
+        stack=lock_stack(environment_section(env)),
     )
     report = Report.build(observed.findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
     if any(f.severity is Severity.ERROR for f in report.findings):
@@ -159,6 +163,9 @@ def generate(
             ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
             title="lora-lock generate",
         )
+        if any(f.code == CODE_DROPPED and f.severity is Severity.ERROR for f in findings):
+            # PEFT's own load dropped adapter tensors (the static check missed it): a broken pairing, not locked.
+            return GenerateResult(path=out, report=report, written=False, lock=None)
     written = publish(out, dumps(lock), sidecar)
     return GenerateResult(path=out, report=report, written=written, lock=lock)
 

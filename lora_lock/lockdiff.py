@@ -11,6 +11,7 @@ from typing import Any
 from lora_lock._version import __version__
 from lora_lock.lockfile import read
 from lora_lock.models import Category
+from lora_lock.module_table import aligned
 from lora_lock.report.sanitize import document, line
 
 
@@ -215,6 +216,16 @@ def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
             )
     for path, a, b in _walk(ob["config"], nb["config"]):
         changes.append(Change(Category.BASE, f"{path[0].replace('_', ' ')} {_v(a)} → {_v(b)}", path[0], a, b))
+    if ob.get("runtime-rules") != nb.get("runtime-rules"):
+        changes.append(
+            Change(
+                Category.COMPAT,
+                f"module naming rules {_v(ob.get('runtime-rules'))} → {_v(nb.get('runtime-rules'))}",
+                "runtime-rules",
+                ob.get("runtime-rules"),
+                nb.get("runtime-rules"),
+            )
+        )
     changes += _files(Category.BASE, "base", ob["files"], nb["files"])
     changes += _section(
         Category.QUANTIZATION,
@@ -242,7 +253,8 @@ def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
             continue
         changes += _files(Category.ADAPTER, f"adapter {name}", x["files"], y["files"])
         changes += _section(Category.ADAPTER, f"adapter {name}", x, y, skip=("files", "modules", "name"))
-        changes += _module_changes(name, x["modules"], y["modules"])
+        # In runtime names when both locks record them; else in checkpoint names (a lock of lora-lock 0.1.0).
+        changes += _module_changes(name, *aligned(x, y))
     for path, a, b in _walk(old["environment"], new["environment"]):
         changes.append(
             Change(

@@ -29,6 +29,8 @@ from lora_lock.inspect.tokenizer import (
 )
 from lora_lock.lockfile import LOCK_VERSION
 from lora_lock.models import Finding
+from lora_lock.module_table import RUNTIME, ModuleNames, module_names, runtime_rows
+from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources import Resolved
 from lora_lock.sources.fileset import excluding_lock, planted_adapter, planted_finding, stray_weights_finding
 
@@ -74,6 +76,8 @@ class Observed:
     unreadable: dict[str, InputError] = field(default_factory=dict)  # adapters left out (``skip_unreadable``)
     #: Each section's file set as it is now (section as in ``digests``): every file, deny by default.
     present: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The runtime model's module names (None for a base transformers does not build, e.g. GGUF files).
+    names: ModuleNames | None = None
 
 
 def same_source(a: Resolved, b: Resolved) -> bool:
@@ -131,6 +135,7 @@ def observe(
     name_findings: bool | None = None,
     lock_path: Path | None = None,
     transformers_version: str | None = None,
+    stack: Stack | None = None,
 ) -> Observed:
     """Read every source. Digests proven without reading (``source.known``) are used unless ``deep``.
 
@@ -139,8 +144,11 @@ def observe(
     which tokenizer file is fingerprinted (default: the modelled one).
     ``skip_unreadable``: an adapter whose config or weights cannot be read is left out and its error kept in
     ``Observed.unreadable`` (``verify`` still checks the base and the other adapters); otherwise it raises.
-    ``name_findings``: start each adapter's findings with its name (default: when there are several adapters)."""
+    ``name_findings``: start each adapter's findings with its name (default: when there are several adapters).
+    ``stack``: whose load rules name the modules and judge the fit (default: the installed versions)."""
+    stack = stack or installed_stack()
     base = read_base(base_source)
+    names = runtime_names(base, stack)
     tok_source = tokenizer_source or base_source
     tok_same = same_source(tok_source, base_source)
     base_listing = source_names(base_source, lock_path)
@@ -160,7 +168,7 @@ def observe(
     for name, source in pairs:
         try:
             adapter = read_adapter(source.path, remote=source.remote)
-            result, more = static_findings(adapter, base)
+            result, more = static_findings(adapter, base, stack=stack)
         except InputError as exc:
             if not skip_unreadable:
                 raise
@@ -195,7 +203,18 @@ def observe(
         digests=dict(sorted(digests.items())),
         unreadable=unreadable,
         present=present,
+        names=names,
     )
+
+
+def runtime_names(base: BaseView, stack: Stack) -> ModuleNames | None:
+    """The module names the model transformers builds from this base has under ``stack``'s rules."""
+    if base.gguf is not None:
+        return None  # PEFT cannot apply an adapter to these files as they are: no runtime model to name
+    from lora_lock.inspect.jsonfile import read_json_object
+
+    config = getattr(base, "model_config", None) or read_json_object(base.source.path / "config.json")
+    return module_names(config, base.checkpoint.tensors, stack)
 
 
 def files_table(observed: Observed, section: str) -> dict[str, dict[str, Any]]:
@@ -216,6 +235,8 @@ def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
     }
     if facts.dtype:
         section["dtype"] = facts.dtype
+    if observed.names is not None:
+        section["runtime-rules"] = observed.names.rules
     return section
 
 
@@ -271,7 +292,8 @@ def adapter_section(
         **source.lock_fields(lock_dir),
         "settings": adapter.config.settings(),
         "files": files_table(observed, f"adapter:{name}"),
-        "modules": module_rows(result),
+        "module-names": RUNTIME,
+        "modules": runtime_rows(module_rows(result), observed.names),
     }
     if adapter.config.base_model_name_or_path:
         named = adapter.config.base_model_name_or_path

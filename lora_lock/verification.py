@@ -14,9 +14,12 @@ from lora_lock.hashing import Progress, hash_files
 from lora_lock.lockdiff import row_text, rows_by_pattern
 from lora_lock.lockfile import read
 from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.module_table import aligned
 from lora_lock.observe import Observed, adapter_section, base_section, observe, tokenizer_section
 from lora_lock.probe.sidecar import Step
+from lora_lock.runtime import lock_stack
 from lora_lock.sources import Resolved, locked_source
+from lora_lock.stacks import CODE_RULES, facts_config, stack_findings
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -172,8 +175,10 @@ def _adapter_findings(
             )
         ]
     if Category.COMPAT in cats:
-        # Several rows share a pattern when its layers differ (rank_pattern): compare each pattern's rows.
-        old, new = rows_by_pattern(locked["modules"]), rows_by_pattern(now["modules"])
+        # Several rows share a pattern when its layers differ (rank_pattern): compare each pattern's rows, in
+        # runtime names, or in checkpoint names for a lock written before it recorded runtime names.
+        locked_rows, now_rows = aligned(locked, now)
+        old, new = rows_by_pattern(locked_rows), rows_by_pattern(now_rows)
         for pattern in sorted(set(old) | set(new)):
             if old.get(pattern, []) != new.get(pattern, []):  # whole rows: `quantized` counts too
                 then, today = _rows(old.get(pattern, [])), _rows(new.get(pattern, []))
@@ -471,6 +476,8 @@ def _world_findings(
             name_findings=len(lock["adapter"]) > 1,  # as in a lock of several, even with --adapter
             lock_path=lock_path,
             transformers_version=lock["environment"]["versions"].get("transformers"),
+            # Judged by the rules of the stack the lock was made on (a 4.x lock by 4.x rules).
+            stack=lock_stack(lock["environment"]),
         )
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
@@ -485,6 +492,10 @@ def _world_findings(
         broken = [a for a in locked_adapters if a["name"] in observed.unreadable]
         findings += _file_findings(lock, base, tok, sources, broken, {Category.ADAPTER} & set(ran))
     findings += _base_findings(lock, observed, lock_dir, ran)
+    if Category.COMPAT in ran:  # once for the lock: the rules of the stack it records
+        facts = observed.base.facts
+        rules = stack_findings(lock_stack(lock["environment"]), facts_config(facts.architecture, facts.model_type))
+        findings += [f for f in rules if f.code == CODE_RULES]
     if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked:
         findings += _tokenizer_findings(lock, observed, lock_dir)
     if Category.COMPAT in ran or Category.ADAPTER in ran or Category.QUANTIZATION in ran:

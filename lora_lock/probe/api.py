@@ -13,6 +13,7 @@ from lora_lock.models import Category, Finding, Severity
 from lora_lock.probe import gates
 from lora_lock.probe.effect import ProbeSession, gather, kl, rounded, top_k
 from lora_lock.probe.golden import GoldenItem
+from lora_lock.probe.loaded import loaded_findings
 from lora_lock.probe.prompts import prompts_digest
 from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step
 
@@ -498,17 +499,19 @@ def lock_behaviour(
     _require_causal(adapters)
     probes: list[ProbeLock] = []
     goldens: list[dict[str, Any]] = []
+    loaded: list[Finding] = []
     for group in load_groups(adapters):
         session = ProbeSession(base_dir, tokenizer_dir, group, device=device, dtype=dtype)
         if probe:
             probes.append(lock_probe(session, group, prompts, step=step))
         if golden_path:
             goldens.append(lock_golden(session, group, golden_path, lock_dir, step=step))
+        loaded += loaded_findings(session, group, base_dir)  # PEFT's own load result vs the static check
         del session  # one model in memory at a time
     order = {name: index for index, (name, _) in enumerate(adapters)}
     probed = _merge_probes(probes, order) if probes else None
     golden_section = _merge_rows(goldens, order) if goldens else None
-    return Behaviour(probe=probed, golden=golden_section, findings=probed.findings if probed else [])
+    return Behaviour(probe=probed, golden=golden_section, findings=(probed.findings if probed else []) + loaded)
 
 
 def load_groups(adapters: Sequence[tuple[str, Path]]) -> list[list[tuple[str, Path]]]:
@@ -618,6 +621,7 @@ def verify_behaviour(
                 findings += verify_golden(session, golden_section, dataset, group, max_nfr=max_nfr, step=step)
             except InputError as exc:
                 failures.setdefault(Category.GOLDEN, exc)
+        findings += loaded_findings(session, group, base_dir)
         del session
     # A device warning is said once, however many model loads there were.
     return list(dict.fromkeys(findings)), failures
