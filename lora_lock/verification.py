@@ -219,7 +219,7 @@ def verify(
     ``effect`` and ``golden`` run when the lock has a ``[probe]`` / ``[golden]`` section and the probe stack
     (torch, transformers, peft) is installed; otherwise they are reported as not run, never silently skipped.
     """
-    path = Path(lockfile)
+    path = lock_path(lockfile)
     if max_nfr is not None and not 0.0 <= max_nfr <= 1.0:  # also refuses NaN
         err = InputError(f"--max-nfr {max_nfr}: expected a rate from 0 to 1 (0.05 means 5 %)")
         return Report.build([input_finding(err)], ran=(), title="lora-lock verify")
@@ -234,6 +234,8 @@ def verify(
     sections = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
     unsupported = [c for c in cats if c in sections and sections[c] not in lock]
     ran = [c for c in cats if c not in unsupported]
+    if Category.EFFECT in unsupported and only is None:
+        findings.append(_no_probe_recorded())
     blocked: set[Category] = set()
     if not cats:
         chosen = f"--only {','.join(c.value for c in Category if c in wanted)} with " if only else ""
@@ -312,12 +314,45 @@ def verify(
             blocked |= broken
         else:  # nothing ran: skipped (drift elsewhere says why), or error where unusable input kept it from running
             ran = [c for c in ran if c not in behaviour or c in blocked]
+    if not ran:
+        findings.append(input_finding(_nothing_checked(cats)))
     return Report.build(
-        findings,
+        dict.fromkeys(findings),  # one line per finding: a source two categories failed to read is named once
         ran=ran,
         skipped=[c for c in Category if c not in ran and c is not Category.INPUT],
         title=title,
         blocked=blocked,
+    )
+
+
+def lock_path(lockfile: str | Path) -> Path:
+    """``verify DIR`` means the ``lora.lock`` in that directory."""
+    path = Path(lockfile)
+    try:
+        return path / "lora.lock" if path.is_dir() else path
+    except OSError:  # a name too long for the filesystem: reading it reports that
+        return path
+
+
+def _no_probe_recorded() -> Finding:
+    return Finding(
+        "EFFECT-NOT-LOCKED",
+        Category.EFFECT,
+        Severity.INFO,
+        "the lock has no [probe] (it was generated without the probe extra, or with --no-probe), so what the "
+        "adapter does is not checked",
+        hint="to check it: pip install 'lora-lock[probe]' and run `lora-lock generate --from-lock`",
+    )
+
+
+def _nothing_checked(cats: Sequence[Category]) -> InputError:
+    """Every requested category was left unchecked (say the probe extra is missing for ``--only effect``): a
+    run that checked nothing must not pass (exit 0) as if it had found nothing."""
+    return InputError(
+        f"none of the categories asked for ({', '.join(c.value for c in cats)}) could be checked here; see the "
+        "*-NOT-RUN warnings",
+        hint="install what they need (pip install 'lora-lock[probe]' for effect and golden), or ask for other "
+        "categories",
     )
 
 
