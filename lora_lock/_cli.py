@@ -152,27 +152,71 @@ class _Steps:
             self.bar.stop()
 
 
+def _generate_arguments(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """``generate``'s arguments: as given, or with ``--from-lock`` the lock's own, each overridden where given."""
+    given: dict[str, Any] = {
+        "adapters": args.adapter,
+        "base": args.base,
+        "output": args.output or "lora.lock",
+        "tokenizer": args.tokenizer,
+        "probe": args.probe,
+        "probe_prompts": args.probe_prompts,
+        "device": args.device or "auto",
+        "dtype": args.dtype or "auto",
+        "golden": args.golden,
+        "names": args.name,
+    }
+    if args.from_lock is None:
+        if not args.adapter:
+            raise InputError(
+                "generate: no adapter given", hint="pass --adapter DIR, or --from-lock to regenerate an existing lock"
+            )
+        return given
+    from lora_lock.probe.prompts import DEFAULT_PROMPTS
+    from lora_lock.relock import lock_arguments, prompts_file
+
+    lock = lock_arguments(args.from_lock)
+    prompts = None
+    if args.probe_prompts is None and lock.prompts is not None and lock.prompts != DEFAULT_PROMPTS:
+        prompts = prompts_file(lock.prompts, scratch)
+    return {
+        **given,
+        "adapters": args.adapter or lock.adapters,
+        "names": args.name or (None if args.adapter else lock.names),
+        "base": args.base or lock.base,
+        "output": args.output or lock.output,
+        "tokenizer": args.tokenizer or lock.tokenizer,
+        # A lock with a probe is regenerated with one (an error where the stack is missing); one without it
+        # gets the default, so installing the probe extra and regenerating records it.
+        "probe": args.probe if args.probe is not None else (True if lock.probe else None),
+        "probe_prompts": args.probe_prompts or prompts,
+        "device": args.device or lock.device or "auto",
+        "dtype": args.dtype or lock.dtype or "auto",
+        "golden": args.golden or lock.golden,
+    }
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
+    import tempfile
+
     from lora_lock.checker import input_finding
     from lora_lock.generation import generate
 
     progress, steps = _Progress(), _Steps()
     try:
-        result = generate(
-            args.adapter,
-            args.base,
-            args.output,
-            tokenizer=args.tokenizer,
-            allow_symlinks=args.allow_symlinks,
-            download=args.download,
-            probe=args.probe,
-            probe_prompts=args.probe_prompts,
-            device=args.device,
-            dtype=args.dtype,
-            golden=args.golden,
-            progress=progress,
-            probe_step=steps,
-        )
+        with tempfile.TemporaryDirectory(prefix="lora-lock-") as scratch:
+            chosen = _generate_arguments(args, Path(scratch))
+            args.adapter = chosen["adapters"]
+            result = generate(
+                chosen.pop("adapters"),
+                chosen.pop("base"),
+                chosen.pop("output"),
+                allow_symlinks=args.allow_symlinks,
+                download=args.download,
+                progress=progress,
+                probe_step=steps,
+                **chosen,
+            )
     except InputError as exc:
         if Format(args.format) is Format.TEXT:
             raise  # the usual one-paragraph message on stderr
@@ -292,15 +336,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adapter",
         action="append",
-        required=True,
         metavar="SRC",
         help="adapter: directory or org/name[@revision] (repeat for several adapters over one base)",
+    )
+    p.add_argument(
+        "--name",
+        action="append",
+        metavar="NAME",
+        help="the lock's name of each --adapter, in order (default: its directory or repo name)",
+    )
+    p.add_argument(
+        "--from-lock",
+        nargs="?",
+        const="lora.lock",
+        metavar="LOCK",
+        help="regenerate LOCK (default lora.lock, or a directory holding it) from its own sources, adapter names, "
+        "probe prompts, golden file and probe device/dtype; options given as well override the lock's",
     )
     p.add_argument(
         "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
     )
     p.add_argument("--tokenizer", metavar="SRC", help="tokenizer: directory or org/name[@revision] (default: the base)")
-    p.add_argument("-o", "--output", default="lora.lock", help="lock file to write (default: lora.lock)")
+    p.add_argument("-o", "--output", help="lock file to write (default: lora.lock, or the --from-lock lock)")
     p.add_argument(
         "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
     )
@@ -318,10 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--probe-prompts", metavar="FILE", help="probe prompts: one per line, or JSONL with `prompt`")
     p.add_argument("--golden", metavar="FILE", help="golden dataset (JSONL) whose per-item results to lock")
-    p.add_argument("--device", default="auto", help="device for the probe: auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", help="device for the probe: auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--dtype",
-        default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
         help="dtype for the probe (auto: float32 on CPU, bfloat16 on CUDA)",
     )
