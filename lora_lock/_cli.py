@@ -298,7 +298,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from lora_lock.lockdiff import diff
 
     result = diff(args.old, args.new)
-    _write(result.render_json() if args.format == "json" else result.render_text())
+    render = {"json": result.render_json, "markdown": result.render_markdown}.get(args.format, result.render_text)
+    _write(render())
     return 0 if result.identical else EXIT_DRIFT
 
 
@@ -436,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", parents=[common], help="what changed between two locks; exit 1 when they differ")
     p.add_argument("old")
     p.add_argument("new")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default="text", help="markdown: for a PR comment")
     p.set_defaults(func=_cmd_diff)
 
     p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of lora.lock")

@@ -17,6 +17,7 @@ from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import Observed, adapter_section, base_section, observe, tokenizer_section
 from lora_lock.probe.sidecar import Step
 from lora_lock.sources import Resolved, locked_source
+from lora_lock.tokenizer_drift import fact_findings, facts_unreadable, standalone_findings
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -82,7 +83,7 @@ def _dtype_counts(counts: Mapping[str, int]) -> str:
 
 def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: Path) -> list[Finding]:
     locked, now = lock["tokenizer"], tokenizer_section(observed, lock_dir)
-    out = compare_files(
+    files = compare_files(
         Category.TOKENIZER,
         "TOKENIZER",
         locked["files"],
@@ -90,57 +91,7 @@ def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: P
         now["files"],
         observed.present["tokenizer"],
     )
-    if locked.get("vocab-size") != now.get("vocab-size"):
-        out.append(
-            Finding(
-                "TOKENIZER-VOCAB",
-                Category.TOKENIZER,
-                Severity.ERROR,
-                f"vocabulary size changed: {locked.get('vocab-size')} → {now.get('vocab-size')}",
-                subject="vocab-size",
-                expected=str(locked.get("vocab-size")),
-                actual=str(now.get("vocab-size")),
-                hint="the adapter was trained with another tokenizer; token ids no longer mean the same",
-            )
-        )
-    out += compare_values(
-        "TOKENIZER-SPECIAL",
-        Category.TOKENIZER,
-        "special token id",
-        locked.get("special-tokens", {}),
-        now.get("special-tokens", {}),
-    )
-    if locked.get("chat-template") != now.get("chat-template"):
-        out.append(
-            Finding(
-                "TOKENIZER-CHAT-TEMPLATE",
-                Category.TOKENIZER,
-                Severity.ERROR,
-                "the chat template changed",
-                subject="chat-template",
-                expected=str(locked.get("chat-template")),
-                actual=str(now.get("chat-template")),
-                hint="prompts are now formatted differently from training; " + REGENERATE,
-            )
-        )
-    if locked.get("fingerprint") != now.get("fingerprint"):
-        files_same = not any(f.code.endswith(("-CHANGED", "-MISSING", "-EXTRA")) for f in out)
-        out.append(
-            Finding(
-                "TOKENIZER-BEHAVIOUR",
-                Category.TOKENIZER,
-                Severity.ERROR,
-                f"the tokenizer splits the canary text differently ({locked.get('fingerprint-tokens')} → "
-                f"{now.get('fingerprint-tokens')} tokens)",
-                subject="fingerprint",
-                expected=str(locked.get("fingerprint")),
-                actual=str(now.get("fingerprint")),
-                hint="the files are unchanged, so the tokenizers library changed behaviour"
-                if files_same
-                else "the tokenizer was replaced or edited; " + REGENERATE,
-            )
-        )
-    return out
+    return fact_findings(locked, now, files)
 
 
 def _adapter_findings(
@@ -509,8 +460,10 @@ def _world_findings(
         )
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
-        fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran)
-        return [*findings, *fallback, input_finding(exc)], everything, unloadable
+        complete: set[tuple[Category, str]] = set()
+        fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran, complete)
+        fallback, intact = _intact_categories(lock, fallback, complete, tok, locked_adapters, blocked, ran)
+        return [*findings, *fallback, input_finding(exc)], everything - intact, unloadable
     if observed.unreadable:
         # An adapter that cannot be read blocks its own categories only; its locked files are still compared.
         for name, error in sorted(observed.unreadable.items()):
@@ -553,7 +506,48 @@ def _world_findings(
                 ).for_adapter(name)
             )
             unloadable[name] = LeftOut(why, "see the input findings", True)
+    if facts_unreadable(lock["tokenizer"], tokenizer_section(observed, lock_dir)):
+        # The probe would load another tokenizer file, or fail to load one, and report that instead.
+        name = str(lock["tokenizer"].get("fingerprint-file", "tokenizer.json"))
+        for locked in locked_adapters:
+            unloadable.setdefault(
+                str(locked["name"]),
+                LeftOut(
+                    f"the tokenizer's {name} is missing", "see the tokenizer findings", Category.TOKENIZER not in ran
+                ),
+            )
     return findings, blocked & set(ran), unloadable
+
+
+def _intact_categories(
+    lock: Mapping[str, Any],
+    fallback: list[Finding],
+    complete: set[tuple[Category, str]],
+    tok: Resolved,
+    locked_adapters: list[Mapping[str, Any]],
+    blocked: set[Category],
+    ran: Collection[Category],
+) -> tuple[list[Finding], set[Category]]:
+    """When another source (a base shard, say) could not be read: the tokenizer and adapter categories whose own
+    files were all compared are still checked — the tokenizer's facts from its own files, the adapter's settings
+    from files proven identical — rather than reported as unusable input."""
+    intact: set[Category] = set()
+    if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked and (Category.TOKENIZER, "") in complete:
+        own = [f for f in fallback if f.category is Category.TOKENIZER]
+        version = lock["environment"]["versions"].get("transformers")
+        found = standalone_findings(lock["tokenizer"], tok.path, tok.files, own, version)
+        if found is not None:
+            fallback = [f for f in fallback if f.category is not Category.TOKENIZER] + found
+            intact.add(Category.TOKENIZER)
+    names = [str(a["name"]) for a in locked_adapters]
+    if (
+        Category.ADAPTER in ran
+        and Category.ADAPTER not in blocked
+        and all((Category.ADAPTER, n) in complete for n in names)
+        and not any(f.category is Category.ADAPTER and f.severity is Severity.ERROR for f in fallback)
+    ):
+        intact.add(Category.ADAPTER)  # identical files: identical settings
+    return fallback, intact
 
 
 def _file_findings(
@@ -563,8 +557,10 @@ def _file_findings(
     sources: list[tuple[str, Resolved]],
     locked_adapters: list[Mapping[str, Any]],
     ran: Collection[Category],
+    complete: set[tuple[Category, str]] | None = None,
 ) -> list[Finding]:
-    """Digest comparison of every locked file that can still be read (the fallback when a source is unusable)."""
+    """Digest comparison of every locked file that can still be read (the fallback when a source is unusable).
+    ``complete`` receives (category, adapter name or "") of each section whose every file could be compared."""
     plan: list[tuple[Category, str, Mapping[str, Any], Resolved, str]] = [
         (Category.BASE, "BASE", lock["base"]["files"], base, ""),
         (Category.TOKENIZER, "TOKENIZER", lock["tokenizer"]["files"], tok, ""),
@@ -587,6 +583,8 @@ def _file_findings(
             digests = hash_files([source.path / n for n in readable])
         except InputError:
             continue
+        if complete is not None:
+            complete.add((category, adapter))
         for name in readable:
             current[name] = {"digest": digests[source.path / name].digest, "size": digests[source.path / name].size}
         for name, known in source.known.items():
