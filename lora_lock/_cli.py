@@ -53,9 +53,9 @@ def _use_color(stream: TextIO) -> bool:
     return stream.isatty()
 
 
-def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.lock") -> int:
+def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.lock", locate: Any = None) -> int:
     fmt = Format(args.format)
-    text = renderer_for(fmt, color=_use_color(sys.stdout), source=source).render(report)
+    text = renderer_for(fmt, color=_use_color(sys.stdout), source=source, locate=locate).render(report)
     sys.stdout.write(text)
     return report.status.exit_code
 
@@ -258,7 +258,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         steps.close()
-    return _emit(report, args, source=args.lockfile)
+    return _emit(report, args, source=args.lockfile, locate=_locator(args))
+
+
+def _locator(args: argparse.Namespace) -> Any:
+    """``verify --format github``: annotate each finding on the file that changed, where it has one."""
+    if args.format != Format.GITHUB.value:
+        return None
+    from lora_lock.lockfile import read
+    from lora_lock.report.where import locator
+    from lora_lock.verification import lock_path
+
+    path = lock_path(args.lockfile)
+    try:
+        lock = read(path)
+    except InputError:  # the report already says what is wrong with the lock
+        return None
+    return locator(path, lock, args.lockfile)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
