@@ -141,7 +141,11 @@ def generate(
         lock_path=out,
         transformers_version=env.versions.get("transformers"),
     )
-    report = Report.build(observed.findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
+    report = Report.build(
+        [*observed.findings, *_vocab_findings(observed, tok_source or base_source)],
+        ran=GENERATE_CATEGORIES,
+        title="lora-lock generate",
+    )
     if any(f.severity is Severity.ERROR for f in report.findings):
         return GenerateResult(path=out, report=report, written=False, lock=None)
     lock = build_lock(observed, out.parent, env)
@@ -170,6 +174,19 @@ def generate(
         )
     written = publish(out, dumps(lock), sidecar)
     return GenerateResult(path=out, report=report, written=written, lock=lock)
+
+
+def _vocab_findings(observed: Observed, tokenizer: Resolved) -> list[Finding]:
+    """The locked tokenizer, and any an adapter ships, against the base's embedding rows (``COMPAT-VOCAB``)."""
+    from lora_lock.vocab import embedding_rows, tokenizer_size, vocab_finding
+
+    if observed.base.gguf is not None:
+        return []
+    rows = embedding_rows(observed.base)
+    out = vocab_finding(tokenizer_size(tokenizer.path, tokenizer.files), rows, "the locked tokenizer")
+    for name, source, _, _ in observed.adapters:
+        out += vocab_finding(tokenizer_size(source.path, source.files), rows, f"adapter {name}")
+    return out
 
 
 def not_locked_warning() -> Finding:
