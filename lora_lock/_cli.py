@@ -278,14 +278,25 @@ def _locator(args: argparse.Namespace) -> Any:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    import json
+
     from lora_lock.fleet import adapter_names, matrix_json
+    from lora_lock.verification import lock_path
 
     if args.format == "json":
-        _write(matrix_json(args.lockfile))
+        try:
+            text = matrix_json(lock_path(args.lockfile))
+        except InputError as exc:
+            # A machine reads this: a JSON document saying why, not plain text its parser chokes on (exit 2 still
+            # fails the job, rather than an empty matrix that runs nothing).
+            _say(f"lora-lock: error: {exc.message}")
+            _write(json.dumps({"adapter": [], "error": {"message": exc.message, "hint": exc.hint}}) + "\n")
+            return EXIT_ERROR
+        _write(text)
     else:
         from lora_lock.report.sanitize import line
 
-        _write("".join(f"{line(name)}\n" for name in adapter_names(args.lockfile)))
+        _write("".join(f"{line(name)}\n" for name in adapter_names(lock_path(args.lockfile))))
     return 0
 
 
