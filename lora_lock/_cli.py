@@ -152,50 +152,6 @@ class _Steps:
             self.bar.stop()
 
 
-def _generate_arguments(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    """``generate``'s arguments: as given, or with ``--from-lock`` the lock's own, each overridden where given."""
-    given: dict[str, Any] = {
-        "adapters": args.adapter,
-        "base": args.base,
-        "output": args.output or "lora.lock",
-        "tokenizer": args.tokenizer,
-        "probe": args.probe,
-        "probe_prompts": args.probe_prompts,
-        "device": args.device or "auto",
-        "dtype": args.dtype or "auto",
-        "golden": args.golden,
-        "names": args.name,
-    }
-    if args.from_lock is None:
-        if not args.adapter:
-            raise InputError(
-                "generate: no adapter given", hint="pass --adapter DIR, or --from-lock to regenerate an existing lock"
-            )
-        return given
-    from lora_lock.probe.prompts import DEFAULT_PROMPTS
-    from lora_lock.relock import lock_arguments, prompts_file
-
-    lock = lock_arguments(args.from_lock)
-    prompts = None
-    if args.probe_prompts is None and lock.prompts is not None and lock.prompts != DEFAULT_PROMPTS:
-        prompts = prompts_file(lock.prompts, scratch)
-    return {
-        **given,
-        "adapters": args.adapter or lock.adapters,
-        "names": args.name or (None if args.adapter else lock.names),
-        "base": args.base or lock.base,
-        "output": args.output or lock.output,
-        "tokenizer": args.tokenizer or lock.tokenizer,
-        # A lock with a probe is regenerated with one (an error where the stack is missing); one without it
-        # gets the default, so installing the probe extra and regenerating records it.
-        "probe": args.probe if args.probe is not None else (True if lock.probe else None),
-        "probe_prompts": args.probe_prompts or prompts,
-        "device": args.device or lock.device or "auto",
-        "dtype": args.dtype or lock.dtype or "auto",
-        "golden": args.golden or lock.golden,
-    }
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -205,7 +161,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     progress, steps = _Progress(), _Steps()
     try:
         with tempfile.TemporaryDirectory(prefix="lora-lock-") as scratch:
-            chosen = _generate_arguments(args, Path(scratch))
+            from lora_lock.relock import generate_arguments
+
+            chosen = generate_arguments(args, Path(scratch))
             args.adapter = chosen["adapters"]
             result = generate(
                 chosen.pop("adapters"),
@@ -267,7 +225,7 @@ def _locator(args: argparse.Namespace) -> Any:
         return None
     from lora_lock.lockfile import read
     from lora_lock.report.where import locator
-    from lora_lock.verification import lock_path
+    from lora_lock.verify_partial import lock_path
 
     path = lock_path(args.lockfile)
     try:
@@ -281,7 +239,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     import json
 
     from lora_lock.fleet import adapter_names, matrix_json
-    from lora_lock.verification import lock_path
+    from lora_lock.verify_partial import lock_path
 
     if args.format == "json":
         try:

@@ -93,3 +93,47 @@ def prompts_file(prompts: tuple[str, ...], directory: Path) -> Path:
     target = directory / "probe-prompts.jsonl"
     target.write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in prompts), "utf-8")
     return target
+
+
+def generate_arguments(args: Any, scratch: Path) -> dict[str, Any]:
+    """``generate``'s arguments from the CLI's parsed options ``args``: as given, or with ``--from-lock`` the
+    lock's own, each overridden where given. ``scratch``: a directory for the locked prompts file."""
+    given: dict[str, Any] = {
+        "adapters": args.adapter,
+        "base": args.base,
+        "output": args.output or "lora.lock",
+        "tokenizer": args.tokenizer,
+        "probe": args.probe,
+        "probe_prompts": args.probe_prompts,
+        "device": args.device or "auto",
+        "dtype": args.dtype or "auto",
+        "golden": args.golden,
+        "names": args.name,
+    }
+    if args.from_lock is None:
+        if not args.adapter:
+            raise InputError(
+                "generate: no adapter given", hint="pass --adapter DIR, or --from-lock to regenerate an existing lock"
+            )
+        return given
+    from lora_lock.probe.prompts import DEFAULT_PROMPTS
+
+    lock = lock_arguments(args.from_lock)
+    prompts = None
+    if args.probe_prompts is None and lock.prompts is not None and lock.prompts != DEFAULT_PROMPTS:
+        prompts = prompts_file(lock.prompts, scratch)
+    return {
+        **given,
+        "adapters": args.adapter or lock.adapters,
+        "names": args.name or (None if args.adapter else lock.names),
+        "base": args.base or lock.base,
+        "output": args.output or lock.output,
+        "tokenizer": args.tokenizer or lock.tokenizer,
+        # A lock with a probe is regenerated with one (an error where the stack is missing); one without it
+        # gets the default, so installing the probe extra and regenerating records it.
+        "probe": args.probe if args.probe is not None else (True if lock.probe else None),
+        "probe_prompts": args.probe_prompts or prompts,
+        "device": args.device or lock.device or "auto",
+        "dtype": args.dtype or lock.dtype or "auto",
+        "golden": args.golden or lock.golden,
+    }

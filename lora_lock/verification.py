@@ -17,7 +17,8 @@ from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import Observed, adapter_section, base_section, observe, tokenizer_section
 from lora_lock.probe.sidecar import Step
 from lora_lock.sources import Resolved, locked_source
-from lora_lock.tokenizer_drift import fact_findings, facts_unreadable, standalone_findings
+from lora_lock.tokenizer_drift import fact_findings, facts_unreadable
+from lora_lock.verify_partial import intact_categories, lock_path, no_probe_recorded, nothing_checked
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -186,7 +187,7 @@ def verify(
     unsupported = [c for c in cats if c in sections and sections[c] not in lock]
     ran = [c for c in cats if c not in unsupported]
     if Category.EFFECT in unsupported and only is None:
-        findings.append(_no_probe_recorded())
+        findings.append(no_probe_recorded())
     blocked: set[Category] = set()
     if not cats:
         chosen = f"--only {','.join(c.value for c in Category if c in wanted)} with " if only else ""
@@ -266,44 +267,13 @@ def verify(
         else:  # nothing ran: skipped (drift elsewhere says why), or error where unusable input kept it from running
             ran = [c for c in ran if c not in behaviour or c in blocked]
     if not ran:
-        findings.append(input_finding(_nothing_checked(cats)))
+        findings.append(input_finding(nothing_checked(cats)))
     return Report.build(
         dict.fromkeys(findings),  # one line per finding: a source two categories failed to read is named once
         ran=ran,
         skipped=[c for c in Category if c not in ran and c is not Category.INPUT],
         title=title,
         blocked=blocked,
-    )
-
-
-def lock_path(lockfile: str | Path) -> Path:
-    """``verify DIR`` means the ``lora.lock`` in that directory."""
-    path = Path(lockfile)
-    try:
-        return path / "lora.lock" if path.is_dir() else path
-    except OSError:  # a name too long for the filesystem: reading it reports that
-        return path
-
-
-def _no_probe_recorded() -> Finding:
-    return Finding(
-        "EFFECT-NOT-LOCKED",
-        Category.EFFECT,
-        Severity.INFO,
-        "the lock has no [probe] (it was generated without the probe extra, or with --no-probe), so what the "
-        "adapter does is not checked",
-        hint="to check it: pip install 'lora-lock[probe]' and run `lora-lock generate --from-lock`",
-    )
-
-
-def _nothing_checked(cats: Sequence[Category]) -> InputError:
-    """Every requested category was left unchecked (say the probe extra is missing for ``--only effect``): a
-    run that checked nothing must not pass (exit 0) as if it had found nothing."""
-    return InputError(
-        f"none of the categories asked for ({', '.join(c.value for c in cats)}) could be checked here; see the "
-        "*-NOT-RUN warnings",
-        hint="install what they need (pip install 'lora-lock[probe]' for effect and golden), or ask for other "
-        "categories",
     )
 
 
@@ -462,7 +432,7 @@ def _world_findings(
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
         complete: set[tuple[Category, str]] = set()
         fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran, complete)
-        fallback, intact = _intact_categories(lock, fallback, complete, tok, locked_adapters, blocked, ran)
+        fallback, intact = intact_categories(lock, fallback, complete, tok, locked_adapters, blocked, ran)
         return [*findings, *fallback, input_finding(exc)], everything - intact, unloadable
     if observed.unreadable:
         # An adapter that cannot be read blocks its own categories only; its locked files are still compared.
@@ -517,37 +487,6 @@ def _world_findings(
                 ),
             )
     return findings, blocked & set(ran), unloadable
-
-
-def _intact_categories(
-    lock: Mapping[str, Any],
-    fallback: list[Finding],
-    complete: set[tuple[Category, str]],
-    tok: Resolved,
-    locked_adapters: list[Mapping[str, Any]],
-    blocked: set[Category],
-    ran: Collection[Category],
-) -> tuple[list[Finding], set[Category]]:
-    """When another source (a base shard, say) could not be read: the tokenizer and adapter categories whose own
-    files were all compared are still checked — the tokenizer's facts from its own files, the adapter's settings
-    from files proven identical — rather than reported as unusable input."""
-    intact: set[Category] = set()
-    if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked and (Category.TOKENIZER, "") in complete:
-        own = [f for f in fallback if f.category is Category.TOKENIZER]
-        version = lock["environment"]["versions"].get("transformers")
-        found = standalone_findings(lock["tokenizer"], tok.path, tok.files, own, version)
-        if found is not None:
-            fallback = [f for f in fallback if f.category is not Category.TOKENIZER] + found
-            intact.add(Category.TOKENIZER)
-    names = [str(a["name"]) for a in locked_adapters]
-    if (
-        Category.ADAPTER in ran
-        and Category.ADAPTER not in blocked
-        and all((Category.ADAPTER, n) in complete for n in names)
-        and not any(f.category is Category.ADAPTER and f.severity is Severity.ERROR for f in fallback)
-    ):
-        intact.add(Category.ADAPTER)  # identical files: identical settings
-    return fallback, intact
 
 
 def _file_findings(
