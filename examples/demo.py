@@ -80,7 +80,7 @@ def main() -> None:
     run("check", "adapter", "--base", "base", cwd=repo, expect=0)
 
     banner("lock it: digests, shapes, environment, and the adapter-effect probe")
-    run("generate", "--adapter", "adapter", "--base", "base", cwd=repo, expect=0)
+    run("generate", "--adapter", "adapter", "--name", "my-adapter", "--base", "base", cwd=repo, expect=0)
     lock = (repo / "lora.lock").read_text(encoding="utf-8")
     print("  " + "\n  ".join(lock.splitlines()[:40]) + "\n  ...")
     run("verify", cwd=repo, expect=0)
@@ -130,7 +130,7 @@ def main() -> None:
     run("verify", "--only", "effect", cwd=scaled, expect=1)
 
     banner("what changed, in a reviewer's words")
-    run("generate", "--adapter", "adapter", "--base", "base", "-o", "lora.new.lock", cwd=moved, expect=0)
+    run("generate", "--from-lock", "-o", "lora.new.lock", cwd=moved, expect=0)
     run("diff", "lora.lock", "lora.new.lock", cwd=moved, expect=1)
     print(f"\ndemo finished in {time.monotonic() - start:.0f} s; files are under {WORK.relative_to(ROOT)}/")
 

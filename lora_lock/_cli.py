@@ -53,9 +53,9 @@ def _use_color(stream: TextIO) -> bool:
     return stream.isatty()
 
 
-def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.lock") -> int:
+def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.lock", locate: Any = None) -> int:
     fmt = Format(args.format)
-    text = renderer_for(fmt, color=_use_color(sys.stdout), source=source).render(report)
+    text = renderer_for(fmt, color=_use_color(sys.stdout), source=source, locate=locate).render(report)
     sys.stdout.write(text)
     return report.status.exit_code
 
@@ -156,26 +156,28 @@ class _Steps:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    import tempfile
+
     from lora_lock.checker import input_finding
     from lora_lock.generation import generate
 
     progress, steps = _Progress(), _Steps()
     try:
-        result = generate(
-            args.adapter,
-            args.base,
-            args.output,
-            tokenizer=args.tokenizer,
-            allow_symlinks=args.allow_symlinks,
-            download=args.download,
-            probe=args.probe,
-            probe_prompts=args.probe_prompts,
-            device=args.device,
-            dtype=args.dtype,
-            golden=args.golden,
-            progress=progress,
-            probe_step=steps,
-        )
+        with tempfile.TemporaryDirectory(prefix="lora-lock-") as scratch:
+            from lora_lock.relock import generate_arguments
+
+            chosen = generate_arguments(args, Path(scratch))
+            args.adapter = chosen["adapters"]
+            result = generate(
+                chosen.pop("adapters"),
+                chosen.pop("base"),
+                chosen.pop("output"),
+                allow_symlinks=args.allow_symlinks,
+                download=args.download,
+                progress=progress,
+                probe_step=steps,
+                **chosen,
+            )
     except InputError as exc:
         if Format(args.format) is Format.TEXT:
             raise  # the usual one-paragraph message on stderr
@@ -217,18 +219,45 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         steps.close()
-    return _emit(report, args, source=args.lockfile)
+    return _emit(report, args, source=args.lockfile, locate=_locator(args))
+
+
+def _locator(args: argparse.Namespace) -> Any:
+    """``verify --format github``: annotate each finding on the file that changed, where it has one."""
+    if args.format != Format.GITHUB.value:
+        return None
+    from lora_lock.lockfile import read
+    from lora_lock.report.where import locator
+    from lora_lock.verify_partial import lock_path
+
+    path = lock_path(args.lockfile)
+    try:
+        lock = read(path)
+    except InputError:  # the report already says what is wrong with the lock
+        return None
+    return locator(path, lock, args.lockfile)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    import json
+
     from lora_lock.fleet import adapter_names, matrix_json
+    from lora_lock.verify_partial import lock_path
 
     if args.format == "json":
-        _write(matrix_json(args.lockfile))
+        try:
+            text = matrix_json(lock_path(args.lockfile))
+        except InputError as exc:
+            # A machine reads this: a JSON document saying why, not plain text its parser chokes on (exit 2 still
+            # fails the job, rather than an empty matrix that runs nothing).
+            _say(f"lora-lock: error: {exc.message}")
+            _write(json.dumps({"adapter": [], "error": {"message": exc.message, "hint": exc.hint}}) + "\n")
+            return EXIT_ERROR
+        _write(text)
     else:
         from lora_lock.report.sanitize import line
 
-        _write("".join(f"{line(name)}\n" for name in adapter_names(args.lockfile)))
+        _write("".join(f"{line(name)}\n" for name in adapter_names(lock_path(args.lockfile))))
     return 0
 
 
@@ -257,7 +286,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from lora_lock.lockdiff import diff
 
     result = diff(args.old, args.new)
-    _write(result.render_json() if args.format == "json" else result.render_text())
+    render = {"json": result.render_json, "markdown": result.render_markdown}.get(args.format, result.render_text)
+    _write(render())
     return 0 if result.identical else EXIT_DRIFT
 
 
@@ -301,15 +331,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adapter",
         action="append",
-        required=True,
         metavar="SRC",
         help="adapter: directory or org/name[@revision] (repeat for several adapters over one base)",
+    )
+    p.add_argument(
+        "--name",
+        action="append",
+        metavar="NAME",
+        help="the lock's name of each --adapter, in order (default: its directory or repo name)",
+    )
+    p.add_argument(
+        "--from-lock",
+        nargs="?",
+        const="lora.lock",
+        metavar="LOCK",
+        help="regenerate LOCK (default lora.lock, or a directory holding it) from its own sources, adapter names, "
+        "probe prompts, golden file and probe device/dtype; options given as well override the lock's",
     )
     p.add_argument(
         "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
     )
     p.add_argument("--tokenizer", metavar="SRC", help="tokenizer: directory or org/name[@revision] (default: the base)")
-    p.add_argument("-o", "--output", default="lora.lock", help="lock file to write (default: lora.lock)")
+    p.add_argument("-o", "--output", help="lock file to write (default: lora.lock, or the --from-lock lock)")
     p.add_argument(
         "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
     )
@@ -327,10 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--probe-prompts", metavar="FILE", help="probe prompts: one per line, or JSONL with `prompt`")
     p.add_argument("--golden", metavar="FILE", help="golden dataset (JSONL) whose per-item results to lock")
-    p.add_argument("--device", default="auto", help="device for the probe: auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", help="device for the probe: auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--dtype",
-        default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
         help="dtype for the probe (auto: float32 on CPU, bfloat16 on CUDA)",
     )
@@ -389,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", parents=[common], help="what changed between two locks; exit 1 when they differ")
     p.add_argument("old")
     p.add_argument("new")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default="text", help="markdown: for a PR comment")
     p.set_defaults(func=_cmd_diff)
 
     p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of lora.lock")

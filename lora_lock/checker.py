@@ -164,6 +164,10 @@ def check(
         if gguf is not None:
             findings += gguf_findings(gguf)
         base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []
+        if gguf is None:
+            from lora_lock.vocab import check_findings as vocab_findings
+
+            findings += vocab_findings(adapter_source.path, adapter_source.files, base_view)
     except InputError as exc:
         # Nothing could be concluded: every category is "error", never "pass".
         return Report.build([input_finding(exc)], ran=ran, title="lora-lock check", blocked=ran)

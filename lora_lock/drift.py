@@ -12,7 +12,7 @@ from lora_lock.models import Category, Finding, Severity
 from lora_lock.observe import UNHASHED
 from lora_lock.sources.fileset import loader_ignores
 
-REGENERATE = "if this change is intended, run `lora-lock generate` and review the lock diff"
+REGENERATE = "if this change is intended, run `lora-lock generate --from-lock` and review the lock diff"
 
 
 def fmt_value(value: Any) -> str:

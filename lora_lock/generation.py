@@ -90,6 +90,7 @@ def generate(
     golden: str | Path | None = None,
     progress: Progress | None = None,
     probe_step: Step | None = None,
+    names: Sequence[str | None] | None = None,
 ) -> GenerateResult:
     """Lock ``adapters`` over ``base`` into ``output``.
 
@@ -101,7 +102,11 @@ def generate(
 
     ``probe`` (default: on when torch, transformers and peft are installed) loads the base once with every
     adapter and records the adapter-effect fingerprints (``[probe]`` + a sidecar file next to the lock);
-    ``golden`` (a JSONL file) records per-item correctness for the golden-set gate.
+    ``golden`` (a JSONL file) records per-item correctness for the golden-set gate. ``names``: the lock's name
+    of each adapter (None or a missing entry: named by its directory or repo).
+
+    When the probe is left to its default and the probe stack is not installed, the report carries an
+    ``EFFECT-NOT-LOCKED`` warning: the lock then has no ``[probe]``, so verify cannot check the effect.
     """
     out = Path(output)
     if not adapters:
@@ -125,12 +130,13 @@ def generate(
     )
     if not out.parent.is_dir():
         raise InputError(f"{out}: the directory {out.parent} does not exist")
+    writable_or_raise(out)
 
     run_probe = probe_enabled(probe) or golden is not None
     env = current_environment()
     observed = observe(
         base_source,
-        list(zip(adapter_names(sources, out.parent), sources, strict=True)),
+        list(zip(chosen_names(adapter_names(sources, out.parent), names), sources, strict=True)),
         tokenizer_source=tok_source,
         allow_symlinks=allow_symlinks,
         progress=progress,
@@ -139,12 +145,19 @@ def generate(
         # The rules of the stack the lock records, so that `verify` (which applies those) meets the same model.
         stack=lock_stack(environment_section(env)),
     )
-    report = Report.build(observed.findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
+    report = Report.build(
+        [*observed.findings, *_vocab_findings(observed, tok_source or base_source)],
+        ran=GENERATE_CATEGORIES,
+        title="lora-lock generate",
+    )
     if any(f.severity is Severity.ERROR for f in report.findings):
         return GenerateResult(path=out, report=report, written=False, lock=None)
     lock = build_lock(observed, out.parent, env)
     sidecar: tuple[Path, str] | None = None
     findings = list(report.findings)
+    if probe is None and not run_probe:
+        findings.append(not_locked_warning())
+        report = Report.build(findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
     if run_probe:
         section, sidecar, more = behaviour_sections(
             observed,
@@ -168,6 +181,70 @@ def generate(
             return GenerateResult(path=out, report=report, written=False, lock=None)
     written = publish(out, dumps(lock), sidecar)
     return GenerateResult(path=out, report=report, written=written, lock=lock)
+
+
+def _vocab_findings(observed: Observed, tokenizer: Resolved) -> list[Finding]:
+    """The locked tokenizer, and any an adapter ships, against the base's embedding rows (``COMPAT-VOCAB``)."""
+    from lora_lock.vocab import embedding_rows, tokenizer_size, vocab_finding
+
+    if observed.base.gguf is not None:
+        return []
+    rows = embedding_rows(observed.base)
+    out = vocab_finding(tokenizer_size(tokenizer.path, tokenizer.files), rows, "the locked tokenizer")
+    for name, source, _, _ in observed.adapters:
+        out += vocab_finding(tokenizer_size(source.path, source.files), rows, f"adapter {name}")
+    return out
+
+
+def not_locked_warning() -> Finding:
+    """``generate`` without the probe stack writes a static lock: say so (verify then cannot check the effect)."""
+    return Finding(
+        "EFFECT-NOT-LOCKED",
+        Category.EFFECT,
+        Severity.WARNING,
+        "the probe extra (torch, transformers, peft) is not installed, so this lock has no [probe]: verify will "
+        "check files, shapes, tokenizer and environment, not what the adapter does",
+        hint="pip install 'lora-lock[probe]' and run `lora-lock generate --from-lock`; pass --no-probe to lock "
+        "statically on purpose",
+    )
+
+
+def chosen_names(default: Sequence[str], names: Sequence[str | None] | None) -> list[str]:
+    """The adapters' lock names: ``--name`` where given (in order), else the directory's or repo's name."""
+    if not names:
+        return list(default)
+    if len(names) > len(default):
+        raise InputError(
+            f"{len(names)} --name values for {len(default)} adapters", hint="give one --name per --adapter, in order"
+        )
+    chosen = [n if n is not None else d for n, d in zip([*names, *[None] * len(default)], default, strict=False)]
+    for name in chosen:
+        if not name.strip() or name != name.strip() or any(ord(c) < 32 for c in name) or len(name) > 200:
+            raise InputError(
+                f"--name {name!r}: an adapter name must be non-empty printable text without surrounding spaces"
+            )
+    twice = sorted({n for n in chosen if chosen.count(n) > 1})
+    if twice:
+        raise InputError(
+            f"adapter name {twice[0]!r} is given to more than one adapter", hint="give each its own --name"
+        )
+    return chosen
+
+
+def writable_or_raise(out: Path) -> None:
+    """Fail before hashing and the probe, not after them, when the lock cannot be written: create and remove a
+    temp file where the atomic write will create its own (``os.access`` is wrong on read-only mounts as root)."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".check", dir=out.parent)
+    except OSError as exc:
+        raise InputError(
+            f"{out}: cannot write the lock into {out.parent}: {exc.strerror or exc}",
+            hint="choose a writable place with -o, or fix the directory's permissions",
+        ) from exc
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def probe_enabled(probe: bool | None) -> bool:

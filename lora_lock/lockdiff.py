@@ -12,7 +12,21 @@ from lora_lock._version import __version__
 from lora_lock.lockfile import read
 from lora_lock.models import Category
 from lora_lock.module_table import aligned
-from lora_lock.report.sanitize import document, line
+from lora_lock.report.sanitize import cell, document, line
+
+#: What a change of each category means for the adapter: the reviewer's summary of ``diff``.
+REVIEW = {
+    Category.INPUT: "the locks differ in a way lora-lock does not interpret",
+    Category.BASE: "the base model changed: the adapter now runs on other weights or another configuration",
+    Category.TOKENIZER: "the tokenizer changed: token ids or prompt formatting may differ from training",
+    Category.ADAPTER: "the adapter's files, settings or source changed",
+    Category.COMPAT: "the resolved module table changed: check every LoRA module still lands on a base layer",
+    Category.QUANTIZATION: "the base's dtype or quantization changed: the adapter's numerics change with it",
+    Category.ENVIRONMENT: "library versions changed: module names and scaling rules can change between releases",
+    Category.EFFECT: "the recorded adapter-effect baseline changed: check it was re-measured, not loosened "
+    "(tolerances, prompts)",
+    Category.GOLDEN: "the golden-set baseline changed: compare the accuracies above",
+}
 
 
 @dataclass(frozen=True)
@@ -41,12 +55,47 @@ class LockDiff:
     def identical(self) -> bool:
         return not self.changes
 
+    def counts(self) -> dict[Category, int]:
+        """Changes per category, in report order."""
+        out: dict[Category, int] = {}
+        for c in self.changes:
+            out[c.category] = out.get(c.category, 0) + 1
+        return {c: out[c] for c in Category if c in out}
+
+    def review(self) -> list[str]:
+        """The reviewer's summary: one sentence per changed category saying what it means for the adapter."""
+        return [f"{c.value}: {REVIEW[c]}" for c in self.counts()]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "lora_lock_version": __version__,
             "identical": self.identical,
+            "summary": {
+                "changes": len(self.changes),
+                "categories": {c.value: n for c, n in self.counts().items()},
+                "review": self.review(),
+            },
             "changes": [c.to_dict() for c in self.changes],
         }
+
+    def _headline(self) -> str:
+        n = len(self.changes)
+        return f"{n} change{'s' if n != 1 else ''}: " + ", ".join(f"{c.value} {k}" for c, k in self.counts().items())
+
+    def render_markdown(self) -> str:
+        """A PR comment: the headline, what each changed category means for review, then every change."""
+        if self.identical:
+            return "## lora-lock diff\n\n✅ the locks are identical\n"
+        lines = ["## lora-lock diff", "", f"**{self._headline()}**", "", "| category | changes | for review |"]
+        lines.append("|---|---|---|")
+        lines += [f"| {c.value} | {k} | {cell(REVIEW[c])} |" for c, k in self.counts().items()]
+        current: Category | None = None
+        for change in self.changes:
+            if change.category is not current:
+                current = change.category
+                lines += ["", f"### {current.value}", ""]
+            lines.append(f"- {cell(change.message)}")
+        return "\n".join(lines) + "\n"
 
     def render_json(self) -> str:
         # default=str: a hand-edited lock may hold TOML dates or times, which JSON has no type for.
@@ -64,7 +113,8 @@ class LockDiff:
             # One line per change, whatever the locks' strings hold: an ESC, CR or line feed in a value must not
             # hide or fake a line (a drift tolerance set to 1e9 stays visible).
             lines.append(f"  {line(change.message)}")
-        lines.append(f"{len(self.changes)} change{'s' if len(self.changes) != 1 else ''}")
+        lines.append(self._headline())
+        lines += [f"  - {line(sentence)}" for sentence in self.review()]
         return "\n".join(lines) + "\n"
 
 

@@ -41,8 +41,10 @@ def guard(
     """Verify the lock's static tier; return the report when it holds, raise :class:`LockViolation` otherwise.
 
     ``adapters`` limits the check to the named adapters (a server loading one of many). Base weights are compared
-    by size unless ``hash_weights`` (full hashing costs about a second per 1.5 GB per core). Every file of the
-    locked directories is checked (a file added to the base, such as a planted adapter, fails the guard);
+    by size and safetensors header unless ``hash_weights`` (full hashing costs about a second per 1.5 GB per core):
+    the fast mode catches converted, truncated, re-quantized or renamed weights, not a swap that keeps every size
+    and header (new values in the same layout), which ``hash_weights=True`` or a CI ``verify`` catches. Every file
+    of the locked directories is checked (a file added to the base, such as a planted adapter, fails the guard);
     ``allow_symlinks`` / ``allow_outside_sources`` as for :func:`~lora_lock.verification.verify`.
     """
     report = verify(

@@ -20,6 +20,8 @@ from lora_lock.probe.sidecar import Step
 from lora_lock.runtime import lock_stack
 from lora_lock.sources import Resolved, locked_source
 from lora_lock.stacks import CODE_RULES, facts_config, stack_findings
+from lora_lock.tokenizer_drift import fact_findings, facts_unreadable
+from lora_lock.verify_partial import intact_categories, lock_path, no_probe_recorded, nothing_checked
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -85,7 +87,7 @@ def _dtype_counts(counts: Mapping[str, int]) -> str:
 
 def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: Path) -> list[Finding]:
     locked, now = lock["tokenizer"], tokenizer_section(observed, lock_dir)
-    out = compare_files(
+    files = compare_files(
         Category.TOKENIZER,
         "TOKENIZER",
         locked["files"],
@@ -93,57 +95,7 @@ def _tokenizer_findings(lock: Mapping[str, Any], observed: Observed, lock_dir: P
         now["files"],
         observed.present["tokenizer"],
     )
-    if locked.get("vocab-size") != now.get("vocab-size"):
-        out.append(
-            Finding(
-                "TOKENIZER-VOCAB",
-                Category.TOKENIZER,
-                Severity.ERROR,
-                f"vocabulary size changed: {locked.get('vocab-size')} → {now.get('vocab-size')}",
-                subject="vocab-size",
-                expected=str(locked.get("vocab-size")),
-                actual=str(now.get("vocab-size")),
-                hint="the adapter was trained with another tokenizer; token ids no longer mean the same",
-            )
-        )
-    out += compare_values(
-        "TOKENIZER-SPECIAL",
-        Category.TOKENIZER,
-        "special token id",
-        locked.get("special-tokens", {}),
-        now.get("special-tokens", {}),
-    )
-    if locked.get("chat-template") != now.get("chat-template"):
-        out.append(
-            Finding(
-                "TOKENIZER-CHAT-TEMPLATE",
-                Category.TOKENIZER,
-                Severity.ERROR,
-                "the chat template changed",
-                subject="chat-template",
-                expected=str(locked.get("chat-template")),
-                actual=str(now.get("chat-template")),
-                hint="prompts are now formatted differently from training; " + REGENERATE,
-            )
-        )
-    if locked.get("fingerprint") != now.get("fingerprint"):
-        files_same = not any(f.code.endswith(("-CHANGED", "-MISSING", "-EXTRA")) for f in out)
-        out.append(
-            Finding(
-                "TOKENIZER-BEHAVIOUR",
-                Category.TOKENIZER,
-                Severity.ERROR,
-                f"the tokenizer splits the canary text differently ({locked.get('fingerprint-tokens')} → "
-                f"{now.get('fingerprint-tokens')} tokens)",
-                subject="fingerprint",
-                expected=str(locked.get("fingerprint")),
-                actual=str(now.get("fingerprint")),
-                hint="the files are unchanged, so the tokenizers library changed behaviour"
-                if files_same
-                else "the tokenizer was replaced or edited; " + REGENERATE,
-            )
-        )
-    return out
+    return fact_findings(locked, now, files)
 
 
 def _adapter_findings(
@@ -224,7 +176,7 @@ def verify(
     ``effect`` and ``golden`` run when the lock has a ``[probe]`` / ``[golden]`` section and the probe stack
     (torch, transformers, peft) is installed; otherwise they are reported as not run, never silently skipped.
     """
-    path = Path(lockfile)
+    path = lock_path(lockfile)
     if max_nfr is not None and not 0.0 <= max_nfr <= 1.0:  # also refuses NaN
         err = InputError(f"--max-nfr {max_nfr}: expected a rate from 0 to 1 (0.05 means 5 %)")
         return Report.build([input_finding(err)], ran=(), title="lora-lock verify")
@@ -239,6 +191,8 @@ def verify(
     sections = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
     unsupported = [c for c in cats if c in sections and sections[c] not in lock]
     ran = [c for c in cats if c not in unsupported]
+    if Category.EFFECT in unsupported and only is None:
+        findings.append(no_probe_recorded())
     blocked: set[Category] = set()
     if not cats:
         chosen = f"--only {','.join(c.value for c in Category if c in wanted)} with " if only else ""
@@ -317,8 +271,10 @@ def verify(
             blocked |= broken
         else:  # nothing ran: skipped (drift elsewhere says why), or error where unusable input kept it from running
             ran = [c for c in ran if c not in behaviour or c in blocked]
+    if not ran:
+        findings.append(input_finding(nothing_checked(cats)))
     return Report.build(
-        findings,
+        dict.fromkeys(findings),  # one line per finding: a source two categories failed to read is named once
         ran=ran,
         skipped=[c for c in Category if c not in ran and c is not Category.INPUT],
         title=title,
@@ -481,8 +437,10 @@ def _world_findings(
         )
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
-        fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran)
-        return [*findings, *fallback, input_finding(exc)], everything, unloadable
+        complete: set[tuple[Category, str]] = set()
+        fallback = _file_findings(lock, base, tok, sources, locked_adapters, ran, complete)
+        fallback, intact = intact_categories(lock, fallback, complete, tok, locked_adapters, blocked, ran)
+        return [*findings, *fallback, input_finding(exc)], everything - intact, unloadable
     if observed.unreadable:
         # An adapter that cannot be read blocks its own categories only; its locked files are still compared.
         for name, error in sorted(observed.unreadable.items()):
@@ -529,6 +487,16 @@ def _world_findings(
                 ).for_adapter(name)
             )
             unloadable[name] = LeftOut(why, "see the input findings", True)
+    if facts_unreadable(lock["tokenizer"], tokenizer_section(observed, lock_dir)):
+        # The probe would load another tokenizer file, or fail to load one, and report that instead.
+        name = str(lock["tokenizer"].get("fingerprint-file", "tokenizer.json"))
+        for locked in locked_adapters:
+            unloadable.setdefault(
+                str(locked["name"]),
+                LeftOut(
+                    f"the tokenizer's {name} is missing", "see the tokenizer findings", Category.TOKENIZER not in ran
+                ),
+            )
     return findings, blocked & set(ran), unloadable
 
 
@@ -539,8 +507,10 @@ def _file_findings(
     sources: list[tuple[str, Resolved]],
     locked_adapters: list[Mapping[str, Any]],
     ran: Collection[Category],
+    complete: set[tuple[Category, str]] | None = None,
 ) -> list[Finding]:
-    """Digest comparison of every locked file that can still be read (the fallback when a source is unusable)."""
+    """Digest comparison of every locked file that can still be read (the fallback when a source is unusable).
+    ``complete`` receives (category, adapter name or "") of each section whose every file could be compared."""
     plan: list[tuple[Category, str, Mapping[str, Any], Resolved, str]] = [
         (Category.BASE, "BASE", lock["base"]["files"], base, ""),
         (Category.TOKENIZER, "TOKENIZER", lock["tokenizer"]["files"], tok, ""),
@@ -563,6 +533,8 @@ def _file_findings(
             digests = hash_files([source.path / n for n in readable])
         except InputError:
             continue
+        if complete is not None:
+            complete.add((category, adapter))
         for name in readable:
             current[name] = {"digest": digests[source.path / name].digest, "size": digests[source.path / name].size}
         for name, known in source.known.items():

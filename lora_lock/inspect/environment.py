@@ -24,8 +24,9 @@ DEFAULT_POLICY: dict[str, str] = {
     "bitsandbytes": "minor",
 }
 
-#: Packages only the probe needs: missing here is a warning (the static tier runs without them).
-PROBE_ONLY = frozenset({"torch", "cuda", "transformers", "peft", "accelerate", "bitsandbytes"})
+#: Packages only the probe needs: missing here is a warning (the static tier runs without them). safetensors is
+#: one of them: the core reads safetensors headers itself, and only the ``probe`` extra installs the package.
+PROBE_ONLY = frozenset({"torch", "cuda", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors"})
 
 _CUDA_LINE = re.compile(r"""^cuda\s*(?::\s*\S+\s*)?=\s*['"]([^'"]+)['"]""", re.MULTILINE)
 

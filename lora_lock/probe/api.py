@@ -282,11 +282,13 @@ def _verify_adapter(
             _finding(
                 "EFFECT-DRIFT",
                 Severity.ERROR,
-                f"adapter {name}'s outputs drifted: KL(lock ‖ now) {drift:.3g} > tolerance {tol:.3g}; {cause}",
+                f"adapter {name}'s outputs drifted: KL(lock ‖ now) {drift:.3g} > tolerance {tol:.3g}; {cause}; "
+                f"its effect now: KL(adapted ‖ base) {locked_effect:.4g} → {effect:.4g}"
+                + (f" (ratio {effect / locked_effect:.3g})" if locked_effect > 0 else ""),
                 name,
                 expected=f"≤ {tol:.3g}",
                 actual=f"{drift:.3g}",
-                hint="if the change is intended, regenerate the lock and review the behaviour",
+                hint="if the change is intended, run `lora-lock generate --from-lock` and review the behaviour",
             )
         )
     if base_drift > tol:

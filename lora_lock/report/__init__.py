@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
-from lora_lock.models import Report
+from lora_lock.models import Finding, Report
 
 
 def printable(text: str) -> str:
@@ -26,8 +27,16 @@ class Renderer(Protocol):
     def render(self, report: Report) -> str: ...
 
 
-def renderer_for(fmt: Format, *, color: bool = False, width: int = 100, source: str | None = "lora.lock") -> Renderer:
-    """The renderer of a format. Every :class:`Format` has one (a test walks the enum)."""
+def renderer_for(
+    fmt: Format,
+    *,
+    color: bool = False,
+    width: int = 100,
+    source: str | None = "lora.lock",
+    locate: Callable[[Finding], str | None] | None = None,
+) -> Renderer:
+    """The renderer of a format. Every :class:`Format` has one (a test walks the enum). ``locate``: for ``github``,
+    the workspace file each finding is about (default: ``source``)."""
     if fmt is Format.TEXT:
         from lora_lock.report.text import TextRenderer
 
@@ -43,5 +52,5 @@ def renderer_for(fmt: Format, *, color: bool = False, width: int = 100, source: 
     if fmt is Format.GITHUB:
         from lora_lock.report.github import GithubRenderer
 
-        return GithubRenderer(source=source)
+        return GithubRenderer(source=source, locate=locate)
     raise AssertionError(f"unhandled format {fmt}")

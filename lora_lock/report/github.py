@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lora_lock.models import Report, Severity
 from lora_lock.report import sanitize
+from lora_lock.report.where import Locate
 
 MAX_PER_KIND = 10
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -18,8 +19,10 @@ escape_property = sanitize.annotation_property
 class GithubRenderer:
     """``source``: the workspace file the annotations point at (none: annotations on the run, not on a file)."""
 
-    def __init__(self, *, source: str | None = "lora.lock") -> None:
+    def __init__(self, *, source: str | None = "lora.lock", locate: Locate | None = None) -> None:
         self.source = source
+        #: The file a finding is about, where it has one (default: ``source`` for every finding).
+        self.locate = locate
 
     def render(self, report: Report) -> str:
         lines: list[str] = []
@@ -33,7 +36,8 @@ class GithubRenderer:
                 continue
             shown[f.severity] += 1
             message = f.message + (f" (hint: {f.hint})" if f.hint else "")
-            where = f"file={escape_property(self.source)}," if self.source else ""
+            target = self.locate(f) if self.locate is not None else self.source
+            where = f"file={escape_property(target)}," if target else ""
             lines.append(
                 f"::{_COMMAND[f.severity]} {where}"
                 f"title={escape_property(f'{f.code} [{f.category.value}]')}::{escape_data(message)}"

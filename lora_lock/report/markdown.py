@@ -21,7 +21,12 @@ def _cell(text: str | None) -> str:
 
 class MarkdownRenderer:
     def render(self, report: Report) -> str:
-        head = [f"## {_cell(report.title)}", "", _STATUS[report.status], ""]
+        from lora_lock.report.text import passed_with_reservations
+
+        status = _STATUS[report.status]
+        if report.status is Status.PASS and passed_with_reservations(report):
+            status = f"⚠️ **pass with warnings**: {_cell(passed_with_reservations(report))}"
+        head = [f"## {_cell(report.title)}", "", status, ""]
         if report.checked:
             head += ["| category | state |", "|---|---|"]
             head += [f"| {c.value} | {s.value} |" for c, s in report.checked.items()]

@@ -71,9 +71,28 @@ class TextRenderer:
         word, meaning = _STATUS_TEXT[report.status]
         if report.status is Status.ERROR:
             meaning = _unusable_meaning(report)
+        elif report.status is Status.PASS and passed_with_reservations(report):
+            word, meaning = "[bold yellow]WARN[/]", passed_with_reservations(report)
         counts = ", ".join(f"{report.count(s)} {s.value}{'s' if report.count(s) != 1 else ''}" for s in Severity)
         console.print(f"{word} {escape(sanitize.line(report.title))}: {meaning} ({counts})")
         return buf.getvalue()
+
+
+def passed_with_reservations(report: Report) -> str:
+    """For a run without errors: what keeps it from a plain "no problem found" — the categories that did not
+    run (a ``*-NOT-RUN`` warning says why) and the warnings to read; empty when there is nothing of the kind.
+    A plain pass is never printed over a warning, or when a requested category was not checked."""
+    not_run = [
+        c.value for c in Category if any(f.category is c and f.code.endswith("-NOT-RUN") for f in report.findings)
+    ]
+    warnings = report.count(Severity.WARNING)
+    others = warnings - sum(1 for f in report.findings if f.code.endswith("-NOT-RUN"))
+    if not warnings:
+        return ""
+    parts = [f"not run: {', '.join(not_run)}"] if not_run else []
+    if others:
+        parts.append(f"{others} warning{'s' if others != 1 else ''} to read")
+    return "no error in what was checked; " + "; ".join(parts)
 
 
 def _unusable_meaning(report: Report) -> str:

@@ -167,6 +167,7 @@ def resolve(
 
         if not looks_like_repo_id(text) or text.startswith((".", "/", "~")):
             raise
+        _refuse_path_typo(text, relative_to, what)
     try:
         snap = resolve_hub(text, token=token, offline=offline)
     except SourceError as exc:
@@ -178,6 +179,30 @@ def resolve(
             hint="check the directory name (or pass ./NAME), or give the Hub repo id as org/name@revision",
         ) from exc
     return from_snapshot(text, snap, allow_symlinks=allow_symlinks)
+
+
+def _refuse_path_typo(spec: str, relative_to: Path | None, what: str) -> None:
+    """``adapters/foxx`` where ``adapters/`` is a local directory is a mistyped path, not a Hub repo id: say so
+    instead of reporting that the Hub cannot be reached (or has no such repo)."""
+    first = spec.partition("@")[0].split("/")[0]
+    for root in (Path.cwd(), *((relative_to,) if relative_to is not None else ())):
+        parent = root / first
+        try:
+            if not parent.is_dir():
+                continue
+            names = sorted(p.name for p in parent.iterdir() if p.is_dir())[:1000]
+        except OSError:
+            continue
+        import difflib
+
+        wanted = spec.partition("@")[0].split("/", 1)[1]
+        near = difflib.get_close_matches(wanted, names, n=3)
+        raise SourceError(
+            f"{what} {brief(spec)} is not a local directory: {first}/ exists here but holds no {brief(wanted)} "
+            "(not looked up on the Hub, since the path names a local directory)",
+            hint=(f"did you mean {', '.join(f'{first}/{n}' for n in near)}? " if near else "")
+            + "check the path, or pass a Hub repo id whose owner is not a local directory name",
+        )
 
 
 def locked_source(
@@ -240,7 +265,10 @@ def locked_source(
     if not found:
         raise InputError(
             f"the {what} directory {source!r} named by the lock is missing (looked in {path})",
-            hint="run verify from the repository the lock belongs to, or restore the directory",
+            # Lock paths resolve against the lock's directory, never the working directory: a moved directory
+            # is restored, or the lock regenerated with its new place.
+            hint=f"paths in a lock are relative to the lock's directory ({lock_dir}); restore the directory, or "
+            f"regenerate the lock with its new place: lora-lock generate --from-lock --{what} NEW-DIR",
         )
     inside, top = inside_repository(path, lock_dir)
     if not inside and not allow_outside:

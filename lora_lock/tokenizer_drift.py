@@ -1,0 +1,134 @@
+"""The tokenizer category of ``verify``: the locked tokenizer facts vs the tokenizer as it is now.
+
+A missing tokenizer file is one finding (``TOKENIZER-FILE-MISSING``) and, when it is the file the facts are read
+from, one ``TOKENIZER-VOCAB`` saying the facts cannot be read — not a vocabulary "changed to None", special ids
+"changed to absent" and a canary that "splits differently"; the behaviour checks are then not run (the probe
+would load some other tokenizer, or none, and report that instead of the missing file)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lora_lock.drift import REGENERATE, compare_values
+from lora_lock.inspect.tokenizer import FULL_TOKENIZER_FILE, TokenizerFacts, read_tokenizer_facts
+from lora_lock.models import Category, Finding, Severity
+
+
+def facts_section(tok: TokenizerFacts | None) -> dict[str, Any]:
+    """The facts of a tokenizer as the lock's ``[tokenizer]`` records them (without its file table)."""
+    section: dict[str, Any] = {}
+    if tok is None:
+        return section
+    if tok.vocab_size is not None:
+        section["vocab-size"] = tok.vocab_size
+    if tok.special_tokens:
+        section["special-tokens"] = tok.special_tokens
+    if tok.chat_template:
+        section["chat-template"] = tok.chat_template
+    if tok.fingerprint:
+        section["fingerprint"] = tok.fingerprint
+        section["fingerprint-tokens"] = tok.fingerprint_tokens
+    return section
+
+
+def facts_unreadable(locked: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """The lock has the tokenizer's facts and today's files cannot give them (the fingerprinted file is gone)."""
+    return bool(locked.get("fingerprint")) and not now.get("fingerprint")
+
+
+def fact_findings(locked: Mapping[str, Any], now: Mapping[str, Any], file_findings: Sequence[Finding]) -> list[Finding]:
+    """Vocabulary, special ids, chat template and behaviour, after the file table's ``file_findings``."""
+    out = list(file_findings)
+    if facts_unreadable(locked, now):
+        name = str(locked.get("fingerprint-file", FULL_TOKENIZER_FILE))
+        out.append(
+            Finding(
+                "TOKENIZER-VOCAB",
+                Category.TOKENIZER,
+                Severity.ERROR,
+                f"the tokenizer's vocabulary cannot be read: {name}, the file transformers loads it from, is "
+                f"missing (locked: {locked.get('vocab-size')} tokens); its special ids and behaviour are not "
+                "compared either",
+                subject="vocab-size",
+                expected=str(locked.get("vocab-size")),
+                actual=f"{name} missing",
+                hint=f"restore {name}; " + REGENERATE,
+            )
+        )
+        return out
+    old_vocab, new_vocab = locked.get("vocab-size"), now.get("vocab-size")
+    if old_vocab != new_vocab:
+        grew = isinstance(old_vocab, int) and isinstance(new_vocab, int) and new_vocab > old_vocab
+        out.append(
+            Finding(
+                "TOKENIZER-VOCAB",
+                Category.TOKENIZER,
+                Severity.ERROR,
+                f"vocabulary size changed: {old_vocab} → {new_vocab}",
+                subject="vocab-size",
+                expected=str(old_vocab),
+                actual=str(new_vocab),
+                hint=(
+                    f"the vocabulary grew by {new_vocab - old_vocab} tokens: if they were appended (the canary "
+                    "still tokenizes the same), the existing ids keep their meaning, but the adapter never saw "
+                    "the new ones and the base needs an embedding row for each (resize the embeddings and save "
+                    "them with the adapter, or drop the added tokens); " + REGENERATE
+                )
+                if grew and isinstance(old_vocab, int) and isinstance(new_vocab, int)
+                else "the adapter was trained with another tokenizer; token ids no longer mean the same",
+            )
+        )
+    out += compare_values(
+        "TOKENIZER-SPECIAL",
+        Category.TOKENIZER,
+        "special token id",
+        locked.get("special-tokens", {}),
+        now.get("special-tokens", {}),
+    )
+    if locked.get("chat-template") != now.get("chat-template"):
+        out.append(
+            Finding(
+                "TOKENIZER-CHAT-TEMPLATE",
+                Category.TOKENIZER,
+                Severity.ERROR,
+                "the chat template changed",
+                subject="chat-template",
+                expected=str(locked.get("chat-template")),
+                actual=str(now.get("chat-template")),
+                hint="prompts are now formatted differently from training; " + REGENERATE,
+            )
+        )
+    if locked.get("fingerprint") != now.get("fingerprint"):
+        files_same = not any(f.code.endswith(("-CHANGED", "-MISSING", "-EXTRA")) for f in out)
+        out.append(
+            Finding(
+                "TOKENIZER-BEHAVIOUR",
+                Category.TOKENIZER,
+                Severity.ERROR,
+                f"the tokenizer splits the canary text differently ({locked.get('fingerprint-tokens')} → "
+                f"{now.get('fingerprint-tokens')} tokens)",
+                subject="fingerprint",
+                expected=str(locked.get("fingerprint")),
+                actual=str(now.get("fingerprint")),
+                hint="the files are unchanged, so the tokenizers library changed behaviour"
+                if files_same
+                else "the tokenizer was replaced or edited; " + REGENERATE,
+            )
+        )
+    return out
+
+
+def standalone_findings(
+    locked: Mapping[str, Any], root: Path, names: Sequence[str], file_findings: Sequence[Finding], version: str | None
+) -> list[Finding] | None:
+    """The tokenizer category on its own, when reading the rest of the world failed (a base shard is missing):
+    its facts come from its own files. None when they cannot be read either (the category stays unchecked)."""
+    from lora_lock.errors import InputError
+
+    try:
+        facts = read_tokenizer_facts(root, names, version)
+    except InputError:
+        return None
+    return fact_findings(locked, facts_section(facts), file_findings)
