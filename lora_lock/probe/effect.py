@@ -94,8 +94,10 @@ class ProbeSession:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        command: str = "generate",
     ) -> None:
         require_probe_stack()
+        self.command = command
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -142,7 +144,7 @@ class ProbeSession:
                 raise InputError(
                     f"{base_dir}: the model does not fit on {self.device} "
                     f"({_weights_text(base_dir, torch_dtype.itemsize, self.dtype_name)})",
-                    hint="use a larger device, --dtype bfloat16, or --no-probe",
+                    hint=memory_hint(command, "use a larger device"),
                 ) from exc
             if isinstance(exc, ImportError):
                 raise InputError(
@@ -176,7 +178,7 @@ class ProbeSession:
             if _out_of_memory(self.torch, exc):
                 raise ProbeMemoryError(
                     f"{what} ran out of memory on {self.device} in {self.dtype_name}",
-                    hint="use a device with more memory, --dtype bfloat16, shorter prompts, or --no-probe",
+                    hint=memory_hint(self.command, "use a device with more memory, shorter prompts"),
                 ) from exc
             raise InputError(
                 f"{what} failed in the model: {type(exc).__name__}: {_first_line(exc)}",
@@ -214,9 +216,16 @@ class ProbeSession:
             gpu=gpu,
         )
 
-    def encode(self, prompt: str) -> list[int]:
+    def encode(self, prompt: str, *, special: bool | None = None, generation: bool = False) -> list[int]:
+        """Token ids of ``prompt``. ``special=None`` decides BOS as lm-evaluation-harness 0.4.13 does: the
+        tokenizer's own special tokens, except none when the text already starts with the prefix token's text
+        (a rendered chat template carries its BOS, and a second one would change every score). lm-eval compares
+        log-likelihood contexts with the decoded prefix token (BOS, else EOS) and generation prompts with the
+        ``bos_token`` string; ``generation`` picks the latter."""
+        if special is None:
+            special = not self._starts_with_prefix(prompt, generation)
         try:
-            ids = list(self.tokenizer(prompt)["input_ids"])
+            ids = list(self.tokenizer(prompt, add_special_tokens=special)["input_ids"])
         except BaseException as exc:  # the tokenizers library panics (a BaseException) on a pathological regex
             if not library_failure(exc):
                 raise
@@ -227,6 +236,15 @@ class ProbeSession:
         if not ids:
             raise InputError("a probe prompt tokenizes to nothing", hint="remove empty prompts from the file")
         return [int(i) for i in ids]
+
+    def _starts_with_prefix(self, prompt: str, generation: bool) -> bool:
+        tok = self.tokenizer
+        if generation:
+            marker = tok.bos_token
+        else:
+            prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            marker = tok.decode(prefix) if prefix is not None else None
+        return isinstance(marker, str) and bool(marker) and prompt.startswith(marker)
 
     def use(self, name: str) -> None:
         """Activate adapter ``name`` (PEFT's set_adapter costs about a millisecond: only when it changes)."""
@@ -398,6 +416,15 @@ class ProbeSession:
         ]
 
 
+def memory_hint(command: str, first: str) -> str:
+    """What to do when the model or a forward does not fit, with options the running command has: ``verify``
+    scores in the dtype the lock records (another dtype would change what is compared), so a smaller dtype is
+    chosen when the lock is generated."""
+    if command == "verify":
+        return f"{first}, or --skip effect,golden; to need less memory, generate the lock with --dtype bfloat16"
+    return f"{first}, --dtype bfloat16, or --no-probe"
+
+
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     """The start of a library's error (PEFT's size-mismatch errors run to hundreds of lines)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -410,7 +437,7 @@ def finite(logits: Any, dtype: str) -> Any:
     if not bool(logits.isfinite().all()):
         raise InputError(
             f"the model's logits are not finite in {dtype} (an overflow): the probe cannot measure the adapter",
-            hint="run the probe in bfloat16 or float32 (--dtype)",
+            hint="lock the probe in bfloat16 or float32 (generate --dtype)",
         )
     return logits
 
@@ -422,8 +449,12 @@ def kl(p_log: Any, q_log: Any) -> float:
 
 
 def top_k(logp: Any, k: int) -> tuple[list[list[int]], list[list[float]]]:
-    values, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
-    return ids.tolist(), [[rounded(v) for v in row] for row in values.tolist()]
+    """The ``k`` most likely ids per position and their log-probs, ties in id order. ``topk`` breaks ties in no
+    documented order, ``argmax`` at the first maximum: a stable descending sort gives the same top-1 as the
+    ``argmax`` that verify and greedy decoding use (bf16 and fp16 logits tie often)."""
+    values, ids = logp.sort(dim=-1, descending=True, stable=True)
+    width = min(k, logp.shape[-1])
+    return ids[..., :width].tolist(), [[rounded(v) for v in row] for row in values[..., :width].tolist()]
 
 
 def gather(logp: Any, ids: list[list[int]]) -> tuple[list[list[float]], list[int]]:
