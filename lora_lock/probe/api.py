@@ -14,6 +14,7 @@ from lora_lock.probe.effect import ProbeSession
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
 from lora_lock.probe.golden_gate import lock_golden, verify_golden
 from lora_lock.probe.sidecar import Step
+from lora_lock.probe.tasks import split_by_task
 
 __all__ = [
     "Behaviour",
@@ -59,7 +60,9 @@ def lock_behaviour(
         from lora_lock.probe.golden import read_golden
 
         read_golden(golden_path)  # fail on a bad file before loading the model
-    _require_causal(adapters)
+    adapters, skipped = split_by_task(adapters)
+    if not adapters:
+        return Behaviour(probe=None, golden=None, findings=skipped)
     probes: list[ProbeLock] = []
     goldens: list[dict[str, Any]] = []
     for group in load_groups(adapters):
@@ -72,7 +75,7 @@ def lock_behaviour(
     order = {name: index for index, (name, _) in enumerate(adapters)}
     probed = _merge_probes(probes, order) if probes else None
     golden_section = _merge_rows(goldens, order) if goldens else None
-    return Behaviour(probe=probed, golden=golden_section, findings=probed.findings if probed else [])
+    return Behaviour(probe=probed, golden=golden_section, findings=skipped + (probed.findings if probed else []))
 
 
 def load_groups(adapters: Sequence[tuple[str, Path]]) -> list[list[tuple[str, Path]]]:
@@ -157,9 +160,9 @@ def verify_behaviour(
             golden_section = None
     if sidecar is None and not golden_section:
         return [], failures
-    _require_causal(adapters)
+    adapters, skipped = split_by_task(adapters)
     locked = section or golden_section or {}
-    findings: list[Finding] = []
+    findings: list[Finding] = list(skipped)
     groups = load_groups(adapters)
     for group in groups:
         try:
@@ -193,17 +196,3 @@ def verify_behaviour(
         del session
     # A device warning is said once, however many model loads there were.
     return list(dict.fromkeys(findings)), failures
-
-
-def _require_causal(adapters: Sequence[tuple[str, Path]]) -> None:
-    """The probe scores next-token distributions: causal language models only."""
-    from lora_lock.inspect.jsonfile import read_json_object
-
-    for name, path in adapters:
-        task = read_json_object(path / "adapter_config.json").get("task_type")
-        if task not in (None, "CAUSAL_LM"):
-            raise InputError(
-                f"adapter {name}: task_type {task} is not a causal language model; the effect probe and golden set "
-                "score next-token distributions",
-                hint="lock it with --no-probe (the static checks still apply)",
-            )

@@ -106,10 +106,12 @@ class ProbeSession:
         require_probe_stack()
         self.command = command
         import torch
+        import transformers
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from lora_lock.probe.preflight import refuse_unsafe_load
+        from lora_lock.probe.tasks import auto_class_name
 
         self.torch = torch
         self.device = _device(torch, device)
@@ -121,7 +123,9 @@ class ProbeSession:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(
                 str(tokenizer_dir), trust_remote_code=False, local_files_only=True
             )
-            model: Any = AutoModelForCausalLM.from_pretrained(
+            # A vision-language base loads with its ForConditionalGeneration class; its text path is what is scored.
+            auto: Any = getattr(transformers, auto_class_name(base_dir))
+            model: Any = auto.from_pretrained(
                 str(base_dir),
                 dtype=torch_dtype,
                 trust_remote_code=False,
@@ -302,7 +306,7 @@ class ProbeSession:
 
     def _positions(self) -> int | None:
         """The size of the model's position table, when its config says."""
-        config = self.model.get_base_model().config
+        config = self.model.get_base_model().config.get_text_config()  # a VLM's positions are its text model's
         limit = next(
             (v for v in (getattr(config, a, None) for a in ("max_position_embeddings", "n_positions")) if v), None
         )
