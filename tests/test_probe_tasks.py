@@ -1,5 +1,6 @@
-"""Behaviour checks per task type: the text path of a vision-language base (a tiny Llava) is probed with the same
-gates as a causal LM; a task type without a probe is a named finding, never a silent skip."""
+"""Behaviour checks per task type: the text path of a vision-language base (a tiny Llava) and sequence / token
+classifiers (tiny BERTs) are probed with the same gates as a causal LM; a task type without a probe is a named
+finding, never a silent skip."""
 
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def test_the_vlm_gates_fire_on_changes_and_pass_on_noise(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM", "FEATURE_EXTRACTION", "QUESTION_ANS"])
+@pytest.mark.parametrize("task", ["SEQ_2_SEQ_LM", "FEATURE_EXTRACTION", "QUESTION_ANS"])
 def test_a_task_type_without_a_probe_is_a_named_finding(
     tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, task: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,3 +166,74 @@ def test_a_task_type_without_a_probe_is_a_named_finding(
     assert rc == 0, report["findings"]
     (task_finding,) = [f for f in report["findings"] if f["code"] == "EFFECT-TASK"]
     assert task_finding["subject"] == "other"
+
+
+# --- sequence and token classifiers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["SEQ_CLS", "TOKEN_CLS"])
+def classifier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path) -> Path:
+    """A tiny BERT classifier, a LoRA trained with the class loss, and a lock made by ``generate``."""
+    pytest.importorskip("peft")
+    from lora_lock.probe.tiny_cls import build_tiny_bert, train_classifier_lora
+
+    task = request.param
+    root = tmp_path_factory.mktemp(f"probe-{task.lower()}")
+    build_tiny_bert(root / "base", tiny_tokenizer, task=task, seed=0)
+    train_classifier_lora(root / "base", root / "adapter", task=task, seed=0)
+    result = generate([root / "adapter"], root / "base", root / "lora.lock", device="cpu", probe=True)
+    assert result.lock is not None, [f.to_dict() for f in result.report.findings]
+    assert not [f for f in result.report.findings if f.category.value == "effect"]  # it has an effect, is probed
+    return root
+
+
+@pytest.mark.slow
+def test_a_classifier_is_probed_on_its_class_distributions(
+    classifier: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (row,) = read_lock(classifier / "lora.lock")["probe"]["adapter"]
+    assert row["effect-kl"] > 1e-3
+    for _ in range(2):
+        rc, report = _verify(capsys, classifier / "lora.lock", "--only", "effect")
+        assert rc == 0, report["findings"]
+        assert _codes(report) == {"EFFECT-OK"}, report["findings"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "codes"),
+    [
+        (_scale_b(0.5), {"EFFECT-DRIFT"}),
+        (_scale_b(0.0), {"EFFECT-DRIFT"}),
+        (_noise(1e-7), set()),
+    ],
+    ids=["lora_B-x0.5", "zeroed", "noise-1e-7"],
+)
+def test_the_classifier_gates_fire_on_changes_and_pass_on_noise(
+    classifier: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: Callable[[dict[str, Any]], None],
+    codes: set[str],
+) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(classifier, root)
+    _edit(root / "adapter" / ADAPTER_FILE, change)
+    rc, report = _verify(capsys, root / "lora.lock", "--only", "effect")
+    errors = {f["code"] for f in report["findings"] if f["severity"] == "error"}
+    assert codes <= errors and (rc == 1) == bool(codes), report["findings"]
+    if not codes:
+        assert not errors
+
+
+@pytest.mark.slow
+def test_the_golden_set_names_a_classifier_it_does_not_score(classifier: Path, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(classifier, root)
+    golden = root / "golden.jsonl"
+    golden.write_text(json.dumps({"prompt": "The fox is", "choices": ["quick", "lazy"], "answer": 0}) + "\n")
+    result = generate([root / "adapter"], root / "base", root / "lora.lock", device="cpu", probe=True, golden=golden)
+    assert result.lock is not None
+    (finding,) = [f for f in result.report.findings if f.code == "GOLDEN-TASK"]
+    assert finding.severity.value == "warning" and finding.subject == "adapter"
+    assert "golden" not in read_lock(root / "lora.lock")

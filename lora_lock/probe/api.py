@@ -10,11 +10,11 @@ from typing import Any
 
 from lora_lock.errors import InputError
 from lora_lock.models import Category, Finding
-from lora_lock.probe.effect import ProbeSession
+from lora_lock.probe.classify import open_session
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
 from lora_lock.probe.golden_gate import lock_golden, verify_golden
 from lora_lock.probe.sidecar import Step
-from lora_lock.probe.tasks import split_by_task
+from lora_lock.probe.tasks import CLASSIFIER_TASKS, split_by_task, task_of
 
 __all__ = [
     "Behaviour",
@@ -66,10 +66,12 @@ def lock_behaviour(
     probes: list[ProbeLock] = []
     goldens: list[dict[str, Any]] = []
     for group in load_groups(adapters):
-        session = ProbeSession(base_dir, tokenizer_dir, group, device=device, dtype=dtype)
+        session = open_session(base_dir, tokenizer_dir, group, device=device, dtype=dtype)
         if probe:
             probes.append(lock_probe(session, group, prompts, step=step))
-        if golden_path:
+        if golden_path and session.classifier:
+            skipped += [_golden_task(name) for name, _ in group]
+        elif golden_path:
             goldens.append(lock_golden(session, group, golden_path, lock_dir, step=step))
         del session  # one model in memory at a time
     order = {name: index for index, (name, _) in enumerate(adapters)}
@@ -96,7 +98,8 @@ def load_groups(adapters: Sequence[tuple[str, Path]]) -> list[list[tuple[str, Pa
     for name, path in adapters:
         adapter = read_adapter(path)
         tensors = adapter.weights.tensors.values() if adapter.weights else ()
-        if rewrites_base(name, path) or writes_into_base(adapter.config, tensors):
+        # A classifier loads with its own head class: it never shares a load with a language model.
+        if rewrites_base(name, path) or writes_into_base(adapter.config, tensors) or task_of(path) in CLASSIFIER_TASKS:
             alone.append([(name, path)])
         else:
             shared.append((name, path))
@@ -166,7 +169,7 @@ def verify_behaviour(
     groups = load_groups(adapters)
     for group in groups:
         try:
-            session = ProbeSession(
+            session = open_session(
                 base_dir,
                 tokenizer_dir,
                 group,
@@ -188,7 +191,9 @@ def verify_behaviour(
                 findings += verify_probe(session, section, sidecar, group, step=step)
             except InputError as exc:
                 failures.setdefault(Category.EFFECT, exc)
-        if golden_section and dataset is not None:
+        if golden_section and dataset is not None and session.classifier:
+            findings += [_golden_task(name) for name, _ in group]
+        elif golden_section and dataset is not None:
             try:
                 findings += verify_golden(session, golden_section, dataset, group, max_nfr=max_nfr, step=step)
             except InputError as exc:
@@ -196,3 +201,17 @@ def verify_behaviour(
         del session
     # A device warning is said once, however many model loads there were.
     return list(dict.fromkeys(findings)), failures
+
+
+def _golden_task(name: str) -> Finding:
+    """The golden set scores text (generation, multiple choice): a classifier adapter is named, not scored."""
+    from lora_lock.models import Severity
+
+    return Finding(
+        "GOLDEN-TASK",
+        Category.GOLDEN,
+        Severity.WARNING,
+        f"adapter {name} is a classifier: the golden set (generation and multiple-choice text items) was not scored "
+        "for it; its class distributions are checked by the effect probe",
+        subject=name,
+    )

@@ -93,6 +93,9 @@ class ProbeRuntime:
 class ProbeSession:
     """A base loaded once, with every adapter attached by name (PEFT multi-adapter)."""
 
+    #: Whether the session scores class distributions (:class:`~lora_lock.probe.classify.ClassifierSession`).
+    classifier = False
+
     def __init__(
         self,
         base_dir: Path,
@@ -111,7 +114,7 @@ class ProbeSession:
         from transformers import AutoTokenizer
 
         from lora_lock.probe.preflight import refuse_unsafe_load
-        from lora_lock.probe.tasks import auto_class_name
+        from lora_lock.probe.tasks import CLASSIFIER_TASKS, auto_class_name, task_of
 
         self.torch = torch
         self.device = _device(torch, device)
@@ -124,7 +127,10 @@ class ProbeSession:
                 str(tokenizer_dir), trust_remote_code=False, local_files_only=True
             )
             # A vision-language base loads with its ForConditionalGeneration class; its text path is what is scored.
-            auto: Any = getattr(transformers, auto_class_name(base_dir))
+            task = task_of(adapters[0][1]) if adapters else None
+            auto: Any = getattr(transformers, CLASSIFIER_TASKS.get(task or "") or auto_class_name(base_dir))
+            # A classifier head the checkpoint lacks is initialised at load: the same way on every load.
+            torch.manual_seed(0)
             model: Any = auto.from_pretrained(
                 str(base_dir),
                 dtype=torch_dtype,

@@ -2,8 +2,9 @@
 
 Probed: causal language models (PEFT ``task_type`` ``CAUSAL_LM`` or none), including the text path of
 vision-language models (``…ForConditionalGeneration`` bases such as Llava or Qwen2-VL, loaded with
-``AutoModelForImageTextToText`` and run on token ids alone: no image is needed to score text). Any other task
-type is named in an ``EFFECT-TASK`` finding, never skipped silently.
+``AutoModelForImageTextToText`` and run on token ids alone: no image is needed to score text), and sequence /
+token classifiers (``SEQ_CLS``, ``TOKEN_CLS``: class log-probs, see :mod:`.classify`). Any other task type is
+named in an ``EFFECT-TASK`` finding, never skipped silently.
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ from pathlib import Path
 from lora_lock.errors import InputError
 from lora_lock.models import Category, Finding, Severity
 
-#: PEFT task types whose adapters the probe and the golden set measure (``None``: the config names none).
-PROBED_TASKS = (None, "CAUSAL_LM")
+#: Classifier task types and the auto class that loads their base with its head: the probe compares the
+#: class distributions (one row per sequence, or per token), the golden set does not apply.
+CLASSIFIER_TASKS = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification"}
+#: PEFT task types whose adapters the probe measures (``None``: the config names none).
+PROBED_TASKS = (None, "CAUSAL_LM", *CLASSIFIER_TASKS)
+
+
+def task_of(adapter_dir: Path) -> str | None:
+    """The adapter's PEFT ``task_type`` (``None`` when its config names none or it is not a string)."""
+    from lora_lock.inspect.jsonfile import read_json_object
+
+    task = read_json_object(adapter_dir / "adapter_config.json").get("task_type")
+    return task if isinstance(task, str) else None
 
 
 def auto_class_name(base_dir: Path) -> str:
@@ -41,12 +53,10 @@ def split_by_task(
     adapters: Sequence[tuple[str, Path]],
 ) -> tuple[list[tuple[str, Path]], list[Finding]]:
     """The adapters the behaviour checks measure, and an ``EFFECT-TASK`` warning for each of the others."""
-    from lora_lock.inspect.jsonfile import read_json_object
-
     probed: list[tuple[str, Path]] = []
     skipped: list[Finding] = []
     for name, path in adapters:
-        task = read_json_object(path / "adapter_config.json").get("task_type")
+        task = task_of(path)
         if task in PROBED_TASKS:
             probed.append((name, path))
             continue
@@ -56,8 +66,8 @@ def split_by_task(
                 Category.EFFECT,
                 Severity.WARNING,
                 f"adapter {name}: task_type {task} has no behaviour probe: its effect and golden checks were not "
-                "run (the probe and the golden set score causal language models, and the text path of "
-                "vision-language models)",
+                "run (the probe measures causal language models, the text path of vision-language models and "
+                "sequence / token classifiers)",
                 subject=name,
                 actual=str(task),
                 hint="the static checks still apply; pass --no-probe to leave the behaviour checks out knowingly",
