@@ -141,7 +141,7 @@ def test_the_vlm_gates_fire_on_changes_and_pass_on_noise(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["SEQ_2_SEQ_LM", "FEATURE_EXTRACTION", "QUESTION_ANS"])
+@pytest.mark.parametrize("task", ["FEATURE_EXTRACTION", "QUESTION_ANS"])
 def test_a_task_type_without_a_probe_is_a_named_finding(
     tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, task: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -168,19 +168,24 @@ def test_a_task_type_without_a_probe_is_a_named_finding(
     assert task_finding["subject"] == "other"
 
 
-# --- sequence and token classifiers ------------------------------------------------------------------------------
+# --- sequence and token classifiers, encoder-decoder LMs ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["SEQ_CLS", "TOKEN_CLS"])
+@pytest.fixture(scope="module", params=["SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM"])
 def classifier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path) -> Path:
-    """A tiny BERT classifier, a LoRA trained with the class loss, and a lock made by ``generate``."""
+    """A tiny BERT classifier (sequence or token) or a tiny T5, a LoRA trained on it (class loss, or copying
+    sentences), and a lock made by ``generate``."""
     pytest.importorskip("peft")
-    from lora_lock.probe.tiny_cls import build_tiny_bert, train_classifier_lora
+    from lora_lock.probe import tiny_cls
 
     task = request.param
     root = tmp_path_factory.mktemp(f"probe-{task.lower()}")
-    build_tiny_bert(root / "base", tiny_tokenizer, task=task, seed=0)
-    train_classifier_lora(root / "base", root / "adapter", task=task, seed=0)
+    if task == "SEQ_2_SEQ_LM":
+        tiny_cls.build_tiny_t5(root / "base", tiny_tokenizer, seed=0)
+        tiny_cls.train_seq2seq_lora(root / "base", root / "adapter", seed=0)
+    else:
+        tiny_cls.build_tiny_bert(root / "base", tiny_tokenizer, task=task, seed=0)
+        tiny_cls.train_classifier_lora(root / "base", root / "adapter", task=task, seed=0)
     result = generate([root / "adapter"], root / "base", root / "lora.lock", device="cpu", probe=True)
     assert result.lock is not None, [f.to_dict() for f in result.report.findings]
     assert not [f for f in result.report.findings if f.category.value == "effect"]  # it has an effect, is probed
@@ -188,9 +193,7 @@ def classifier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 @pytest.mark.slow
-def test_a_classifier_is_probed_on_its_class_distributions(
-    classifier: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_classifier_or_encoder_decoder_is_probed(classifier: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (row,) = read_lock(classifier / "lora.lock")["probe"]["adapter"]
     assert row["effect-kl"] > 1e-3
     for _ in range(2):

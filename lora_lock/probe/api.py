@@ -14,7 +14,7 @@ from lora_lock.probe.classify import open_session
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
 from lora_lock.probe.golden_gate import lock_golden, verify_golden
 from lora_lock.probe.sidecar import Step
-from lora_lock.probe.tasks import CLASSIFIER_TASKS, split_by_task, task_of
+from lora_lock.probe.tasks import LOADS_ALONE, split_by_task, task_of
 
 __all__ = [
     "Behaviour",
@@ -69,7 +69,7 @@ def lock_behaviour(
         session = open_session(base_dir, tokenizer_dir, group, device=device, dtype=dtype)
         if probe:
             probes.append(lock_probe(session, group, prompts, step=step))
-        if golden_path and session.classifier:
+        if golden_path and not session.scores_golden:
             skipped += [_golden_task(name) for name, _ in group]
         elif golden_path:
             goldens.append(lock_golden(session, group, golden_path, lock_dir, step=step))
@@ -99,7 +99,7 @@ def load_groups(adapters: Sequence[tuple[str, Path]]) -> list[list[tuple[str, Pa
         adapter = read_adapter(path)
         tensors = adapter.weights.tensors.values() if adapter.weights else ()
         # A classifier loads with its own head class: it never shares a load with a language model.
-        if rewrites_base(name, path) or writes_into_base(adapter.config, tensors) or task_of(path) in CLASSIFIER_TASKS:
+        if rewrites_base(name, path) or writes_into_base(adapter.config, tensors) or task_of(path) in LOADS_ALONE:
             alone.append([(name, path)])
         else:
             shared.append((name, path))
@@ -191,7 +191,7 @@ def verify_behaviour(
                 findings += verify_probe(session, section, sidecar, group, step=step)
             except InputError as exc:
                 failures.setdefault(Category.EFFECT, exc)
-        if golden_section and dataset is not None and session.classifier:
+        if golden_section and dataset is not None and not session.scores_golden:
             findings += [_golden_task(name) for name, _ in group]
         elif golden_section and dataset is not None:
             try:
@@ -204,14 +204,14 @@ def verify_behaviour(
 
 
 def _golden_task(name: str) -> Finding:
-    """The golden set scores text (generation, multiple choice): a classifier adapter is named, not scored."""
+    """The golden set scores a causal LM's text: a classifier or encoder-decoder adapter is named, not scored."""
     from lora_lock.models import Severity
 
     return Finding(
         "GOLDEN-TASK",
         Category.GOLDEN,
         Severity.WARNING,
-        f"adapter {name} is a classifier: the golden set (generation and multiple-choice text items) was not scored "
-        "for it; its class distributions are checked by the effect probe",
+        f"adapter {name} is not a causal language model: the golden set (generation and multiple-choice items) "
+        "was not scored for it; its outputs are checked by the effect probe",
         subject=name,
     )

@@ -21,8 +21,14 @@ from lora_lock.probe.tasks import CLASSIFIER_TASKS, task_of
 def open_session(
     base_dir: Path, tokenizer_dir: Path, adapters: Sequence[tuple[str, Path]], **options: Any
 ) -> ProbeSession:
-    """A :class:`ClassifierSession` for a classifier adapter (they load alone), a :class:`ProbeSession` else."""
-    if adapters and task_of(adapters[0][1]) in CLASSIFIER_TASKS:
+    """A :class:`ClassifierSession` for a classifier adapter, a :class:`~lora_lock.probe.seq2seq.Seq2SeqSession`
+    for an encoder-decoder one (they load alone: their own auto class), a :class:`ProbeSession` else."""
+    from lora_lock.probe.seq2seq import Seq2SeqSession
+
+    task = task_of(adapters[0][1]) if adapters else None
+    if task == "SEQ_2_SEQ_LM":
+        return Seq2SeqSession(base_dir, tokenizer_dir, adapters, **options)
+    if task in CLASSIFIER_TASKS:
         return ClassifierSession(base_dir, tokenizer_dir, adapters, **options)
     return ProbeSession(base_dir, tokenizer_dir, adapters, **options)
 
@@ -30,7 +36,7 @@ def open_session(
 class ClassifierSession(ProbeSession):
     """A classifier base with its adapter: the rows it scores are class log-probs."""
 
-    classifier = True
+    scores_golden = False
 
     def _rows(self, logits: Any, length: int) -> Any:
         """The class rows of one sequence: its one row (sequence classifier) or its first ``length`` rows."""

@@ -93,8 +93,8 @@ class ProbeRuntime:
 class ProbeSession:
     """A base loaded once, with every adapter attached by name (PEFT multi-adapter)."""
 
-    #: Whether the session scores class distributions (:class:`~lora_lock.probe.classify.ClassifierSession`).
-    classifier = False
+    #: Whether the golden set (text generation and multiple-choice items of a causal LM) applies to this session.
+    scores_golden = True
 
     def __init__(
         self,
@@ -114,7 +114,7 @@ class ProbeSession:
         from transformers import AutoTokenizer
 
         from lora_lock.probe.preflight import refuse_unsafe_load
-        from lora_lock.probe.tasks import CLASSIFIER_TASKS, auto_class_name, task_of
+        from lora_lock.probe.tasks import OWN_CLASS_TASKS, auto_class_name, task_of
 
         self.torch = torch
         self.device = _device(torch, device)
@@ -128,7 +128,7 @@ class ProbeSession:
             )
             # A vision-language base loads with its ForConditionalGeneration class; its text path is what is scored.
             task = task_of(adapters[0][1]) if adapters else None
-            auto: Any = getattr(transformers, CLASSIFIER_TASKS.get(task or "") or auto_class_name(base_dir))
+            auto: Any = getattr(transformers, OWN_CLASS_TASKS.get(task or "") or auto_class_name(base_dir))
             # A classifier head the checkpoint lacks is initialised at load: the same way on every load.
             torch.manual_seed(0)
             model: Any = auto.from_pretrained(

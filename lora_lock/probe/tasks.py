@@ -2,9 +2,10 @@
 
 Probed: causal language models (PEFT ``task_type`` ``CAUSAL_LM`` or none), including the text path of
 vision-language models (``…ForConditionalGeneration`` bases such as Llava or Qwen2-VL, loaded with
-``AutoModelForImageTextToText`` and run on token ids alone: no image is needed to score text), and sequence /
-token classifiers (``SEQ_CLS``, ``TOKEN_CLS``: class log-probs, see :mod:`.classify`). Any other task type is
-named in an ``EFFECT-TASK`` finding, never skipped silently.
+``AutoModelForImageTextToText`` and run on token ids alone: no image is needed to score text), encoder-decoder LMs
+(``SEQ_2_SEQ_LM``: teacher-forced decoder log-probs, see :mod:`.seq2seq`) and sequence / token classifiers
+(``SEQ_CLS``, ``TOKEN_CLS``: class log-probs, see :mod:`.classify`). Any other task type is named in an
+``EFFECT-TASK`` finding, never skipped silently.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from lora_lock.models import Category, Finding, Severity
 #: Classifier task types and the auto class that loads their base with its head: the probe compares the
 #: class distributions (one row per sequence, or per token), the golden set does not apply.
 CLASSIFIER_TASKS = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification"}
+#: Encoder-decoder LMs, probed on teacher-forced decoder log-probs (:mod:`.seq2seq`).
+OWN_CLASS_TASKS = {**CLASSIFIER_TASKS, "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM"}
+#: Task types whose adapters each get a model load of their own (their base loads with another auto class).
+LOADS_ALONE = frozenset(OWN_CLASS_TASKS)
 #: PEFT task types whose adapters the probe measures (``None``: the config names none).
-PROBED_TASKS = (None, "CAUSAL_LM", *CLASSIFIER_TASKS)
+PROBED_TASKS = (None, "CAUSAL_LM", *OWN_CLASS_TASKS)
 
 
 def task_of(adapter_dir: Path) -> str | None:
@@ -66,8 +71,8 @@ def split_by_task(
                 Category.EFFECT,
                 Severity.WARNING,
                 f"adapter {name}: task_type {task} has no behaviour probe: its effect and golden checks were not "
-                "run (the probe measures causal language models, the text path of vision-language models and "
-                "sequence / token classifiers)",
+                "run (the probe measures causal and encoder-decoder language models, the text path of "
+                "vision-language models, and sequence / token classifiers)",
                 subject=name,
                 actual=str(task),
                 hint="the static checks still apply; pass --no-probe to leave the behaviour checks out knowingly",

@@ -79,3 +79,61 @@ def train_classifier_lora(base_dir: str | Path, out_dir: str | Path, *, task: st
     saved["base_model_name_or_path"] = str(base)
     config_path.write_text(json.dumps(saved, indent=2, sort_keys=True), encoding="utf-8")
     return out
+
+
+def build_tiny_t5(out_dir: str | Path, tokenizer_dir: str | Path, *, seed: int) -> Path:
+    """Save a random-weight ``T5ForConditionalGeneration`` (d_model 64, 2 + 2 layers) with the tiny tokenizer."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    out, tok_dir = Path(out_dir), Path(tokenizer_dir)
+    n_vocab, bos, eos, pad = _tokenizer_facts(tok_dir)
+    config_class: Any = T5Config
+    config = config_class(
+        vocab_size=n_vocab,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        decoder_start_token_id=pad,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        initializer_factor=1.0,
+    )
+    with _seeded(seed), torch.no_grad():
+        model = T5ForConditionalGeneration(config)
+    return _save_model(model, out, tok_dir, bos, eos, pad)
+
+
+def train_seq2seq_lora(base_dir: str | Path, out_dir: str | Path, *, seed: int, steps: int = 20) -> Path:
+    """A LoRA (r=8, alpha=16) on T5's attention ``q`` and ``v``, trained to copy a few sentences."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import T5ForConditionalGeneration
+
+    base, out = Path(base_dir), Path(out_dir)
+    model: Any = T5ForConditionalGeneration.from_pretrained(str(base), local_files_only=True)
+    model.name_or_path = str(base)
+    config = LoraConfig(task_type="SEQ_2_SEQ_LM", r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q", "v"])
+    with _seeded(seed):
+        peft_model = get_peft_model(model, config)
+        peft_model.train()
+        optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(steps):
+            for text, _label in TRAIN:
+                ids = encode(base, text)
+                loss = peft_model(input_ids=ids, labels=ids).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+    peft_model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(out), safe_serialization=True)
+    config_path = out / "adapter_config.json"
+    saved: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(saved.get("target_modules"), list):
+        saved["target_modules"] = sorted(saved["target_modules"])
+    saved["base_model_name_or_path"] = str(base)
+    config_path.write_text(json.dumps(saved, indent=2, sort_keys=True), encoding="utf-8")
+    return out
