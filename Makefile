@@ -28,7 +28,8 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install lint typecheck pytest test demo bench clean action-requirements wheelhouse test-stack-4x rule-tables
+.PHONY: install lint typecheck pytest test demo bench clean action-requirements wheelhouse test-stack-4x rule-tables \
+	test-lm-eval-parity
 
 $(STAMP): pyproject.toml constraints.txt action/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +70,21 @@ test-stack-4x: install
 	$(PYTHON) -m venv --clear $(STACK4X)
 	$(STACK4X)/bin/python -m pip install --quiet --disable-pip-version-check 'transformers==4.57.*'
 	LORA_LOCK_STACK_4X_PYTHON=$(STACK4X)/bin/python $(PY) -m pytest -q tests/test_action.py -k stack_4x
+
+# The golden set against lm-evaluation-harness itself: lm-eval 0.4.13 in its own venv, which sees the project
+# venv's torch/transformers/peft through a .pth file (so only lm-eval's own dependencies install: about 2 minutes
+# the first time, from the package index), then the parity test. Not part of `make install`.
+LMEVAL := $(VENV)/lm-eval
+LMEVAL_STAMP := $(LMEVAL)/.installed-stamp
+$(LMEVAL_STAMP): $(STAMP)
+	$(PYTHON) -m venv --clear $(LMEVAL)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+		"$$($(LMEVAL)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/lora-lock-venv.pth"
+	$(LMEVAL)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt 'lm-eval==0.4.13'
+	touch $(LMEVAL_STAMP)
+
+test-lm-eval-parity: $(LMEVAL_STAMP)
+	LORA_LOCK_LM_EVAL_PYTHON=$(LMEVAL)/bin/python $(PY) -m pytest -q -rs tests/test_probe_lm_eval_parity.py
 
 demo: install
 	$(PY) examples/demo.py

@@ -286,6 +286,7 @@ VALID_LINES = [
     {"prompt": "Q", "expected": r"\d+", "scorer": "regex", "until": ["\n", "."], "regexes_to_ignore": ["x"]},
     {"prompt": "Q", "expected": "", "max_new_tokens": 4096, "ignore_punctuation": False, "id": 3},
     {"prompt": "Pick", "choices": [" a", " b"], "answer": 1, "id": "mc-1"},
+    {"prompt": "Pick:", "choices": ["a", "b"], "answer": 0, "target_delimiter": ""},
 ]
 INVALID_LINES = [
     {"expected": "4"},
@@ -306,6 +307,7 @@ INVALID_LINES = [
     {"prompt": "Pick", "choices": [" a", " b"]},
     {"prompt": "Pick", "choices": [" a", " b"], "answer": -1},
     {"prompt": "Pick", "choices": [" a", " b"], "answer": "a"},
+    {"prompt": "Pick", "choices": ["a", "b"], "answer": 0, "target_delimiter": 1},
     ["prompt", "expected"],
 ]
 
@@ -353,7 +355,7 @@ class _FixedLM:
         self.dtype_name = "float32"
         self.model = self
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, **_: Any) -> list[int]:
         return [self.vocab.index(c) for c in text]
 
     def set_adapter(self, name: str) -> None:
@@ -389,7 +391,7 @@ def test_multiple_choice_acc_norm_follows_lm_eval() -> None:
     # acc: "é" wins (-1.5 > -2.0). Per character: "ab" wins (-1.0 > -1.5). Per byte: "é" wins (-0.75 > -1.0).
     lm = _FixedLM(torch, {"é": -1.5, "a": -1.0, "b": -1.0})
     runner = GoldenRunner(lm)
-    item = GoldenItem(line=1, prompt="P", kind="choice", choices=("é", "ab"), answer=1)
+    item = GoldenItem(line=1, prompt="P", kind="choice", choices=("é", "ab"), answer=1, target_delimiter="")
     assert runner.run("adapter", item) == (False, True)
 
 
@@ -400,8 +402,26 @@ def test_multiple_choice_scoring_on_ascii_choices() -> None:
     lm = _FixedLM(torch, {"x": -1.5, "a": -1.0, "b": -1.0})
     runner = GoldenRunner(lm)
     # ll("x") = -1.5, ll("ab") = -2.0: acc picks "x"; per character (= per byte) "ab" (-1.0 > -1.5).
-    assert runner.run("adapter", GoldenItem(1, "P", "choice", choices=("x", "ab"), answer=0)) == (True, False)
-    assert runner.run("adapter", GoldenItem(1, "P", "choice", choices=("x", "ab"), answer=1)) == (False, True)
+    for answer, want in ((0, (True, False)), (1, (False, True))):
+        item = GoldenItem(1, "P", "choice", choices=("x", "ab"), answer=answer, target_delimiter="")
+        assert runner.run("adapter", item) == want
+
+
+def test_acc_norm_divides_by_the_choice_without_the_target_delimiter() -> None:
+    """lm-evaluation-harness scores " " + choice and normalises by len(choice): with ll(" ") = -1.0, ll("x") =
+    -2.0 and ll("ab") = -3.8, " x" scores -3.0 and " ab" -4.8; per character of the choice "x" gets -3.0 and "ab"
+    -2.4 (per character of the continuation it would be -1.5 and -1.6: the other answer)."""
+    torch = pytest.importorskip("torch")
+    from lora_lock.probe.golden import GoldenRunner
+
+    lm = _FixedLM(torch, {" ": -1.0, "x": -2.0, "a": -1.9, "b": -1.9})
+    item = GoldenItem(1, "P", "choice", choices=("x", "ab"), answer=1)
+    runner = GoldenRunner(lm)
+    assert runner.choice_lls(item) == pytest.approx([-3.0, -4.8], abs=1e-6)
+    assert runner.run("adapter", item) == (False, True)
+    # A lock made before the convention scores the choice as written (no delimiter): " " is not prepended.
+    legacy = GoldenRunner(lm, convention="lora-lock-0.1")
+    assert legacy.choice_lls(item) == pytest.approx([-2.0, -3.8], abs=1e-6)
 
 
 # --- end to end on the tiny Llama --------------------------------------------------------------------------------
@@ -418,7 +438,8 @@ CANDIDATE_PROMPTS = (
     "Der Fuchs ist",
     "Question: 2 + 2 =",
 )
-CHOICES = (" the fox is quick", " the dog is lazy", " Bonjour le monde", " 42")
+#: Written as lm-evaluation-harness task choices are: the default target delimiter " " comes before each one.
+CHOICES = ("the fox is quick", "the dog is lazy", "Bonjour le monde", "42")
 MAX_NEW = 8
 
 
@@ -452,7 +473,7 @@ def _choice_lls(session: Any, prompt: str, choices: tuple[str, ...], *, adapter:
     lls = []
     with nullcontext() if adapter else session.model.disable_adapter(), torch.inference_mode():
         for choice in choices:
-            whole = session.encode(prompt + choice)
+            whole = session.encode(prompt + " " + choice)
             assert whole[: len(context)] == context
             logits = session.model(input_ids=torch.tensor([whole])).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)
@@ -669,7 +690,8 @@ def test_zeroed_adapter_flips_the_known_items(golden_repo: GoldenRepo, capsys: p
 
     rc, report = verify_json(capsys, golden_repo.root / "lora.lock", "--only", "golden", "--max-nfr", "1.0")
     assert rc == 0, report["findings"]
-    assert only(report, "GOLDEN-OK")["message"] == summary
+    # A gate that passes with flips still names them.
+    assert only(report, "GOLDEN-OK")["message"] == f"{summary} (negative flips on lines {lines})"
 
     rc, report = verify_json(capsys, golden_repo.root / "lora.lock", "--only", "golden", "--max-nfr", repr(nfr))
     assert rc == 0, report["findings"]  # the gate is "NFR above the limit": equal passes
@@ -872,11 +894,11 @@ def test_multiple_choice_moves_the_prompts_trailing_space_to_the_choice(golden_l
 
     with _session(golden_locked.root) as session:
         decode = session.tokenizer.decode
-        context, cont = _encode_pair(session, "The fox is ", "quick")
+        context, cont = _encode_pair(session.encode, "The fox is ", "quick")
         assert context == session.encode("The fox is")
         assert decode(cont) == " quick"
         assert context + cont == session.encode("The fox is quick")
-        context, cont = _encode_pair(session, "The fox is", " quick")  # no trailing space: unchanged
+        context, cont = _encode_pair(session.encode, "The fox is", " quick")  # no trailing space: unchanged
         assert (context, decode(cont)) == (session.encode("The fox is"), " quick")
 
 

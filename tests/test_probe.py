@@ -797,7 +797,7 @@ def test_a_model_too_large_for_the_device_is_a_clear_error_with_its_size(
 
 
 @pytest.mark.slow
-def test_seq_cls_adapter_is_refused_by_the_probe(
+def test_feature_extraction_adapter_is_named_and_not_probed(
     tmp_path: Path,
     tiny_llama: Path,
     tiny_llama_adapter: Path,
@@ -808,15 +808,15 @@ def test_seq_cls_adapter_is_refused_by_the_probe(
     shutil.copytree(tiny_llama_adapter, tmp_path / "adapter")
     config_path = tmp_path / "adapter" / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["task_type"] = "SEQ_CLS"
+    config["task_type"] = "FEATURE_EXTRACTION"
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe")
-    assert rc == 2
-    assert "SEQ_CLS" in err and "not a causal language model" in err
-    assert "--no-probe" in err
-    assert not (tmp_path / "lora.lock").exists()
+    rc, out, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe")
+    assert rc == 0, err
+    assert "EFFECT-TASK" in out + err and "FEATURE_EXTRACTION" in out + err  # named, never a silent skip
+    assert "probe" not in read_lock(tmp_path / "lora.lock")
+    (tmp_path / "lora.lock").unlink()
 
     rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--no-probe")
     assert rc == 0, err

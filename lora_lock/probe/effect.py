@@ -19,11 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, ProbeUnavailableError, library_failure
+from lora_lock.probe.numerics import (  # re-exported: the probe's modules and tests import them from here
+    DIGITS,
+    _device,
+    _dtype_name,
+    _first_line,
+    _quiet_libraries,
+    finite,
+    gather,
+    kl,
+    memory_hint,
+    rounded,
+    top_k,
+)
 
 #: ``stop(row, tokens)``: does the generation of ``row`` end with its newest token ``tokens[-1]`` (kept)?
 Stop = Callable[[int, list[int]], bool]
-
-DIGITS = 6  # significant digits kept for stored floats: deterministic text, far below any gate
 
 
 class ProbeMemoryError(InputError):
@@ -55,10 +66,6 @@ def _weights_text(base_dir: Path, itemsize: int, dtype: str) -> str:
     return f"{params:,} parameters: {params * itemsize / 2**30:.2f} GiB in {dtype}, before activations"
 
 
-def rounded(x: float) -> float:
-    return float(f"{x:.{DIGITS}g}")
-
-
 def require_probe_stack(*, without: str = "--no-probe") -> None:
     """Raise a clear error when torch / transformers / peft are not installed. ``without``: how the caller's
     command runs without the probe (``generate --no-probe``, ``verify --skip effect,golden``)."""
@@ -86,6 +93,9 @@ class ProbeRuntime:
 class ProbeSession:
     """A base loaded once, with every adapter attached by name (PEFT multi-adapter)."""
 
+    #: Whether the golden set (text generation and multiple-choice items of a causal LM) applies to this session.
+    scores_golden = True
+
     def __init__(
         self,
         base_dir: Path,
@@ -94,13 +104,17 @@ class ProbeSession:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        command: str = "generate",
     ) -> None:
         require_probe_stack()
+        self.command = command
         import torch
+        import transformers
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from lora_lock.probe.preflight import refuse_unsafe_load
+        from lora_lock.probe.tasks import OWN_CLASS_TASKS, auto_class_name, task_of
 
         self.torch = torch
         self.device = _device(torch, device)
@@ -112,7 +126,12 @@ class ProbeSession:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(
                 str(tokenizer_dir), trust_remote_code=False, local_files_only=True
             )
-            model: Any = AutoModelForCausalLM.from_pretrained(
+            # A vision-language base loads with its ForConditionalGeneration class; its text path is what is scored.
+            task = task_of(adapters[0][1]) if adapters else None
+            auto: Any = getattr(transformers, OWN_CLASS_TASKS.get(task or "") or auto_class_name(base_dir))
+            # A classifier head the checkpoint lacks is initialised at load: the same way on every load.
+            torch.manual_seed(0)
+            model: Any = auto.from_pretrained(
                 str(base_dir),
                 dtype=torch_dtype,
                 trust_remote_code=False,
@@ -142,7 +161,7 @@ class ProbeSession:
                 raise InputError(
                     f"{base_dir}: the model does not fit on {self.device} "
                     f"({_weights_text(base_dir, torch_dtype.itemsize, self.dtype_name)})",
-                    hint="use a larger device, --dtype bfloat16, or --no-probe",
+                    hint=memory_hint(command, "use a larger device"),
                 ) from exc
             if isinstance(exc, ImportError):
                 raise InputError(
@@ -176,7 +195,7 @@ class ProbeSession:
             if _out_of_memory(self.torch, exc):
                 raise ProbeMemoryError(
                     f"{what} ran out of memory on {self.device} in {self.dtype_name}",
-                    hint="use a device with more memory, --dtype bfloat16, shorter prompts, or --no-probe",
+                    hint=memory_hint(self.command, "use a device with more memory, shorter prompts"),
                 ) from exc
             raise InputError(
                 f"{what} failed in the model: {type(exc).__name__}: {_first_line(exc)}",
@@ -214,9 +233,16 @@ class ProbeSession:
             gpu=gpu,
         )
 
-    def encode(self, prompt: str) -> list[int]:
+    def encode(self, prompt: str, *, special: bool | None = None, generation: bool = False) -> list[int]:
+        """Token ids of ``prompt``. ``special=None`` decides BOS as lm-evaluation-harness 0.4.13 does: the
+        tokenizer's own special tokens, except none when the text already starts with the prefix token's text
+        (a rendered chat template carries its BOS, and a second one would change every score). lm-eval compares
+        log-likelihood contexts with the decoded prefix token (BOS, else EOS) and generation prompts with the
+        ``bos_token`` string; ``generation`` picks the latter."""
+        if special is None:
+            special = not self._starts_with_prefix(prompt, generation)
         try:
-            ids = list(self.tokenizer(prompt)["input_ids"])
+            ids = list(self.tokenizer(prompt, add_special_tokens=special)["input_ids"])
         except BaseException as exc:  # the tokenizers library panics (a BaseException) on a pathological regex
             if not library_failure(exc):
                 raise
@@ -227,6 +253,15 @@ class ProbeSession:
         if not ids:
             raise InputError("a probe prompt tokenizes to nothing", hint="remove empty prompts from the file")
         return [int(i) for i in ids]
+
+    def _starts_with_prefix(self, prompt: str, generation: bool) -> bool:
+        tok = self.tokenizer
+        if generation:
+            marker = tok.bos_token
+        else:
+            prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            marker = tok.decode(prefix) if prefix is not None else None
+        return isinstance(marker, str) and bool(marker) and prompt.startswith(marker)
 
     def use(self, name: str) -> None:
         """Activate adapter ``name`` (PEFT's set_adapter costs about a millisecond: only when it changes)."""
@@ -277,7 +312,7 @@ class ProbeSession:
 
     def _positions(self) -> int | None:
         """The size of the model's position table, when its config says."""
-        config = self.model.get_base_model().config
+        config = self.model.get_base_model().config.get_text_config()  # a VLM's positions are its text model's
         limit = next(
             (v for v in (getattr(config, a, None) for a in ("max_position_embeddings", "n_positions")) if v), None
         )
@@ -398,80 +433,17 @@ class ProbeSession:
         ]
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    """The start of a library's error (PEFT's size-mismatch errors run to hundreds of lines)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = " ".join(lines[:2]) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def finite(logits: Any, dtype: str) -> Any:
-    """Infinite or NaN logits would turn every KL into NaN, and NaN passes no gate: refuse them."""
-    if not bool(logits.isfinite().all()):
-        raise InputError(
-            f"the model's logits are not finite in {dtype} (an overflow): the probe cannot measure the adapter",
-            hint="run the probe in bfloat16 or float32 (--dtype)",
-        )
-    return logits
-
-
-def kl(p_log: Any, q_log: Any) -> float:
-    """Mean over positions of KL(p ‖ q) for full distributions given as log-probs."""
-    value = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0).mean()
-    return float(value.item())
-
-
-def top_k(logp: Any, k: int) -> tuple[list[list[int]], list[list[float]]]:
-    values, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
-    return ids.tolist(), [[rounded(v) for v in row] for row in values.tolist()]
-
-
-def gather(logp: Any, ids: list[list[int]]) -> tuple[list[list[float]], list[int]]:
-    """Log-probs at the given ids per position, and each position's argmax."""
-    import torch
-
-    top = max((i for row in ids for i in row), default=0)
-    if top >= logp.shape[-1]:
-        raise InputError(
-            f"the lock's probe fingerprints hold token id {top}; the model now has {logp.shape[-1]} output logits",
-            hint="the base's vocabulary changed since the lock (see the base and tokenizer findings)",
-        )
-    index = torch.tensor(ids, dtype=torch.long, device=logp.device)
-    return logp.gather(-1, index).tolist(), logp.argmax(-1).tolist()
-
-
-def _quiet_libraries() -> None:
-    """No load progress bars or advisory logs in our output (the report is the output)."""
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    disable_progress_bars()
-
-
-def _device(torch: Any, device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(  # an explicit request that cannot be met: exit 2, not a quiet skip
-            "--device cuda was asked for, but torch sees no CUDA device here",
-            hint="run on a GPU runner, or pass --device cpu",
-        )
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
-    if device.startswith("cuda:"):
-        index = device.split(":", 1)[1]
-        if not index.isdigit() or int(index) >= torch.cuda.device_count():
-            raise InputError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s) here")
-    return device
-
-
-def _dtype_name(torch: Any, device: str, dtype: str) -> str:
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "float32"
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise InputError(f"--dtype {dtype!r}: expected auto, float32, bfloat16 or float16")
-    return dtype
+__all__ = [
+    "DIGITS",
+    "ProbeMemoryError",
+    "ProbeRuntime",
+    "ProbeSession",
+    "_device",
+    "_dtype_name",
+    "finite",
+    "gather",
+    "kl",
+    "memory_hint",
+    "rounded",
+    "top_k",
+]

@@ -23,6 +23,21 @@ CONFIDENT_MARGIN = 1.0
 MIN_GATED_EFFECT = 1e-6  # below this the locked effect is too small for a meaningful ratio
 
 
+#: The lock-time noise floor is recorded rounded up to one significant digit, and never below this: fp32 rounding
+#: noise (~1e-7 nats on CPU) changes with the thread count and the kernels' work split, and a regenerated lock must
+#: not differ in it; 1e-6 is 500× below the tolerance floor's level, so no gate depends on the digits dropped.
+NOISE_QUANTUM = 1e-6
+
+
+def recorded_noise(noise: float) -> float:
+    """The noise floor as the lock records it: ``max(NOISE_QUANTUM, noise)`` rounded up to one significant digit."""
+    if math.isnan(noise) or noise <= NOISE_QUANTUM:
+        return NOISE_QUANTUM
+    exponent = math.floor(math.log10(noise))
+    digit = math.ceil(round(noise / 10**exponent, 9))
+    return float(f"{digit}e{exponent}") if digit < 10 else float(f"1e{exponent + 1}")
+
+
 def tolerance(noise: float) -> float:
     if math.isnan(noise):
         noise = 0.0

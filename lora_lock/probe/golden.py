@@ -5,8 +5,14 @@ Items are JSONL (schema: ``schemas/golden.schema.json``):
 - generation: ``{"prompt", "expected", "scorer": "exact"|"contains"|"regex", "max_new_tokens", "until",
   "ignore_case", "ignore_punctuation", "regexes_to_ignore"}`` (lm-evaluation-harness ``exact_match`` options);
   greedy decoding with the adapter.
-- multiple choice: ``{"prompt", "choices": [...], "answer": index}``, scored by log-likelihood argmax (``acc``)
-  and by log-likelihood per character of the choice (``acc_norm``), as lm-evaluation-harness does.
+- multiple choice: ``{"prompt", "choices": [...], "answer": index, "target_delimiter": " "}``, scored as
+  lm-evaluation-harness 0.4.13 scores a ``multiple_choice`` task: each continuation is ``target_delimiter +
+  choice`` (default one space), ``acc`` is the log-likelihood argmax and ``acc_norm`` the argmax of log-likelihood
+  per character of the choice without the delimiter (``len(choice)``).
+
+Prompts get BOS as lm-eval decides it (:meth:`~lora_lock.probe.effect.ProbeSession.encode`). Locks made before
+this convention (no ``convention`` in ``[golden]``) are verified with the rules they were made with: no delimiter,
+the tokenizer's special tokens always.
 
 The lock records each item's correctness (a bitset) and the accuracy: the lock plays the old model, so only the
 new side is run. NFR (negative flip rate, MUSCLE) = #(correct then ∧ wrong now) / N.
@@ -32,6 +38,11 @@ DEFAULT_MAX_NEW_TOKENS = 32
 #: Default gate: at most 1 item in 100 may go from right to wrong. Golden sets are small and curated, so a
 #: flip is worth reading; raise it with --max-nfr for sets scored on noisy hardware.
 DEFAULT_MAX_NFR = 0.01
+#: The scoring rules a lock's ``[golden]`` section records (``convention``); a section without it is :data:`LEGACY`.
+CONVENTION = "lm-eval-0.4.13"
+LEGACY = "lora-lock-0.1"
+#: lm-evaluation-harness's default ``target_delimiter``.
+DEFAULT_DELIMITER = " "
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class GoldenItem:
     regexes_to_ignore: tuple[str, ...] = ()
     choices: tuple[str, ...] = field(default_factory=tuple)
     answer: int = 0
+    target_delimiter: str = DEFAULT_DELIMITER
 
 
 def _case(ignore_case: bool) -> int:
@@ -105,7 +117,19 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
             answer = doc.get("answer")
             if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
                 raise _fail(path, number, "answer", f"an index into choices (0..{len(choices) - 1})", answer)
-            items.append(GoldenItem(line=number, prompt=prompt, kind="choice", choices=tuple(choices), answer=answer))
+            delimiter = doc.get("target_delimiter", DEFAULT_DELIMITER)
+            if not isinstance(delimiter, str):
+                raise _fail(path, number, "target_delimiter", "a string (may be empty)", delimiter)
+            items.append(
+                GoldenItem(
+                    line=number,
+                    prompt=prompt,
+                    kind="choice",
+                    choices=tuple(choices),
+                    answer=answer,
+                    target_delimiter=delimiter,
+                )
+            )
             continue
         expected = doc.get("expected")
         if not isinstance(expected, str):
@@ -190,20 +214,20 @@ def unpack_bits(text: str, n: int, where: str = "the lock's golden `correct`") -
     return bits[:n]
 
 
-def _encode_pair(session: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def _encode_pair(encode: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
     """lm-evaluation-harness's split of a (context, continuation) pair into token ids: trailing whitespace of the
     context moves to the continuation, and the continuation's ids are what encoding the whole adds to the
     context's."""
     spaces = len(context) - len(context.rstrip())
     if 0 < spaces < len(context):
         context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole = session.encode(context + continuation)
-    context_ids = session.encode(context)
+    whole = encode(context + continuation)
+    context_ids = encode(context)
     return context_ids, whole[len(context_ids) :]
 
 
 class GoldenRunner:
-    """Scores items with a loaded :class:`~lora_lock.probe.effect.ProbeSession`.
+    """Scores items with a loaded :class:`~lora_lock.probe.effect.ProbeSession` under ``convention``.
 
     Generation items decode ``BATCH`` at a time (left-padded, in file order, so the batches are the same at lock
     and at verify); multiple-choice items score each choice in its own batch-1 pass.
@@ -211,9 +235,16 @@ class GoldenRunner:
 
     BATCH = DECODE_BATCH
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, convention: str = CONVENTION) -> None:
         self.session = session
         self.torch = session.torch
+        self.legacy = convention == LEGACY
+        #: ``None``, or a torch autocast dtype under which the forwards run (the noise measurement's other numerics).
+        self.autocast: Any = None
+
+    def _encode(self, text: str, generation: bool = False) -> list[int]:
+        ids: list[int] = self.session.encode(text, special=True if self.legacy else None, generation=generation)
+        return ids
 
     def run(self, name: str, item: GoldenItem) -> tuple[bool, bool | None]:
         """One item: (correct, correct by acc_norm — multiple choice only)."""
@@ -235,13 +266,17 @@ class GoldenRunner:
                 step(len(results))
         for index, item in enumerate(items):
             if item.kind == "choice":
-                results[index] = self._choice(item)
+                results[index] = choice_correct(item, self.choice_lls(item))
                 if step is not None:
                     step(len(results))
         return [results[i] for i in range(len(items))]
 
     def _generate(self, name: str, batch: list[GoldenItem]) -> list[bool]:
         """Score a batch of generation items; out of memory, score its halves instead (down to one item)."""
+        return [score_generation(item, text) for item, text in zip(batch, self.outputs(name, batch), strict=True)]
+
+    def outputs(self, name: str, batch: list[GoldenItem]) -> list[str]:
+        """The decoded greedy outputs of a batch; out of memory, of its halves instead (down to one item)."""
         try:
             return self._generate_batch(name, batch)
         except ProbeMemoryError:
@@ -250,9 +285,9 @@ class GoldenRunner:
         # Retried outside the except block: its traceback would keep the failed batch's KV cache alive.
         self.session.release()
         half = len(batch) // 2
-        return self._generate(name, batch[:half]) + self._generate(name, batch[half:])
+        return self.outputs(name, batch[:half]) + self.outputs(name, batch[half:])
 
-    def _generate_batch(self, name: str, batch: list[GoldenItem]) -> list[bool]:
+    def _generate_batch(self, name: str, batch: list[GoldenItem]) -> list[str]:
         session = self.session
         decode = session.tokenizer.decode
 
@@ -262,20 +297,19 @@ class GoldenRunner:
                 return True
             return bool(item.until) and any(s in decode(tokens, skip_special_tokens=True) for s in item.until)
 
-        prompts = [session.encode(item.prompt) for item in batch]
+        prompts = [self._encode(item.prompt, generation=True) for item in batch]
         for item, ids in zip(batch, prompts, strict=True):
             session.check_length([ids], item.max_new_tokens, "golden item on line", [item.line])
         outputs = session.generate(name, prompts, max(item.max_new_tokens for item in batch), stop, session.eos_ids())
-        return [
-            score_generation(item, decode(tokens, skip_special_tokens=True))
-            for item, tokens in zip(batch, outputs, strict=True)
-        ]
+        return [decode(tokens, skip_special_tokens=True) for tokens in outputs]
 
-    def _choice(self, item: GoldenItem) -> tuple[bool, bool]:
+    def choice_lls(self, item: GoldenItem) -> list[float]:
+        """The log-likelihood of each choice's continuation (delimiter + choice) after the prompt, in fp32."""
         torch, session = self.torch, self.session
-        scores, norms = [], []
+        delimiter = "" if self.legacy else item.target_delimiter
+        scores = []
         for number, choice in enumerate(item.choices):
-            context, cont = _encode_pair(session, item.prompt, choice)
+            context, cont = _encode_pair(self._encode, item.prompt, delimiter + choice)
             if not cont:
                 raise InputError(
                     f"golden item on line {item.line}: choice {number} ({brief(choice, 40)}) adds no token to the "
@@ -284,13 +318,27 @@ class GoldenRunner:
             seq = context + cont
             session.check_length([seq], 0, "golden item on line", [item.line])
             session.check_fits_model([seq], f"golden item on line {item.line}")
-            with torch.inference_mode(), session.fits(f"golden item on line {item.line}"):
-                logits = session.model(input_ids=torch.tensor([seq], device=session.device)).logits[0].float()
+            # The forward sees the sequence without its last token, as lm-evaluation-harness's does: the same
+            # shapes give the same kernels, hence bitwise the same log-likelihoods.
+            with torch.inference_mode(), session.fits(f"golden item on line {item.line}"), self._numerics():
+                logits = session.model(input_ids=torch.tensor([seq[:-1]], device=session.device)).logits[0].float()
                 logits = finite(logits, session.dtype_name)  # NaN log-likelihoods would make choice 0 win
-            logp = torch.log_softmax(logits[len(context) - 1 : len(seq) - 1], dim=-1)
-            ll = float(logp.gather(-1, torch.tensor(cont, device=logp.device).unsqueeze(-1)).sum())
-            scores.append(ll)
-            norms.append(ll / max(1, len(choice)))  # lm-evaluation-harness acc_norm: per character
-        best = max(range(len(scores)), key=scores.__getitem__)
-        best_norm = max(range(len(norms)), key=norms.__getitem__)
-        return best == item.answer, best_norm == item.answer
+            logp = torch.log_softmax(logits[len(context) - 1 :], dim=-1)
+            scores.append(float(logp.gather(-1, torch.tensor(cont, device=logp.device).unsqueeze(-1)).sum()))
+        return scores
+
+    def _numerics(self) -> Any:
+        import contextlib
+
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return self.torch.autocast(self.session.device.split(":")[0], dtype=self.autocast)
+
+
+def choice_correct(item: GoldenItem, lls: list[float]) -> tuple[bool, bool]:
+    """(acc, acc_norm) of a multiple-choice item from its choices' log-likelihoods, as lm-evaluation-harness:
+    ``argmax(ll)`` and ``argmax(ll / len(choice))`` (the first maximum wins a tie, as numpy's ``argmax``)."""
+    norms = [ll / max(1, len(choice)) for ll, choice in zip(lls, item.choices, strict=True)]
+    best = max(range(len(lls)), key=lls.__getitem__)
+    best_norm = max(range(len(norms)), key=norms.__getitem__)
+    return best == item.answer, best_norm == item.answer

@@ -311,10 +311,14 @@ def build_tiny_gpt2(
 
 
 def load_causal_lm(base_dir: str | Path, dtype: str = "float32") -> Any:
-    """Load a local base with ``AutoModelForCausalLM`` (local files only, no remote code), in eval mode."""
-    from transformers import AutoModelForCausalLM
+    """Load a local base with ``AutoModelForCausalLM`` (``AutoModelForImageTextToText`` for a vision-language
+    base, as the probe does; local files only, no remote code), in eval mode."""
+    import transformers
 
-    model: Any = AutoModelForCausalLM.from_pretrained(
+    from lora_lock.probe.tasks import auto_class_name
+
+    auto: Any = getattr(transformers, auto_class_name(Path(base_dir)))
+    model: Any = auto.from_pretrained(
         str(base_dir), dtype=_torch_dtype(dtype), local_files_only=True, trust_remote_code=False
     )
     model.eval()
