@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from lora_lock._version import __version__
 
@@ -127,7 +126,12 @@ def _parse(raw: str) -> dict[str, list[Job]]:
         command = event.get("command")
         if command in ("error", "warning", "notice") and "raw" in event:
             job.annotations.append(
-                {"command": command, "arg": event.get("arg", ""), "kv": event.get("kvPairs") or {}, "step": event.get("step")}
+                {
+                    "command": command,
+                    "arg": event.get("arg", ""),
+                    "kv": event.get("kvPairs") or {},
+                    "step": event.get("step"),
+                }
             )
         elif command == "summary" and len(event.get("stepID") or []) == 1:
             job.summaries.append(str(event.get("content", "")))  # once per step (a composite's inner step repeats it)
@@ -163,8 +167,12 @@ def _stack_wheel(folder: Path, stack: Path) -> str:
     name, version = "lora_lock_act_stack", "1.0"
     files = {
         f"{name}.pth": f"{stack}\n",
-        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: lora-lock-act-stack\nVersion: {version}\n",
-        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests/test_act.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: lora-lock-act-stack\nVersion: {version}\n"
+        ),
+        f"{name}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: tests/test_act.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = []
     for path, text in files.items():
@@ -379,7 +387,9 @@ def test_self_test_workflow(host: Host, checkout: Path) -> None:
     assert drifted.result == "success", _failed_steps(drifted)
     assert drifted.annotated("warning", "the lock records no [probe]")
     assert drifted.annotated("error", "fail-on: warning, and the report has")
-    base_errors = [a for a in drifted.annotations if a["command"] == "error" and a["kv"].get("title", "").startswith("BASE-")]
+    base_errors = [
+        a for a in drifted.annotations if a["command"] == "error" and a["kv"].get("title", "").startswith("BASE-")
+    ]
     assert base_errors and all(a["kv"]["file"] == ".selftest/lora.lock" for a in base_errors), drifted.annotations
     failing_summary = [s for s in drifted.summaries if "`fail-on: warning`" in s]
     assert failing_summary and "⚠️ tier: full, but the lock records no [probe]" in failing_summary[0]
@@ -399,6 +409,8 @@ def test_self_test_workflow(host: Host, checkout: Path) -> None:
         "tier: full cannot run with isolated: true",
     ):
         assert any(expected in m for m in messages), (expected, messages)
-    assert all(any(s.startswith("## lora-lock verify\n\n⛔ **error** (no report)") for s in j.summaries) for j in refused)
+    assert all(
+        any(s.startswith("## lora-lock verify\n\n⛔ **error** (no report)") for s in j.summaries) for j in refused
+    )
 
     assert run.job("self-test").result == "success"
