@@ -415,3 +415,191 @@ def test_self_test_workflow(host: Host, checkout: Path) -> None:
     )
 
     assert run.job("self-test").result == "success"
+
+
+# --------------------------------------------------------------------------------------------------- the examples
+
+
+@pytest.fixture(scope="session")
+def user_models(host: Host, tiny_llama: Path, tiny_llama_adapter: Path) -> Path:
+    """A user's repository contents: a base, two adapters over it, and lora.lock written with the probe (CPU)."""
+    models = host.root / "user-models"
+    shutil.copytree(tiny_llama, models / "base")
+    for name in ("support", "sales"):
+        shutil.copytree(tiny_llama_adapter, models / "adapters" / name)
+    argv = ["generate", "--adapter", "adapters/support", "--adapter", "adapters/sales", "--base", "base"]
+    for lock, extra in (("lora.lock", ["--device", "cpu"]), ("unprobed.lock", ["--no-probe"])):
+        subprocess.run(
+            [sys.executable, "-m", "lora_lock", *argv, *extra, "-o", lock],
+            cwd=models,
+            capture_output=True,
+            check=True,
+        )
+    return models
+
+
+def _user_repo(host: Host, models: Path, label: str, example: str, *, probed: bool = True) -> Path:
+    """org/app: the models, ``example`` copied verbatim to .github/workflows/ (but for the edits the caller
+    makes), and requirements-serving.txt naming the host's stack."""
+    repo = host.root / "repos" / label
+    shutil.copytree(models, repo, ignore=shutil.ignore_patterns("unprobed.lock", "lora.lock"))
+    shutil.copy(models / ("lora.lock" if probed else "unprobed.lock"), repo / "lora.lock")
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    shutil.copy(EXAMPLES / example, repo / ".github" / "workflows" / example)
+    (repo / "requirements-serving.txt").write_text(host.stack_requirement + "\n", encoding="utf-8")
+    return repo
+
+
+def _pull_request(head: str) -> dict[str, Any]:
+    return {
+        "number": 7,
+        "pull_request": {
+            "number": 7,
+            "head": {"ref": "change", "repo": {"full_name": head}},
+            "base": {"ref": "main", "repo": {"full_name": "org/app"}},
+        },
+        "repository": {"full_name": "org/app", "name": "app", "owner": {"login": "org"}},
+    }
+
+
+def _no_gpu(repo: Path, example: str) -> None:
+    """This host has no GPU: the example's full tier probes on the CPU (the one edit made to an example)."""
+    path = repo / ".github" / "workflows" / example
+    text = path.read_text(encoding="utf-8")
+    assert text.count("device: cuda") == 1
+    path.write_text(text.replace("device: cuda", "device: cpu"), encoding="utf-8")
+
+
+def test_example_pr_verify(host: Host, checkout: Path, user_models: Path) -> None:
+    """pr-verify.yml on a pull request from a branch: static (isolated venv), full (the serving stack in a fresh
+    venv, the probe) and the gate pass; both JSON reports are uploaded."""
+    repo = _user_repo(host, user_models, "pr-verify", "pr-verify.yml")
+    _no_gpu(repo, "pr-verify.yml")
+    _commit(repo, "https://github.com/org/app")
+    run = run_act(
+        host,
+        repo,
+        ".github/workflows/pr-verify.yml",
+        "pull_request",
+        label="pr-verify",
+        payload=_pull_request("org/app"),
+        checkout=checkout,
+    )
+    assert run.code == 0, run.tail()
+    for job_id in ("static", "full", "gpu-gate"):
+        assert run.job(job_id).result == "success", (job_id, _failed_steps(run.job(job_id)))
+    static, full = run.job("static"), run.job("full")
+    assert any("✅ **pass**" in s and "tier `static`" in s for s in static.summaries), static.summaries
+    assert any("✅ **pass**" in s and "tier `full`" in s for s in full.summaries), full.summaries
+    assert not [a for j in (static, full) for a in j.annotations if a["command"] in ("error", "warning")]
+    artifacts = host.root / "runs" / "pr-verify" / "artifacts"
+    static_report = json.loads(next((artifacts / "lora-lock-report-static").glob("*.json")).read_text("utf-8"))
+    full_report = json.loads(next((artifacts / "lora-lock-report-full").glob("*.json")).read_text("utf-8"))
+    assert static_report["status"] == "pass" and static_report["checked"]["effect"] == "skipped"
+    assert full_report["status"] == "pass" and full_report["checked"]["effect"] == "pass"
+    assert full_report["checked"]["environment"] == "pass"
+
+
+def test_example_pr_verify_gate_refuses_an_unprobed_lock(host: Host, checkout: Path, user_models: Path) -> None:
+    """The full tier passes on a lock with no [probe] (a warning), but gpu-gate fails: nothing was probed."""
+    repo = _user_repo(host, user_models, "pr-verify-unprobed", "pr-verify.yml", probed=False)
+    _no_gpu(repo, "pr-verify.yml")
+    _commit(repo, "https://github.com/org/app")
+    run = run_act(
+        host,
+        repo,
+        ".github/workflows/pr-verify.yml",
+        "pull_request",
+        label="pr-verify-unprobed",
+        payload=_pull_request("org/app"),
+        checkout=checkout,
+    )
+    assert run.code != 0
+    assert run.job("full").result == "success", _failed_steps(run.job("full"))
+    assert run.job("full").annotated("warning", "the lock records no [probe]")
+    gate = run.job("gpu-gate")
+    assert gate.result == "failure"
+    assert gate.annotated("error", "the GPU tier ran, but the adapters' effect was skipped"), gate.annotations
+
+
+def test_example_pr_verify_gate_refuses_a_fork(host: Host, checkout: Path, user_models: Path) -> None:
+    """A fork's pull request: `full` is skipped by `if:` (GitHub counts that as success), gpu-gate fails."""
+    repo = _user_repo(host, user_models, "pr-verify-fork", "pr-verify.yml")
+    _commit(repo, "https://github.com/org/app")
+    run = run_act(
+        host,
+        repo,
+        ".github/workflows/pr-verify.yml",
+        "pull_request",
+        label="pr-verify-fork",
+        payload=_pull_request("someone/app"),
+        checkout=checkout,
+    )
+    assert run.code != 0
+    assert run.job("static").result == "success"
+    assert "full" not in run.jobs or run.job("full").result in ("", "skipped")
+    gate = run.job("gpu-gate")
+    assert gate.result == "failure"
+    assert gate.annotated("error", "pull requests from forks are not probed"), gate.annotations
+
+
+def test_example_fleet(host: Host, checkout: Path, user_models: Path) -> None:
+    """fleet.yml: the matrix comes from `lora-lock list --format json` (installed from the action's tag), one
+    verify job per adapter, and the aggregate gate."""
+    repo = _user_repo(host, user_models, "fleet", "fleet.yml")
+    _commit(repo, "https://github.com/org/app")
+    run = run_act(
+        host,
+        repo,
+        ".github/workflows/fleet.yml",
+        "pull_request",
+        label="fleet",
+        payload=_pull_request("org/app"),
+        checkout=checkout,
+    )
+    assert run.code == 0, run.tail()
+    assert run.job("adapters").result == "success", _failed_steps(run.job("adapters"))
+    verify = run.jobs["verify"]
+    assert len(verify) == 2 and {j.result for j in verify} == {"success"}, [_failed_steps(j) for j in verify]
+    titles = sorted(s.splitlines()[0] for j in verify for s in j.summaries if s.startswith("## lora-lock"))
+    assert titles == ["## lora-lock verify lora.lock"] * 2, titles
+    assert run.job("gate").result == "success"
+
+
+def test_example_fleet_gate_fails_with_one_drifted_adapter(host: Host, checkout: Path, user_models: Path) -> None:
+    """One adapter of the fleet changed after locking: its job fails, the other passes, the gate fails."""
+    repo = _user_repo(host, user_models, "fleet-drift", "fleet.yml")
+    config = repo / "adapters" / "sales" / "adapter_config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data["lora_alpha"] = data["lora_alpha"] * 2  # a silent scaling change
+    config.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    _commit(repo, "https://github.com/org/app")
+    run = run_act(
+        host,
+        repo,
+        ".github/workflows/fleet.yml",
+        "pull_request",
+        label="fleet-drift",
+        payload=_pull_request("org/app"),
+        checkout=checkout,
+    )
+    assert run.code != 0
+    results = sorted(j.result for j in run.jobs["verify"])
+    assert results == ["failure", "success"], results
+    assert run.job("gate").result == "failure"
+    assert run.job("gate").annotated("error", "an adapter job ended with failure")
+
+
+def test_example_outdated(host: Host, checkout: Path, user_models: Path) -> None:
+    """outdated.yml (workflow_dispatch): installs the action's tag, runs `lora-lock outdated`; a lock of local
+    directories cannot move, so `outdated` is false and the issue job does not run."""
+    repo = _user_repo(host, user_models, "outdated", "outdated.yml")
+    _commit(repo, "https://github.com/org/app")
+    run = run_act(
+        host, repo, ".github/workflows/outdated.yml", "workflow_dispatch", label="outdated", checkout=checkout
+    )
+    assert run.code == 0, run.tail()
+    check = run.job("check")
+    assert check.result == "success", _failed_steps(check)
+    assert any(s.startswith("## lora-lock outdated lora.lock") and "SOURCE-LOCAL" in s for s in check.summaries)
+    assert "issue" not in run.jobs or run.job("issue").result in ("", "skipped")
