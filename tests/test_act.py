@@ -60,6 +60,15 @@ ACT_TIMEOUT = 900
 TIMINGS: dict[str, float] = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _report_timings() -> Iterator[None]:
+    """Print what each act run cost (seen with ``pytest -s``, as ``make test-act`` runs it)."""
+    yield
+    if TIMINGS:
+        runs = ", ".join(f"{label} {seconds:.0f}" for label, seconds in TIMINGS.items())
+        print(f"\nact runs (seconds): {runs}; total {sum(TIMINGS.values()):.0f}")
+
+
 def _act() -> str:
     for folder in (BIN, ROOT / ".venv" / "bin"):
         if (folder / "act").exists():
@@ -299,10 +308,10 @@ def run_act(
     for platform in SELF_HOSTED:
         argv += ["-P", f"{platform}=-self-hosted"]
     for action, standin in REMOTE_ACTIONS.items():
-        for ref in _refs(repo, action):
+        for ref in _refs(repo, action, workflow):
             argv += ["--local-repository", f"{action}@{ref}={STANDINS / standin}"]
     if checkout is not None:
-        for ref in _refs(repo, "org/lora-lock"):
+        for ref in _refs(repo, "org/lora-lock", workflow):
             argv += ["--local-repository", f"org/lora-lock@{ref}={checkout}"]
     if payload is not None:
         event_file = run_root / "event.json"
@@ -351,10 +360,11 @@ def run_act(
     return ActRun(proc.returncode, _parse(proc.stdout), proc.stdout, proc.stderr, seconds)
 
 
-def _refs(repo: Path, action: str) -> set[str]:
-    """Every ref the repository's workflows use ``action`` at (``uses: owner/name@ref``)."""
+def _refs(repo: Path, action: str, workflow: str = "") -> set[str]:
+    """Every ref the repository's workflows (and ``workflow``) use ``action`` at (``uses: owner/name@ref``)."""
     refs: set[str] = set()
-    for path in (repo / ".github" / "workflows").glob("*.yml"):
+    paths = {*(repo / ".github" / "workflows").glob("*.yml"), *([repo / workflow] if workflow else [])}
+    for path in paths:
         refs.update(re.findall(rf"uses:\s*{re.escape(action)}@([\w.\-]+)", path.read_text(encoding="utf-8")))
     return refs
 
@@ -603,3 +613,27 @@ def test_example_outdated(host: Host, checkout: Path, user_models: Path) -> None
     assert check.result == "success", _failed_steps(check)
     assert any(s.startswith("## lora-lock outdated lora.lock") and "SOURCE-LOCAL" in s for s in check.summaries)
     assert "issue" not in run.jobs or run.job("issue").result in ("", "skipped")
+
+
+# --------------------------------------------------------------------------------------------------- interpreters
+
+
+@pytest.mark.parametrize(("job_id", "version"), [("python2-first", "2.7"), ("python39", "3.9")])
+def test_the_action_picks_python3_and_checks_its_version(host: Host, checkout: Path, job_id: str, version: str) -> None:
+    """A Python 2 ``python`` first on PATH: the action runs with ``python3``. A Python 3.9 ``python3``: one clear
+    ``::error`` naming the version found, ``status: error``, and the summary says why (before any install)."""
+    if version not in host.interpreters:
+        pytest.skip(f"this host has no Python {version} interpreter (pyenv, /usr/bin or PATH)")
+    workflow = "tests/act/workflows/interpreters.yml"
+    run = run_act(host, checkout, workflow, "push", label=f"interpreters-{job_id}", jobs=[job_id])
+    assert run.code == 0, run.tail()
+    job = run.job(job_id)
+    assert job.result == "success", _failed_steps(job)
+    if job_id == "python2-first":
+        assert "interpreters: python2-first passed" in job.log
+        assert not [a for a in job.annotations if a["command"] == "error"], job.annotations
+    else:
+        assert "interpreters: python39 refused" in job.log
+        errors = job.annotated("error", "lora-lock needs Python 3.10 or newer, but ")
+        assert errors and "is Python 3.9." in errors[0]["arg"], job.annotations
+        assert any("⛔ **error** (no report)" in s and "Python 3.9." in s for s in job.summaries), job.summaries

@@ -803,3 +803,60 @@ def test_the_pin_check_sees_wrong_pins(tmp_path: Path, monkeypatch: pytest.Monke
     major_minor = ".".join(__version__.split(".")[:2])
     good = [("x", "ref", f"v{__version__}"), ("x", "specifier", f"=={major_minor}.*"), ("x", "version", __version__)]
     assert _wrong_pins(good) == []
+
+
+# --------------------------------------------------------------------------------------------------- a 4.x stack
+
+
+def test_stack_4x_full_tier_stops_and_changes_nothing(tmp_path: Path) -> None:
+    """On a transformers 4.x stack (huggingface_hub < 1.0) the full tier's install says which versions conflict,
+    stops with ``status: error`` and leaves every installed package as it was (``make test-stack-4x`` builds that
+    venv from the package index; offline here: lora-lock's requirements come from the wheelhouse)."""
+    python = os.environ.get("LORA_LOCK_STACK_4X_PYTHON")
+    if not python:
+        pytest.skip("make test-stack-4x sets LORA_LOCK_STACK_4X_PYTHON (a venv with transformers 4.x)")
+    wheelhouse = ROOT / ".venv" / "wheelhouse"
+    assert any(wheelhouse.glob("huggingface_hub-*.whl")), "make install downloads the wheelhouse"
+
+    def freeze() -> str:
+        return subprocess.run(
+            [python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+        ).stdout
+
+    before = freeze()
+    hub = re.search(r"^huggingface[-_]hub==(\S+)$", before, re.MULTILINE | re.IGNORECASE)
+    transformers = re.search(r"^transformers==(4\.\S+)$", before, re.MULTILINE)
+    assert hub and transformers and hub.group(1).startswith("0."), before
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "lora.lock").write_text("lock-version = 1\n", encoding="utf-8")
+    outputs, summary = tmp_path / "output", tmp_path / "summary"
+    env = {
+        "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_ACTION_PATH": str(ROOT),
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_OUTPUT": str(outputs),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "INPUT_TIER": "full",
+        "INPUT_ONLY": "base",  # the probe stack (torch, peft) is not in this venv; the install is what is tested
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    proc = subprocess.run(
+        [python, str(ROOT / "action" / "run.py"), "setup"], env=env, capture_output=True, text=True, timeout=600
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 2, log
+    assert "Traceback" not in log
+    assert "status=error" in outputs.read_text(encoding="utf-8")
+    error = next(line for line in proc.stdout.splitlines() if line.startswith("::error title=lora-lock::"))
+    assert "nothing was installed" in error
+    assert re.search(rf"huggingface[-_]hub {re.escape(hub.group(1))} is installed", error, re.IGNORECASE), error
+    assert "huggingface_hub>=2.0,<3" in error.replace("huggingface-hub", "huggingface_hub"), error
+    assert f"transformers {transformers.group(1)} requires huggingface" in error, error
+    assert "⛔ **error**" in summary.read_text(encoding="utf-8")
+    assert freeze() == before  # not one package changed
+    subprocess.run([python, "-c", "import transformers"], check=True, capture_output=True)
