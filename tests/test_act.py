@@ -502,6 +502,8 @@ def test_example_pr_verify(host: Host, checkout: Path, user_models: Path) -> Non
     assert any("✅ **pass**" in s and "tier `static`" in s for s in static.summaries), static.summaries
     assert any("✅ **pass**" in s and "tier `full`" in s for s in full.summaries), full.summaries
     assert not [a for j in (static, full) for a in j.annotations if a["command"] in ("error", "warning")]
+    # The full tier installed lora-lock into the serving venv and changed none of the packages it had.
+    assert re.search(r"added to \S+/serving/bin/python\S*: nothing but lora-lock", full.log), full.log[-3000:]
     artifacts = host.root / "runs" / "pr-verify" / "artifacts"
     static_report = json.loads(next((artifacts / "lora-lock-report-static").glob("*.json")).read_text("utf-8"))
     full_report = json.loads(next((artifacts / "lora-lock-report-full").glob("*.json")).read_text("utf-8"))

@@ -861,3 +861,35 @@ def test_stack_4x_full_tier_stops_and_changes_nothing(tmp_path: Path) -> None:
     assert "⛔ **error**" in summary.read_text(encoding="utf-8")
     assert freeze() == before  # not one package changed
     subprocess.run([python, "-c", "import transformers"], check=True, capture_output=True)
+
+
+def test_every_readme_workflow_snippet_sets_timeout_minutes() -> None:
+    """A job without ``timeout-minutes`` runs 6 hours when a step hangs: every job of the README's snippets sets it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+    jobs = 0
+    for block in blocks:
+        lines = block.splitlines()
+        for index, line in enumerate(lines):
+            if re.match(r"^\s+runs-on:", line):
+                jobs += 1
+                indent = len(line) - len(line.lstrip())
+                # The job's own keys: the lines at the same indent until the next job (a shallower line).
+                own = []
+                for later in lines[index + 1 :]:
+                    depth = len(later) - len(later.lstrip())
+                    if later.strip() and depth < indent:
+                        break
+                    if depth == indent:
+                        own.append(later.strip())
+                before = []
+                for earlier in reversed(lines[:index]):
+                    depth = len(earlier) - len(earlier.lstrip())
+                    if earlier.strip() and depth < indent:
+                        break
+                    if depth == indent:
+                        before.append(earlier.strip())
+                assert any(k.startswith("timeout-minutes:") for k in own + before), (
+                    f"README job without timeout: {line}"
+                )
+    assert jobs >= 4, jobs
