@@ -62,8 +62,9 @@ pytest: install
 
 # The workflows (self-test.yml, examples/workflows/, tests/act/workflows/) run for real on act, on the host,
 # offline (the wheelhouse above). A separate run so its cost shows on its own: `-s` prints the seconds per run.
+# Its own --basetemp: another pytest run on the machine prunes old /tmp/pytest-of-$USER folders mid-run.
 test-act: install
-	$(PY) -m pytest -q -s -m act tests/test_act.py
+	$(PY) -m pytest -q -s -m act --basetemp=$(VENV)/act-tmp tests/test_act.py
 
 test: lint typecheck pytest test-act
 
