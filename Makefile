@@ -28,8 +28,8 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install lint typecheck pytest test demo bench clean action-requirements wheelhouse test-stack-4x rule-tables \
-	test-lm-eval-parity
+.PHONY: install lint typecheck pytest test-act test demo bench clean action-requirements wheelhouse test-stack-4x \
+	rule-tables test-lm-eval-parity
 
 $(STAMP): pyproject.toml constraints.txt action/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,9 +59,15 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 pytest: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not act"
 
-test: lint typecheck pytest
+# The workflows (self-test.yml, examples/workflows/, tests/act/workflows/) run for real on act, on the host,
+# offline (the wheelhouse above). A separate run so its cost shows on its own: `-s` prints the seconds per run.
+# Its own --basetemp: another pytest run on the machine prunes old /tmp/pytest-of-$USER folders mid-run.
+test-act: install
+	$(PY) -m pytest -q -s -m act --basetemp=$(VENV)/act-tmp tests/test_act.py
+
+test: lint typecheck pytest test-act
 
 # The action's full tier on a transformers 4.x stack (huggingface_hub < 1.0) in a throwaway venv: it must stop
 # with `status: error` naming both versions and change nothing. Needs the package index (about 60 MB, 1 minute).

@@ -46,21 +46,34 @@ def _run(argv: Sequence[str], what: str, cwd: Path, hint: str | None = None) -> 
         raise InstallError(f"{what} failed (see the log above)", hint=hint)
 
 
+def _pip_for(base_python: str, python: str, temp: Path) -> list[str]:
+    """The pip command that installs into the venv of ``python``: the job's own pip with ``--python`` (pip 22.3 and
+    newer), which spares the venv a copy of pip (ensurepip takes seconds, and tens of them on a busy runner);
+    otherwise pip bootstrapped into the venv."""
+    probe = subprocess.run(
+        [base_python, "-m", "pip", "--version"], cwd=temp, capture_output=True, text=True, check=False
+    )
+    found = re.match(r"pip (\d+)\.(\d+)", probe.stdout) if probe.returncode == 0 else None
+    if found and (int(found.group(1)), int(found.group(2))) >= (22, 3):
+        return [base_python, "-m", "pip", "--python", python]
+    _run([python, "-m", "ensurepip", "--default-pip"], "installing pip into the isolated venv", temp)
+    return [python, "-m", "pip"]
+
+
 def install_isolated(base_python: str, venv: Path, action_path: Path, temp: Path) -> str:
     """A new venv with the hash-pinned requirements and the action's checkout; returns its Python."""
-    _run([base_python, "-m", "venv", "--clear", str(venv)], "creating the isolated venv", temp)
+    _run([base_python, "-m", "venv", "--clear", "--without-pip", str(venv)], "creating the isolated venv", temp)
     python = str(venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+    pip = _pip_for(base_python, python, temp)
     _run(
-        [python, "-m", "pip", "install", *PIP_QUIET, "--require-hashes", "--no-deps", "-r", str(REQUIREMENTS)],
+        [*pip, "install", *PIP_QUIET, "--require-hashes", "--no-deps", "-r", str(REQUIREMENTS)],
         f"pip install --require-hashes -r {REQUIREMENTS.name}",
         temp,
         hint="an air-gapped runner needs these wheels locally: set PIP_NO_INDEX=1 and PIP_FIND_LINKS to their folder",
     )
     _run(
         [
-            python,
-            "-m",
-            "pip",
+            *pip,
             "install",
             *PIP_QUIET,
             "--no-deps",

