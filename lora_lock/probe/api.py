@@ -569,6 +569,7 @@ def verify_behaviour(
     """Findings, and the categories that could not run with the reason. Each category's own input (the sidecar,
     the golden file) is read before the model loads, and an error in one never discards the other's findings;
     an error loading the model (raised) stops both."""
+    from lora_lock.fence import named_by_lock
     from lora_lock.probe.golden import read_golden
     from lora_lock.probe.sidecar import read_sidecar
 
@@ -584,7 +585,7 @@ def verify_behaviour(
             failures[Category.EFFECT] = exc
     if golden_section:
         try:
-            dataset = read_golden(lock_dir / str(golden_section["dataset"]))
+            dataset = read_golden(named_by_lock(lock_dir, str(golden_section["dataset"]), "golden dataset"))
         except InputError as exc:
             failures[Category.GOLDEN] = exc
             golden_section = None
