@@ -15,6 +15,7 @@ from lora_lock.inspect.model_config import ModelFacts, read_model_facts
 from lora_lock.inspect.modules import base_modules
 from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.sources import Resolved, resolve
+from lora_lock.userregex import per_run
 
 _SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
 
@@ -159,6 +160,7 @@ def identity_findings(adapter: Adapter, base: Resolved, *, fits: bool = True) ->
     ]
 
 
+@per_run
 def check(adapter: str | Path, base: str | Path | None = None, *, allow_symlinks: bool = False) -> Report:
     """Static fit check of ``adapter`` against ``base`` (default: the base the adapter config names).
 

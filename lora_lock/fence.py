@@ -25,7 +25,10 @@ MiB = 1 << 20
 
 #: Size bounds per kind of file read whole (bytes). Weights are never read whole: headers have their own cap.
 LIMITS = {
-    "config": 16 * MiB,  # config.json, adapter_config.json, generation_config.json, special tokens, chat_template.json
+    "config": 16 * MiB,  # config.json, generation_config.json, special tokens, chat_template.json
+    # adapter_config.json: a few KB; a per-module rank_pattern + alpha_pattern of a 128-expert MoE is ~5 MB.
+    # Parsing costs 10-25x the text in memory, and a stranger's pull request supplies this file.
+    "adapter-config": 8 * MiB,
     "index": 64 * MiB,  # model.safetensors.index.json of the largest MoE checkpoints is ~10 MB
     "tokenizer-config": 32 * MiB,  # tokenizer_config.json (chat templates, added_tokens_decoder)
     "tokenizer": 256 * MiB,  # tokenizer.json (the largest published ones are ~35 MB)

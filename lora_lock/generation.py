@@ -20,6 +20,7 @@ from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import Observed, build_lock, observe
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
 from lora_lock.sources import Resolved, posix_relative, resolve
+from lora_lock.userregex import per_run
 
 #: The lock section each behavioural category records.
 BEHAVIOUR_SECTIONS = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
@@ -73,6 +74,7 @@ def _fetch(source: Resolved, download: bool) -> Resolved:
     )
 
 
+@per_run
 def generate(
     adapters: Sequence[str | Path],
     base: str | Path | None = None,

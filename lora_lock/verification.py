@@ -17,6 +17,7 @@ from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.observe import Observed, adapter_section, base_section, observe, tokenizer_section
 from lora_lock.probe.sidecar import Step
 from lora_lock.sources import Resolved, locked_source
+from lora_lock.userregex import per_run
 
 STATIC_CATEGORIES = (
     Category.BASE,
@@ -196,6 +197,7 @@ def _rows(rows: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(row_text(row) for row in rows) if rows else "absent"
 
 
+@per_run
 def verify(
     lockfile: str | Path = "lora.lock",
     *,

@@ -101,3 +101,27 @@ def codes(report: dict[str, Any], severity: str | None = "error") -> set[str]:
 
 def subjects(report: dict[str, Any], code: str) -> set[str]:
     return {f.get("subject", "") for f in report["findings"] if f["code"] == code}
+
+
+#: Child code: the CLI, then its peak RSS (KiB) on the last line of stderr. The peak is reset first (a forked
+#: child starts with its parent's high-water mark, the whole pytest process), so it is the run's own.
+PEAK_RSS = """
+import sys
+try:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+except OSError:
+    pass
+from lora_lock._cli import main
+rc = main(sys.argv[1:])
+with open("/proc/self/status") as fh:
+    hwm = [line.split()[1] for line in fh if line.startswith("VmHWM:")][0]
+print("peak-rss-kib", hwm, file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def peak_kib(stderr: str) -> int:
+    """The peak RSS a :data:`PEAK_RSS` child reported."""
+    line = [ln for ln in stderr.splitlines() if ln.startswith("peak-rss-kib")][-1]
+    return int(line.split()[1])

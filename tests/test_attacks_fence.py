@@ -14,26 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.attacks import Repo, child, cli, make_repo, verify_json
+from tests.attacks import PEAK_RSS, Repo, child, cli, make_repo, peak_kib, verify_json
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
 
-#: The child runs the CLI and reports its peak RSS (KiB on Linux) on the last line of stderr.
-PEAK_RSS = """
-import resource, sys
-from lora_lock._cli import main
-rc = main(sys.argv[1:])
-print("peak-rss-kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(rc)
-"""
 #: Far below what reading /dev/zero to exhaustion (or even one sidecar bound of it) would cost on top of the
 #: probe stack's imports; far above what the refusal costs.
-RSS_CEILING_KIB = 1_500_000
-
-
-def _peak(stderr: str) -> int:
-    line = [ln for ln in stderr.splitlines() if ln.startswith("peak-rss-kib")][-1]
-    return int(line.split()[1])
+RSS_CEILING_KIB = 1_000_000
 
 
 @pytest.fixture
@@ -133,7 +120,7 @@ def test_a_sidecar_linked_to_dev_zero_is_refused_within_bounded_memory(probed: R
     effect = [f for f in report["findings"] if f["category"] == "input"]
     assert effect and "probe fingerprints" in json.dumps(effect), report["findings"]
     assert report["checked"]["base"] == "pass"  # the static report is kept
-    assert _peak(result.stderr) < RSS_CEILING_KIB
+    assert peak_kib(result.stderr) < RSS_CEILING_KIB
 
 
 def _with_golden(repo: Repo, dataset: str) -> Path:
@@ -160,7 +147,7 @@ def test_a_golden_file_linked_to_dev_zero_is_refused_within_bounded_memory(repo:
         report = json.loads(result.stdout)
         assert report["checked"]["golden"] == "error" and report["checked"]["base"] == "pass", report
         assert "golden.jsonl" in json.dumps(report["findings"])
-        assert _peak(result.stderr) < RSS_CEILING_KIB
+        assert peak_kib(result.stderr) < RSS_CEILING_KIB
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import pytest
 import lora_lock
 from lora_lock import userregex
 from lora_lock.probe.sidecar import sidecar_digest, sidecar_text
-from tests.attacks import Repo, child, cli, make_repo, verify_json
+from tests.attacks import PEAK_RSS, Repo, child, cli, make_repo, peak_kib, verify_json
 from tests.fixtures.header_bases import adapter_config, lora_tensors
 
 #: Backtracks for minutes on any module name (fuzzy matching defeats the regex module's own safeguards).
@@ -72,7 +72,9 @@ def test_a_panicking_tokenizer_is_an_input_finding_and_the_report_is_kept(probed
         result = child(*argv, timeout=120)
         assert result.returncode in (1, 2), result.stderr
         report = json.loads(result.stdout)
-        assert report["checked"]["adapter"] == "pass" and report["checked"]["tokenizer"] in ("fail", "error")
+        assert report["checked"]["environment"] == "pass" and report["checked"]["tokenizer"] in ("fail", "error"), (
+            report
+        )
         said = json.dumps(report["findings"])
         assert "tokenizer.json" in said and "tokenizers library" in said, said
     result = child("generate", "--no-probe", "--adapter", str(probed.adapter), "--base", str(probed.base), "-o",
@@ -213,7 +215,7 @@ def test_the_api_entry_points_give_user_regexes_one_budget_per_run(
     monkeypatch: pytest.MonkeyPatch,
     entry: str,
 ) -> None:
-    """Per match the limit is long here (30 s) and per run short (1 s): an entry point that opens no run budget
+    """Per match the limit is long here (20 s) and per run short (1 s): an entry point that opens no run budget
     gives each crafted key its full per-match time and fails with the per-match message, late; one that does
     stops at the run budget."""
     from lora_lock.fence import windows_form  # noqa: F401  (fence loads before the patch, as in a real run)
@@ -226,17 +228,17 @@ def test_the_api_entry_points_give_user_regexes_one_budget_per_run(
     config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     config["rank_pattern"] = {SLOW_KEY: 2}
     (adapter / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
-    monkeypatch.setattr(userregex, "TIMEOUT_S", 30.0)
+    monkeypatch.setattr(userregex, "TIMEOUT_S", 20.0)
     monkeypatch.setattr(userregex, "RUN_BUDGET_S", 1.0)
 
     said: str
     if entry == "check":
         said = json.dumps([f.to_dict() for f in lora_lock.check(adapter, base).findings])
     elif entry == "verify":
-        said = json.dumps([f.to_dict() for f in lora_lock.verify(lock).findings])
+        said = json.dumps([f.to_dict() for f in lora_lock.verify(lock, allow_outside_sources=True).findings])
     elif entry == "guard":
         with pytest.raises(lora_lock.LockViolation) as raised:
-            lora_lock.guard(lock)
+            lora_lock.guard(lock, allow_outside_sources=True)
         said = json.dumps([f.to_dict() for f in raised.value.report.findings])
     else:
         try:
@@ -259,21 +261,17 @@ def test_a_huge_adapter_config_is_refused_before_it_is_parsed(
 ) -> None:
     base = header_base("smollm-135m")
     adapter = make_adapter(None, lora_tensors("smollm-135m", ["q_proj"], r=4))
-    entries = size_mb * (1 << 20) // 6
+    entries = size_mb * (1 << 20) // 5
     with (adapter / "adapter_config.json").open("w", encoding="utf-8") as fh:
         fh.write('{"peft_type": "LORA", "r": 4, "target_modules": [')
         fh.write(",".join(['"ab"'] * entries))
         fh.write("]}")
     assert (adapter / "adapter_config.json").stat().st_size > ADAPTER_CONFIG_BOUND
-    code = (
-        "import resource, sys\nfrom lora_lock._cli import main\nrc = main(sys.argv[1:])\n"
-        "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)\n"
-    )
-    result = child("check", str(adapter), "--base", str(base), timeout=60, code=code)
+    result = child("check", str(adapter), "--base", str(base), timeout=60, code=PEAK_RSS)
     assert result.returncode == 2
     assert "adapter_config.json" in result.stdout + result.stderr and "MiB limit" in result.stdout + result.stderr
-    peak = int([ln for ln in result.stderr.splitlines() if ln.startswith("peak-rss-kib")][-1].split()[1])
-    assert peak < 250_000, peak  # the interpreter and lora-lock's static path: the file is never parsed
+    peak = peak_kib(result.stderr)
+    assert peak < 150_000, peak  # the interpreter and lora-lock's static path: the file is never parsed
 
 
 def test_a_real_sized_adapter_config_stays_under_the_bound(header_base: Callable[..., Path]) -> None:
