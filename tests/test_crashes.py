@@ -186,12 +186,26 @@ def test_sixteen_thousand_adapter_modules_with_distinct_prefixes_are_checked_qui
     assert json.loads(result.stdout)["findings"]
 
 
-def test_a_hundred_thousand_target_modules_is_a_fast_result_or_a_clear_refusal(
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="target matching before the compat package is O(targets × modules); compat/targets.py probes a set",
+    strict=False,
+)
+def test_a_million_target_modules_is_a_fast_result_or_a_clear_refusal(
     header_base: Callable[..., Path], make_adapter: Callable[..., Path]
 ) -> None:
+    """As many distinct ``target_modules`` as fit under the adapter_config.json bound (a million 4-letter names,
+    7 MB): a result in seconds with one set probe per module name suffix, minutes with one ``endswith`` per pair."""
+    import itertools
+    import string
+
     base = header_base("smollm-135m")
-    targets = [f"module_{i}_proj" for i in range(300_000)] + ["q_proj"]
+    names = ("".join(t) for t in itertools.product(string.ascii_lowercase + string.digits, repeat=4))
+    targets = [*itertools.islice(names, 1_000_000), "q_proj"]
     adapter = make_adapter(adapter_config(None, targets, r=4), lora_tensors("smollm-135m", ["q_proj"], r=4))
+    # written compactly, as PEFT does not indent it either; the pretty-printed form would pass the bound
+    (adapter / "adapter_config.json").write_text(json.dumps(adapter_config(None, targets, r=4)), encoding="utf-8")
+    assert (adapter / "adapter_config.json").stat().st_size < ADAPTER_CONFIG_BOUND
     result = child("check", str(adapter), "--base", str(base), "--format", "json", timeout=60)
     assert result.returncode in (0, 1, 2)
     report = json.loads(result.stdout)
