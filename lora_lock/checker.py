@@ -17,6 +17,7 @@ from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources import Resolved, resolve
 from lora_lock.stacks import facts_config, resolve_stack, stack_findings
+from lora_lock.userregex import per_run
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None
     return result, findings
 
 
+@per_run
 def check(
     adapter: str | Path,
     base: str | Path | None = None,

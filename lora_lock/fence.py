@@ -25,7 +25,10 @@ MiB = 1 << 20
 
 #: Size bounds per kind of file read whole (bytes). Weights are never read whole: headers have their own cap.
 LIMITS = {
-    "config": 16 * MiB,  # config.json, adapter_config.json, generation_config.json, special tokens, chat_template.json
+    "config": 16 * MiB,  # config.json, generation_config.json, special tokens, chat_template.json
+    # adapter_config.json: a few KB; a per-module rank_pattern + alpha_pattern of a 128-expert MoE is ~5 MB.
+    # Parsing costs 10-25x the text in memory, and a stranger's pull request supplies this file.
+    "adapter-config": 8 * MiB,
     "index": 64 * MiB,  # model.safetensors.index.json of the largest MoE checkpoints is ~10 MB
     "tokenizer-config": 32 * MiB,  # tokenizer_config.json (chat templates, added_tokens_decoder)
     "tokenizer": 256 * MiB,  # tokenizer.json (the largest published ones are ~35 MB)
@@ -217,3 +220,27 @@ def read_beside(path: Path, kind: str) -> str:
     leads outside the lock's repository; then read as UTF-8 text within the bound of ``kind``."""
     info = admit(path.parent, path.name, fence=repository_root(path.parent), allow_symlinks=False)
     return read_text(path, kind, info)
+
+
+def named_by_lock(lock_dir: Path, name: str, what: str) -> Path:
+    """A file the lock names by a path relative to its directory (the golden set): the path must stay inside
+    the lock's repository, and so must every symlink on the way, and it must be a regular file. Returns the path
+    to read (with :func:`read_bounded`, which re-checks it after the open). A fork's lock cannot make verify read,
+    hash or report on a runner's file outside the checkout."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or windows_form(name) or "\\" in name or "\x00" in name:
+        raise InputError(f"the lock's {what} {brief(name)} must be a relative POSIX path")
+    top = repository_root(lock_dir)
+    path = lock_dir / Path(*pure.parts)
+    try:
+        lexical = Path(os.path.normpath(lock_dir.resolve() / Path(*pure.parts)))
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"the lock's {what} {brief(name)}: cannot resolve ({exc.__class__.__name__})") from exc
+    if not lexical.is_relative_to(top):
+        raise InputError(
+            f"the lock's {what} {brief(name)} leads outside the lock's repository {top}",
+            hint="keep the file inside the repository the lock belongs to",
+        )
+    rel = lexical.relative_to(top).as_posix()
+    admit(top, rel, fence=top, allow_symlinks=False, where=f"the lock's {what}")
+    return path

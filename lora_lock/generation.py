@@ -22,6 +22,7 @@ from lora_lock.probe.loaded import CODE_DROPPED
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
 from lora_lock.runtime import lock_stack
 from lora_lock.sources import Resolved, posix_relative, resolve
+from lora_lock.userregex import per_run
 
 #: The lock section each behavioural category records.
 BEHAVIOUR_SECTIONS = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
@@ -75,6 +76,7 @@ def _fetch(source: Resolved, download: bool) -> Resolved:
     )
 
 
+@per_run
 def generate(
     adapters: Sequence[str | Path],
     base: str | Path | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lora_lock.errors import LoraLockError
 from lora_lock.models import Category, Report, Severity, Status
+from lora_lock.userregex import per_run
 from lora_lock.verification import STATIC_CATEGORIES, verify
 
 
@@ -29,6 +30,7 @@ class LockViolation(LoraLockError):
         self.report = report
 
 
+@per_run
 def guard(
     lockfile: str | Path = "lora.lock",
     *,

@@ -9,12 +9,13 @@ run (:func:`budget`; the CLI opens one per command), and the run stops with an i
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import regex
 
@@ -53,6 +54,25 @@ def budget(seconds: float | None = None) -> Iterator[None]:
         yield
     finally:
         _budget.left, _budget.total = saved
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def per_run(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Give a public entry point (``check``, ``generate``, ``verify``, ``guard``) one budget for the whole call,
+    unless a run already has one open (the CLI's, or an outer entry point's): a library caller gets the same
+    bound on total regex work as the command line."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if _budget.left is not None:
+            return func(*args, **kwargs)
+        with budget():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _spent(where: str) -> InputError:

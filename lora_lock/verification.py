@@ -21,6 +21,7 @@ from lora_lock.runtime import lock_stack
 from lora_lock.sources import Resolved, locked_source
 from lora_lock.stacks import CODE_RULES, facts_config, stack_findings
 from lora_lock.tokenizer_drift import fact_findings, facts_unreadable
+from lora_lock.userregex import per_run
 from lora_lock.verify_partial import intact_categories, lock_path, no_probe_recorded, nothing_checked
 
 STATIC_CATEGORIES = (
@@ -153,6 +154,7 @@ def _rows(rows: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(row_text(row) for row in rows) if rows else "absent"
 
 
+@per_run
 def verify(
     lockfile: str | Path = "lora.lock",
     *,

@@ -46,7 +46,7 @@ SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 def assert_safe(text: str, where: str, *, github: bool = False, markdown: bool = False) -> None:
     bad = UNSAFE.search(text)
-    assert bad is None, f"{where}: raw {bad.group()!r} at {bad.start()}: {text[max(0, bad.start() - 40):][:80]!r}"
+    assert bad is None, f"{where}: raw {bad.group()!r} at {bad.start()}: {text[max(0, bad.start() - 40) :][:80]!r}"
     for line in text.splitlines():
         if re.match(r"\s*::", line):
             assert github and ANNOTATION.fullmatch(line), f"{where}: a workflow command is written: {line!r}"
@@ -263,3 +263,47 @@ def test_documents_keep_their_value() -> None:
     toml = tomli_w.dumps({"k": EVIL})
     safe = sanitize.document(toml)
     assert UNSAFE.search(safe) is None and tomllib.loads(safe) == {"k": EVIL}
+
+
+@pytest.mark.parametrize(
+    ("lockfile", "adapter"),
+    [
+        ("x\x1b[2J\x1b]0;t\x07::error::forged.lock", "a\x1b[2K::set-output name=status::pass\u202e"),  # refused
+        ("x ::error::forged ::add-mask::s.lock", "a ::set-output name=status::pass"),  # accepted, then quoted
+    ],
+)
+def test_the_actions_log_group_title_and_summary_carry_no_command(
+    tmp_path: Path, locked_workspace: Path, lockfile: str, adapter: str
+) -> None:
+    """The Action's ``::group::`` title quotes its inputs (lockfile, adapter); the summary quotes the report.
+    With crafted inputs, no line of the log starts a workflow command the Action did not mean, and no raw control
+    character reaches the log or the summary."""
+    from tests.test_action import BASE_INPUTS, run_action
+
+    models = locked_workspace / "models"
+    shutil.copy(models / "lora.lock", models / lockfile)
+    run = run_action(locked_workspace, tmp_path / "runner", {**BASE_INPUTS, "lockfile": lockfile, "adapter": adapter})
+    assert "Traceback" not in run.log and run.code != 0
+    # A runner reads a command only at the start of a line: the Action's own are these.
+    own = re.compile(r"::(group::[^\n]*|endgroup::|(error|warning|notice) (file=[^:\n]*,)?title=[^:\n]*::[^\n]*)")
+    lines = run.stdout.splitlines()
+    for line in lines:
+        bad = UNSAFE.search(line)
+        assert bad is None, f"raw {bad.group()!r} in the Action's log line {line!r}"
+        if line.lstrip().startswith("::"):
+            assert line == line.lstrip() and own.fullmatch(line), f"a workflow command from crafted input: {line!r}"
+    assert not any(line.startswith(("::set-output", "::add-mask::s", "::error::forged")) for line in lines)
+    if "::group::" in run.stdout:
+        (title,) = [line for line in lines if line.startswith("::group::lora-lock verify")]
+        assert "forged" in title  # quoted inside the title, where it is plain text
+    if run.summary.exists():
+        assert_safe(run.summary.read_text(encoding="utf-8"), "the job summary", markdown=True)
+
+
+@pytest.fixture
+def locked_workspace(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    from tests.test_action import locked
+
+    return locked.__wrapped__(tmp_path, tiny_llama, tiny_llama_adapter, monkeypatch)  # type: ignore[attr-defined, no-any-return]

@@ -160,7 +160,7 @@ class _Reader:
 
 def read_adapter_config(path: Path) -> AdapterConfig:
     """Read and type-check ``adapter_config.json``."""
-    doc = read_json(path)
+    doc = read_json(path, "adapter-config")
     rd = _Reader(path, doc)
     peft_type = doc.get("peft_type")
     if not isinstance(peft_type, str):

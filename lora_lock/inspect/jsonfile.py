@@ -19,6 +19,8 @@ def kind_for(path: Path) -> str:
         return "index"
     if path.name == "tokenizer_config.json":
         return "tokenizer-config"
+    if path.name == "adapter_config.json":
+        return "adapter-config"
     return "config"
 
 

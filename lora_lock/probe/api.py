@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError
+from lora_lock.fence import named_by_lock
 from lora_lock.models import Category, Finding
 from lora_lock.probe.classify import open_session
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
@@ -162,7 +163,7 @@ def verify_behaviour(
             failures[Category.EFFECT] = exc
     if golden_section:
         try:
-            dataset = read_golden(lock_dir / str(golden_section["dataset"]))
+            dataset = read_golden(named_by_lock(lock_dir, str(golden_section["dataset"]), "golden dataset"))
         except InputError as exc:
             failures[Category.GOLDEN] = exc
             golden_section = None
