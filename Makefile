@@ -67,7 +67,7 @@ pytest: install
 test-act: install
 	$(PY) -m pytest -q -s -m act --basetemp=$(VENV)/act-tmp tests/test_act.py
 
-test: lint typecheck pytest test-act
+test: lint typecheck pytest test-act test-lm-eval-parity
 
 # The action's full tier on a transformers 4.x stack (huggingface_hub < 1.0) in a throwaway venv: it must stop
 # with `status: error` naming both versions and change nothing. Needs the package index (about 60 MB, 1 minute).
