@@ -249,7 +249,7 @@ HARNESSES: dict[str, Spec] = {
         Spec("safetensors_parse", safetensors_parse, "inspect.safetensors_header.parse_header"),
         Spec("safetensors_file", safetensors_file, "inspect.safetensors_header.read_header"),
         Spec("model_config", model_config, "inspect.model_config.read_model_facts"),
-        Spec("adapter_config", adapter_config, "inspect.adapter.read_adapter_config + peft_rules.is_targeted"),
+        Spec("adapter_config", adapter_config, "inspect.adapter.read_adapter_config + compat.is_targeted"),
         Spec("checkpoint_index", checkpoint_index, "inspect.checkpoint.read_checkpoint (sharded)"),
         Spec("lock", lock, "lockfile.read"),
         Spec("golden", golden, "probe.golden.read_golden + score_generation"),

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lora_lock.errors import InputError
+from lora_lock.fence import named_by_lock
 from lora_lock.lockfile import read
 
 
@@ -68,7 +69,7 @@ def lock_arguments(lockfile: str | Path) -> LockArguments:
         tokenizer=tokenizer,
         probe=isinstance(probe, dict),
         prompts=prompts,
-        golden=lock_dir / Path(*PurePosixPath(str(golden["dataset"])).parts) if isinstance(golden, dict) else None,
+        golden=named_by_lock(lock_dir, str(golden["dataset"]), "golden dataset") if isinstance(golden, dict) else None,
         device=str(section["device"]).split(":")[0] if section.get("device") else None,
         dtype=str(section["dtype"]) if section.get("dtype") else None,
     )

@@ -308,7 +308,9 @@ class LeftOut:
 
 
 #: Compat errors with which ``PeftModel.from_pretrained`` raises: the behaviour checks cannot load the model.
-LOAD_BLOCKING = frozenset({"COMPAT-SHAPE", "COMPAT-NO-TARGET", "COMPAT-KIND", "COMPAT-RANK", "COMPAT-SAVED-SHAPE"})
+LOAD_BLOCKING = frozenset(
+    {"COMPAT-SHAPE", "COMPAT-NO-TARGET", "COMPAT-KIND", "COMPAT-RANK", "COMPAT-SAVED-SHAPE", "COMPAT-PEFT-REFUSES"}
+)
 
 
 def _behaviour_findings(

@@ -38,7 +38,7 @@ class RuntimeModel:
     #: runtime module → parameter leaf names it holds directly (``weight``, ``bias``, ``gate_up_proj`` …)
     param_names: dict[str, frozenset[str]]
     #: prefixes transformers may add or strip at load (the ``base_model_prefix``, when the checkpoint's names
-    #: lack it); None: unknown architecture, any single leading prefix
+    #: lack it); None: unknown architecture, any leading prefix (one segment added, one or two stripped)
     movable_prefixes: tuple[str, ...] | None = None
 
 
@@ -163,13 +163,9 @@ def containers(modules: Iterable[str]) -> set[str]:
 # --- prefix alignment --------------------------------------------------------------------------------------------
 
 
-def _prefixes(paths: Iterable[str], depth: int = 2) -> set[str]:
-    out = {""}
-    for path in paths:
-        parts = path.split(".", depth)
-        for k in range(1, min(depth, len(parts) - 1) + 1):
-            out.add(".".join(parts[:k]) + ".")
-    return out
+def _shortest_first(item: tuple[str, int]) -> tuple[int, str]:
+    """Candidates are tried shortest prefix first, then by name, so ties resolve the same way on every run."""
+    return len(item[0]), item[0]
 
 
 def align(
@@ -205,9 +201,8 @@ def align(
             strip = ".".join(parts[:k]) + "."
             if path[len(strip) :] in base_paths:
                 strip_scores[strip] = strip_scores.get(strip, 0) + 1
-    order = lambda s: (len(s), s)  # noqa: E731  (shortest first, then by name: deterministic)
-    candidates = [("", add, n) for add, n in sorted(add_scores.items(), key=lambda kv: order(kv[0]))]
-    candidates += [(strip, "", n) for strip, n in sorted(strip_scores.items(), key=lambda kv: order(kv[0]))]
+    candidates = [("", add, n) for add, n in sorted(add_scores.items(), key=_shortest_first)]
+    candidates += [(strip, "", n) for strip, n in sorted(strip_scores.items(), key=_shortest_first)]
     for strip, add, score in candidates:
         if movable is not None and (strip or add) not in movable:
             continue

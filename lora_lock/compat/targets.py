@@ -70,13 +70,6 @@ class NameSet:
         return False
 
 
-def names_match(names: tuple[str, ...] | NameSet | str, key: str, where: str) -> bool:
-    """PEFT's list / regex match of one module name (a list entry matches the name or a dot-suffix of it)."""
-    if isinstance(names, str):
-        return userregex.fullmatch(names, key, where) is not None
-    return (names if isinstance(names, NameSet) else NameSet(names)).match(key)
-
-
 def unused_names(names: Iterable[str], modules: Iterable[str]) -> list[str]:
     """The list entries that match no module (``p == t`` or ``p.endswith('.' + t)``): each module's dot-suffixes,
     up to the deepest entry's depth, go into one set, so the cost is modules × depth plus one probe per entry."""
