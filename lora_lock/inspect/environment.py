@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import platform
 import re
 import shutil
@@ -38,6 +37,9 @@ class Environment:
 
 
 def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (package metadata only, nothing imported), or ``None``."""
+    import importlib.metadata as md  # imported here: it costs ~30 ms, and `check` never needs it
+
     try:
         return md.version(name)
     except md.PackageNotFoundError:
@@ -46,6 +48,8 @@ def package_version(name: str) -> str | None:
 
 def torch_cuda_version() -> str | None:
     """CUDA version torch was built with, read from ``torch/version.py`` as a text file (no import)."""
+    import importlib.metadata as md
+
     try:
         dist = md.distribution("torch")
     except md.PackageNotFoundError:
