@@ -33,7 +33,7 @@ import installer  # action/installer.py: this script's directory is first on sys
 
 #: Every category ``lora-lock verify`` knows, in report order (tests/test_action.py compares with lora_lock).
 CATEGORIES = ("base", "tokenizer", "adapter", "compat", "quantization", "environment", "effect", "golden")
-#: The static tier: no torch needed (lora_lock.verification.STATIC_CATEGORIES).
+#: The static tier: no torch needed (lora_lock.commands.verify.STATIC_CATEGORIES).
 STATIC = CATEGORIES[:6]
 #: What only the full tier checks, with the probe stack.
 BEHAVIOUR = ("effect", "golden")
@@ -323,8 +323,8 @@ def setup(env: Mapping[str, str]) -> int:
 
 
 def _load_report(path: Path, title: str) -> Any:
-    """The JSON report as a ``lora_lock.models.Report`` (None when the CLI wrote none)."""
-    from lora_lock.models import Report
+    """The JSON report as a ``lora_lock.findings.Report`` (None when the CLI wrote none)."""
+    from lora_lock.findings import Report
 
     try:
         return Report.from_dict(json.loads(path.read_text(encoding="utf-8")), title=title)
@@ -395,7 +395,7 @@ def verify(env: Mapping[str, str]) -> int:
         )
         return code if code in (EXIT_FAIL, EXIT_ERROR) else EXIT_ERROR
 
-    from lora_lock.models import Severity
+    from lora_lock.findings import Severity
     from lora_lock.report import Format, renderer_for
 
     sys.stdout.write(renderer_for(Format.GITHUB, source=config.display).render(report))
@@ -440,7 +440,7 @@ def verify(env: Mapping[str, str]) -> int:
 def _summary_markdown(report: Any, config: Config, status: str, warnings: int, own: Sequence[str]) -> str:
     """The job summary: lora-lock's markdown report, its status line replaced when the action's verdict differs
     (``fail-on: warning``), and the action's own warnings under it."""
-    from lora_lock.models import Status
+    from lora_lock.findings import Status
     from lora_lock.report import Format, printable, renderer_for
     from lora_lock.report.markdown import _STATUS
 

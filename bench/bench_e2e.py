@@ -15,7 +15,7 @@ JSON = ("--format", "json")
 BUILD = """
 import sys
 from pathlib import Path
-from lora_lock.probe import tiny
+from lora_lock.testing import tiny
 root = Path(sys.argv[1])
 tok = tiny.train_bpe_tokenizer(root / "tokenizer", vocab_size=1000)
 base = tiny.build_tiny_llama(root / "base", tok, seed=0, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128)

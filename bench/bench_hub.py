@@ -36,8 +36,8 @@ def _proc_read_bytes() -> int:
 def run(runs: int) -> Section:
     sys.path.insert(0, str(ROOT))
     import lora_lock.hashing as hashing
-    from lora_lock.generation import generate
-    from lora_lock.verification import verify
+    from lora_lock.commands.generate import generate
+    from lora_lock.commands.verify import verify
     from tests.fixtures.fake_hub import FakeHub, HubFile, build_cache_layout, hub_env
 
     sec = Section("4 hub")

@@ -72,7 +72,7 @@ def _noise(scale: float) -> Callable[[dict[str, Any]], None]:
 
 
 def build() -> Path:
-    from lora_lock.probe import tiny
+    from lora_lock.testing import tiny
 
     if (WORK / "adapter").exists():
         return WORK
@@ -189,12 +189,12 @@ def main() -> None:
 
 def task_types() -> None:
     """The same perturbations on one tiny model per task type the probe measures (effect findings only)."""
-    from lora_lock.probe import tiny_cls
     from lora_lock.probe.api import lock_probe, verify_probe
     from lora_lock.probe.classify import open_session
     from lora_lock.probe.prompts import DEFAULT_PROMPTS
-    from lora_lock.probe.tiny import train_lora
-    from lora_lock.probe.tiny_vlm import build_tiny_llava
+    from lora_lock.testing import tiny_cls
+    from lora_lock.testing.tiny import train_lora
+    from lora_lock.testing.tiny_vlm import build_tiny_llava
 
     tok = WORK / "tok"
 

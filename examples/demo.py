@@ -55,7 +55,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices while training the example
-    from lora_lock.probe import tiny
+    from lora_lock.testing import tiny
 
     start = time.monotonic()
     shutil.rmtree(WORK, ignore_errors=True)

@@ -52,7 +52,7 @@ def run_generate(out: Path, base: Path, adapter: Path, probe: bool, variant: int
 
 def check_state(out: Path, previous: bytes | None) -> str:
     from lora_lock.errors import InputError
-    from lora_lock.lockfile import read
+    from lora_lock.lock.io import read
     from lora_lock.probe.sidecar import read_sidecar
 
     if not out.exists():

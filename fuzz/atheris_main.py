@@ -21,7 +21,7 @@ from pathlib import Path
 import atheris  # type: ignore[import-untyped,unused-ignore]
 
 with atheris.instrument_imports():
-    # The lock reader's TOML parser is pure Python: instrument it too (lora_lock.lockfile imports it).
+    # The lock reader's TOML parser is pure Python: instrument it too (lora_lock.lock.io imports it).
     importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
     from fuzz.harnesses import HARNESSES

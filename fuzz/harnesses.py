@@ -26,7 +26,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from lora_lock import lockfile
 from lora_lock.compat import is_targeted, rank_for
 from lora_lock.errors import InputError
 from lora_lock.inspect.adapter import CONFIG_NAME, read_adapter_config
@@ -34,6 +33,7 @@ from lora_lock.inspect.checkpoint import INDEX_NAMES, read_checkpoint
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.inspect.safetensors_header import parse_header, read_header
 from lora_lock.inspect.tokenizer import read_tokenizer_facts
+from lora_lock.lock import io as lockfile
 from lora_lock.probe.golden import read_golden, score_generation
 
 T = TypeVar("T")

@@ -197,7 +197,7 @@ def valid_lock() -> dict[str, Any]:
 
 
 def lock_text(lock: Mapping[str, Any] | None = None) -> str:
-    from lora_lock import lockfile
+    from lora_lock.lock import io as lockfile
 
     return lockfile.dumps(valid_lock() if lock is None else lock)
 

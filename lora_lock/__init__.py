@@ -19,31 +19,31 @@ from typing import TYPE_CHECKING, Any
 from lora_lock._version import __version__
 
 if TYPE_CHECKING:
-    from lora_lock.checker import check
+    from lora_lock.commands.check import check
+    from lora_lock.commands.generate import GenerateResult, generate
+    from lora_lock.commands.guard import LockViolation, guard
+    from lora_lock.commands.verify import verify
     from lora_lock.errors import InputError, LockfileError, LoraLockError, SourceError
-    from lora_lock.generation import GenerateResult, generate
-    from lora_lock.lockdiff import diff
-    from lora_lock.models import Category, Finding, Report, Severity, Status
-    from lora_lock.serving import LockViolation, guard
-    from lora_lock.verification import verify
+    from lora_lock.findings import Category, Finding, Report, Severity, Status
+    from lora_lock.lock.diff import diff
 
 _EXPORTS = {
-    "check": "lora_lock.checker",
-    "diff": "lora_lock.lockdiff",
-    "generate": "lora_lock.generation",
-    "GenerateResult": "lora_lock.generation",
-    "verify": "lora_lock.verification",
-    "guard": "lora_lock.serving",
-    "LockViolation": "lora_lock.serving",
+    "check": "lora_lock.commands.check",
+    "diff": "lora_lock.lock.diff",
+    "generate": "lora_lock.commands.generate",
+    "GenerateResult": "lora_lock.commands.generate",
+    "verify": "lora_lock.commands.verify",
+    "guard": "lora_lock.commands.guard",
+    "LockViolation": "lora_lock.commands.guard",
     "InputError": "lora_lock.errors",
     "LockfileError": "lora_lock.errors",
     "LoraLockError": "lora_lock.errors",
     "SourceError": "lora_lock.errors",
-    "Category": "lora_lock.models",
-    "Finding": "lora_lock.models",
-    "Report": "lora_lock.models",
-    "Severity": "lora_lock.models",
-    "Status": "lora_lock.models",
+    "Category": "lora_lock.findings",
+    "Finding": "lora_lock.findings",
+    "Report": "lora_lock.findings",
+    "Severity": "lora_lock.findings",
+    "Status": "lora_lock.findings",
 }
 
 __all__ = [

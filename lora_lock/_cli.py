@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TextIO
 
 from lora_lock._version import __version__
 from lora_lock.errors import InputError, LoraLockError
-from lora_lock.models import Category, Report, Severity
+from lora_lock.findings import Category, Report, Severity
 from lora_lock.report import Format, renderer_for
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
@@ -61,7 +61,7 @@ def _emit(report: Report, args: argparse.Namespace, source: str | None = "lora.l
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from lora_lock.checker import check
+    from lora_lock.commands.check import check
     from lora_lock.runtime import parse_stack
 
     # A bad --stack is a usage error (exit 2, one paragraph), raised before anything is read.
@@ -158,13 +158,13 @@ class _Steps:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from lora_lock.checker import input_finding
-    from lora_lock.generation import generate
+    from lora_lock.commands.check import input_finding
+    from lora_lock.commands.generate import generate
 
     progress, steps = _Progress(), _Steps()
     try:
         with tempfile.TemporaryDirectory(prefix="lora-lock-") as scratch:
-            from lora_lock.relock import generate_arguments
+            from lora_lock.commands.relock import generate_arguments
 
             chosen = generate_arguments(args, Path(scratch))
             args.adapter = chosen["adapters"]
@@ -199,7 +199,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from lora_lock.verification import verify
+    from lora_lock.commands.verify import verify
 
     progress, steps = _Progress(), _Steps()
     try:
@@ -226,9 +226,9 @@ def _locator(args: argparse.Namespace) -> Any:
     """``verify --format github``: annotate each finding on the file that changed, where it has one."""
     if args.format != Format.GITHUB.value:
         return None
-    from lora_lock.lockfile import read
+    from lora_lock.commands.verify_partial import lock_path
+    from lora_lock.lock.io import read
     from lora_lock.report.where import locator
-    from lora_lock.verify_partial import lock_path
 
     path = lock_path(args.lockfile)
     try:
@@ -241,8 +241,8 @@ def _locator(args: argparse.Namespace) -> Any:
 def _cmd_list(args: argparse.Namespace) -> int:
     import json
 
-    from lora_lock.fleet import adapter_names, matrix_json
-    from lora_lock.verify_partial import lock_path
+    from lora_lock.commands.fleet import adapter_names, matrix_json
+    from lora_lock.commands.verify_partial import lock_path
 
     if args.format == "json":
         try:
@@ -262,8 +262,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_env(args: argparse.Namespace) -> int:
-    from lora_lock.fleet import constraints
-    from lora_lock.lockfile import write_atomic
+    from lora_lock.commands.fleet import constraints
+    from lora_lock.lock.io import write_atomic
 
     text = constraints(args.lockfile)
     from lora_lock.report.sanitize import text as clean
@@ -277,13 +277,13 @@ def _cmd_export_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_outdated(args: argparse.Namespace) -> int:
-    from lora_lock.outdated import outdated
+    from lora_lock.commands.outdated import outdated
 
     return _emit(outdated(args.lockfile), args, source=args.lockfile)
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from lora_lock.lockdiff import diff
+    from lora_lock.lock.diff import diff
 
     result = diff(args.old, args.new)
     render = {"json": result.render_json, "markdown": result.render_markdown}.get(args.format, result.render_text)
@@ -292,7 +292,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from lora_lock.lockfile import schema_text
+    from lora_lock.lock.io import schema_text
 
     _write(schema_text())
     return 0

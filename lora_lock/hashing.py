@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from lora_lock.errors import InputError
-from lora_lock.fence import open_regular
+from lora_lock.sources.fence import open_regular
 
 ALGORITHM = "sha256"
 BUFFER_BYTES = 1 << 20

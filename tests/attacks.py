@@ -20,7 +20,7 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
+from lora_lock.commands.generate import generate
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -28,8 +28,8 @@ import tomli_w
 import yaml
 
 from lora_lock._cli import main as cli
-from lora_lock.models import Category
-from lora_lock.verification import STATIC_CATEGORIES
+from lora_lock.commands.verify import STATIC_CATEGORIES
+from lora_lock.findings import Category
 
 if sys.version_info >= (3, 11):
     import tomllib

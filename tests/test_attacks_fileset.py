@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from lora_lock.serving import LockViolation, guard
+from lora_lock.commands.guard import LockViolation, guard
 from tests.attacks import Repo, cli, codes, make_repo, subjects, verify_json
 
 STATIC = "--skip=effect,golden"

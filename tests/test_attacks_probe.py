@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lora_lock.probe import tiny
+from lora_lock.testing import tiny
 from tests.attacks import ROOT, Repo, child, cli, codes, make_repo, verify_json
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from lora_lock._cli import main
+from lora_lock.commands.generate import generate
 from lora_lock.errors import InputError
-from lora_lock.generation import generate
-from lora_lock.lockfile import read
+from lora_lock.lock.io import read
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lora_lock.generation import generate
+from lora_lock.commands.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 # The signal is sent by the process to itself once generate has resolved its sources and starts reading them.
 _INTERRUPTED = (
     "import os, signal, sys\n"
-    "import lora_lock.generation as g\n"
+    "import lora_lock.commands.generate as g\n"
     "real = g.observe\n"
     "def observe(*a, **k):\n"
     "    os.kill(os.getpid(), signal.SIGINT)\n"

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
-from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.commands.generate import generate
+from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.report import Format, renderer_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -838,7 +838,7 @@ def test_a_bare_name_that_is_no_directory_says_so(tmp_path: Path, monkeypatch: p
     """``check my-adapter`` with no such directory: not only "not in the Hub cache" (a bare name is also a legacy
     Hub id), but that no local directory has that name."""
     from lora_lock.errors import SourceError
-    from lora_lock.sources import resolve
+    from lora_lock.sources.resolve import resolve
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError) as caught:

@@ -101,9 +101,9 @@ def test_a_newer_transformers_than_the_table_is_warned(header_base: HeaderBase, 
 
 
 def test_the_stack_is_honoured_by_the_prediction(header_base: HeaderBase, make_adapter: MakeAdapter) -> None:
-    from lora_lock.checker import read_base, static_findings
+    from lora_lock.commands.check import read_base, static_findings
     from lora_lock.inspect.adapter import read_adapter
-    from lora_lock.sources import resolve
+    from lora_lock.sources.resolve import resolve
 
     adapter = make_adapter(adapter_config("someone/else", ATTN), lora_tensors("llama-3-8b", ATTN, 16))
     stack = parse_stack("transformers==4.46.0,peft==0.13.0")

@@ -22,7 +22,7 @@ peft = pytest.importorskip("peft")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from lora_lock import Report, Severity, Status, check  # noqa: E402
-from lora_lock.probe import tiny  # noqa: E402
+from lora_lock.testing import tiny  # noqa: E402
 from tests.fixtures.tiny_models import LLAMA_SHAPE, LLAMA_TARGETS, RANK, SEED  # noqa: E402
 
 pytestmark = pytest.mark.slow

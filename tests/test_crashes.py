@@ -232,7 +232,7 @@ def test_the_api_entry_points_give_user_regexes_one_budget_per_run(
     """Per match the limit is long here (20 s) and per run short (1 s): an entry point that opens no run budget
     gives each crafted key its full per-match time and fails with the per-match message, late; one that does
     stops at the run budget."""
-    from lora_lock.fence import windows_form  # noqa: F401  (fence loads before the patch, as in a real run)
+    from lora_lock.sources.fence import windows_form  # noqa: F401  (fence loads before the patch, as in a real run)
 
     base = header_base("smollm-135m")
     adapter = make_adapter(adapter_config(None, ["q_proj"], r=4), lora_tensors("smollm-135m", ["q_proj"], r=4))
@@ -301,7 +301,7 @@ def test_a_real_sized_adapter_config_stays_under_the_bound(header_base: Callable
         alpha_pattern={f"base_model.model.{m}": 16 for m in modules},
     )
     assert len(json.dumps(doc, indent=2)) * 10 < ADAPTER_CONFIG_BOUND
-    from lora_lock.fence import LIMITS
+    from lora_lock.sources.fence import LIMITS
 
     assert LIMITS["adapter-config"] == ADAPTER_CONFIG_BOUND
 

@@ -13,9 +13,9 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
-from lora_lock.lockdiff import diff
-from lora_lock.lockfile import read as read_lock
+from lora_lock.commands.generate import generate
+from lora_lock.lock.diff import diff
+from lora_lock.lock.io import read as read_lock
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -219,9 +219,7 @@ def test_rows_sharing_a_pattern_are_all_compared(repo: Path, capsys: pytest.Capt
     assert "rank 4, lora_A 4x64" in modules[0]["expected"] and "rank 2, lora_A 2x64" in modules[0]["actual"]
 
 
-def test_a_module_row_that_became_quantized_is_a_compat_change(
-    repo: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_module_row_that_became_quantized_is_a_compat_change(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every field of a module row counts, `quantized` included (it is not in the printed shapes)."""
     locked = lock(repo, "lora.lock")
     doc = tomllib.loads(locked.read_text(encoding="utf-8"))

@@ -20,8 +20,8 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
-from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.commands.generate import generate
+from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.report import Format, renderer_for, sanitize
 
 if sys.version_info >= (3, 11):
@@ -183,7 +183,7 @@ def test_usage_and_internal_errors(
     def broken(lockfile: Any) -> list[str]:
         raise RuntimeError(EVIL)
 
-    monkeypatch.setattr("lora_lock.fleet.adapter_names", broken)
+    monkeypatch.setattr("lora_lock.commands.fleet.adapter_names", broken)
     rc, _, err = _check_run(capsys, "text", "list", str(crafted / "lora.lock"))
     assert rc == 2 and "internal error: RuntimeError" in err and len(err.splitlines()) == 2
 
@@ -200,7 +200,7 @@ def test_colour_output_carries_only_its_own_sequences(
 
 
 def test_guard_raises_a_sanitised_violation(crafted: Path) -> None:
-    from lora_lock.serving import LockViolation, guard
+    from lora_lock.commands.guard import LockViolation, guard
 
     with pytest.raises(LockViolation) as caught:
         guard(crafted / "edited.lock")

@@ -21,13 +21,13 @@ from fuzz import harnesses
 from fuzz.harnesses import HARNESSES, WORKSPACE, split_sized
 from fuzz.seeds import CORPUS, seeds
 from fuzz.strategies import STRATEGIES
-from lora_lock import lockfile
 from lora_lock.errors import InputError
 from lora_lock.inspect.adapter import read_adapter_config
 from lora_lock.inspect.checkpoint import read_checkpoint
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.inspect.safetensors_header import MAX_HEADER_BYTES, parse_header, read_header
 from lora_lock.inspect.tokenizer import read_tokenizer_facts
+from lora_lock.lock import io as lockfile
 from lora_lock.probe.golden import read_golden
 
 SMOKE = settings(

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import pytest
 
 from fuzz.harnesses import HarnessTimeout, time_budget
-from lora_lock import lockfile
 from lora_lock.compat import is_targeted, rank_for
 from lora_lock.errors import InputError
 from lora_lock.inspect.adapter import AdapterConfig, read_adapter_config
@@ -27,6 +26,7 @@ from lora_lock.inspect.checkpoint import read_checkpoint
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.inspect.safetensors_header import parse_header, read_header
 from lora_lock.inspect.tokenizer import read_tokenizer_facts
+from lora_lock.lock import io as lockfile
 from lora_lock.probe.golden import read_golden, score_generation
 
 #: Seconds a reader (or a match against what it read) may take; a healthy call on these inputs takes milliseconds.
@@ -382,7 +382,7 @@ def test_special_token_with_lone_surrogate(tmp_path: Path) -> None:
 def test_lock_text_with_a_lone_surrogate_is_refused_cleanly(tmp_path: Path) -> None:
     """A lone surrogate escape in an input JSON file reaches the lock text; writing it is an input error."""
     from lora_lock.errors import LockfileError
-    from lora_lock.lockfile import write_atomic
+    from lora_lock.lock.io import write_atomic
 
     target = tmp_path / "lora.lock"
     with pytest.raises(LockfileError, match="not valid Unicode"):

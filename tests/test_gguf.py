@@ -200,8 +200,8 @@ def test_shapes_are_checked_against_the_reversed_gguf_dims(
 
 
 def test_facts_come_from_the_gguf_metadata_without_a_config(gguf_dir: Path) -> None:
-    from lora_lock.checker import read_base
-    from lora_lock.sources import resolve
+    from lora_lock.commands.check import read_base
+    from lora_lock.sources.resolve import resolve
 
     view = read_base(resolve(gguf_dir))
     facts = view.facts
@@ -215,8 +215,8 @@ def test_facts_come_from_the_gguf_metadata_without_a_config(gguf_dir: Path) -> N
 
 
 def test_a_gguf_next_to_safetensors_weights_is_not_the_base(tmp_path: Path) -> None:
-    from lora_lock.gguf_fit import gguf_files
-    from lora_lock.sources import resolve
+    from lora_lock.compat.gguf import gguf_files
+    from lora_lock.sources.resolve import resolve
 
     (tmp_path / "model.safetensors").write_bytes(b"")
     (tmp_path / "model-Q4_K_M.gguf").write_bytes(b"")
@@ -449,16 +449,14 @@ def test_the_name_table_is_what_the_generator_writes_today() -> None:
 
 
 @pytest.mark.slow
-def test_transformers_loads_the_gguf_into_the_parameters_lora_lock_predicts(
-    tiny_llama: Path, tmp_path: Path
-) -> None:
+def test_transformers_loads_the_gguf_into_the_parameters_lora_lock_predicts(tiny_llama: Path, tmp_path: Path) -> None:
     """The differential check of the name map and the dim order: transformers itself loads the GGUF file."""
     torch = pytest.importorskip("torch")
     from safetensors.numpy import load_file
     from transformers import AutoModelForCausalLM
 
-    from lora_lock.checker import read_base
-    from lora_lock.sources import resolve
+    from lora_lock.commands.check import read_base
+    from lora_lock.sources.resolve import resolve
 
     weights = load_file(str(tiny_llama / "model.safetensors"))
     base = tmp_path / "base"
@@ -475,9 +473,7 @@ def test_transformers_loads_the_gguf_into_the_parameters_lora_lock_predicts(
 
 
 @pytest.mark.slow
-def test_check_with_a_gguf_base_never_imports_torch(
-    tiny_llama: Path, tiny_llama_adapter: Path, tmp_path: Path
-) -> None:
+def test_check_with_a_gguf_base_never_imports_torch(tiny_llama: Path, tiny_llama_adapter: Path, tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
     base = write_llama_gguf(tmp_path / "tiny.gguf", **TINY, data=load_file(str(tiny_llama / "model.safetensors")))

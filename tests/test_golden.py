@@ -25,7 +25,7 @@ import pytest
 import lora_lock
 from lora_lock._cli import main
 from lora_lock.errors import InputError
-from lora_lock.lockfile import read as read_lock
+from lora_lock.lock.io import read as read_lock
 from lora_lock.probe.golden import (
     DEFAULT_MAX_NFR,
     GoldenItem,

@@ -18,8 +18,8 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
+from lora_lock.commands.generate import generate
 from lora_lock.errors import SourceError
-from lora_lock.generation import generate
 from lora_lock.report import printable
 from lora_lock.report.markdown import _cell
 from lora_lock.sources.hub import HubFile, HubSnapshot, parse_spec

@@ -24,13 +24,13 @@ import pytest
 
 from lora_lock import hashing
 from lora_lock._cli import main
-from lora_lock.checker import check
-from lora_lock.generation import generate
-from lora_lock.lockfile import read as read_lock
-from lora_lock.models import Report
-from lora_lock.outdated import outdated
+from lora_lock.commands.check import check
+from lora_lock.commands.generate import generate
+from lora_lock.commands.outdated import outdated
+from lora_lock.commands.verify import verify
+from lora_lock.findings import Report
+from lora_lock.lock.io import read as read_lock
 from lora_lock.sources.hub import SMALL_FILES
-from lora_lock.verification import verify
 from tests.fixtures.fake_hub import FakeHub, HubEnv, HubFile, build_cache_layout, configure_huggingface_hub
 
 BASE = "org/base"
@@ -855,7 +855,7 @@ def test_public_api_names_stay_functions_after_the_cli_imported_their_modules() 
     import sys
 
     code = (
-        "import lora_lock.verification, lora_lock.generation, lora_lock.lockdiff, lora_lock.serving\n"
+        "import lora_lock.commands.verify, lora_lock.commands.generate, lora_lock.lock.diff, lora_lock.commands.guard\n"
         "import lora_lock\n"
         "bad = [n for n in ('verify', 'generate', 'diff', 'guard', 'check') if not callable(getattr(lora_lock, n))]\n"
         "assert not bad, bad\n"

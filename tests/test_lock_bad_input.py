@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
-from lora_lock.lockfile import read as read_lock
+from lora_lock.commands.generate import generate
+from lora_lock.lock.io import read as read_lock
 
 if sys.version_info >= (3, 11):
     import tomllib

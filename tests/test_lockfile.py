@@ -23,10 +23,10 @@ import jsonschema
 import pytest
 
 from lora_lock._cli import main
+from lora_lock.commands.generate import GenerateResult, generate
+from lora_lock.commands.verify import verify
 from lora_lock.errors import LockfileError
-from lora_lock.generation import GenerateResult, generate
-from lora_lock.lockfile import read as read_lock
-from lora_lock.verification import verify
+from lora_lock.lock.io import read as read_lock
 
 if sys.version_info >= (3, 11):
     import tomllib

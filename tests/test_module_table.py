@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from lora_lock import diff, generate, verify
+from lora_lock.findings import Category
 from lora_lock.inspect.modules import pattern_of
-from lora_lock.lockfile import dumps, read, write_atomic
-from lora_lock.models import Category
-from lora_lock.module_table import RUNTIME, ModuleNames, aligned, comparable, runtime_rows
+from lora_lock.lock.io import dumps, read, write_atomic
+from lora_lock.lock.module_table import RUNTIME, ModuleNames, aligned, comparable, runtime_rows
 from tests.fixtures.header_bases import adapter_config, lora_tensors
 from tests.fixtures.runtime_bases import small_llava_config
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
-from lora_lock.lockfile import read as read_lock
+from lora_lock.commands.generate import generate
+from lora_lock.lock.io import read as read_lock
 from lora_lock.probe import gates
 from lora_lock.probe.prompts import DEFAULT_PROMPTS, prompts_digest
 from lora_lock.probe.sidecar import SIDECAR_FORMAT, sidecar_digest
@@ -169,7 +169,7 @@ def repo(llama_locked: Path, tmp_path: Path) -> Path:
 def test_generate_records_probe_section_and_sidecar(llama_locked: Path) -> None:
     import jsonschema
 
-    from lora_lock.lockfile import schema
+    from lora_lock.lock.io import schema
 
     text = (llama_locked / "lora.lock").read_text(encoding="utf-8")
     lock = read_lock(llama_locked / "lora.lock")  # parses and validates
@@ -239,7 +239,7 @@ def test_locked_effect_matches_an_independent_measurement(llama_locked: Path) ->
     import torch
     from peft import PeftModel
 
-    from lora_lock.probe.tiny import load_causal_lm
+    from lora_lock.testing.tiny import load_causal_lm
 
     fp = json.loads((llama_locked / probe_section(llama_locked)["sidecar"]).read_text(encoding="utf-8"))["adapters"][
         "adapter"
@@ -293,7 +293,7 @@ def test_batched_greedy_continuations_equal_one_prompt_decoding(llama_locked: Pa
     import torch
     from peft import PeftModel
 
-    from lora_lock.probe.tiny import load_causal_lm
+    from lora_lock.testing.tiny import load_causal_lm
 
     prints = json.loads((llama_locked / probe_section(llama_locked)["sidecar"]).read_text(encoding="utf-8"))[
         "adapters"
@@ -1239,7 +1239,7 @@ def test_a_base_with_a_smaller_vocabulary_keeps_the_static_report(
 ) -> None:
     """The locked token ids meet a model with 900 embeddings: the probe says it cannot run, and the base drift
     found by the static checks is still reported (exit 1), not lost to an internal error."""
-    from lora_lock.probe import tiny
+    from lora_lock.testing import tiny
 
     shutil.rmtree(repo / "base")
     tiny.build_tiny_llama(repo / "base", tiny_tokenizer, seed=0, vocab_size=900)

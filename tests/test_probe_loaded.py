@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_lock.models import Category, Severity
+from lora_lock.findings import Category, Severity
 from lora_lock.probe.loaded import (
     CODE_DISAGREES,
     CODE_DROPPED,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_lock.generation import generate
-from lora_lock.lockfile import read as read_lock
+from lora_lock.commands.generate import generate
+from lora_lock.lock.io import read as read_lock
 
 #: Near-ties on the session's tiny Llama and adapter (seed 0), found by scoring 1,900 items in float32 and
 #: bfloat16: these two are the only ones whose answer bfloat16 changes (margins 0.012 and 0.004 nats, while

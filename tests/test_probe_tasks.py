@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
-from lora_lock.lockfile import read as read_lock
+from lora_lock.commands.generate import generate
+from lora_lock.lock.io import read as read_lock
 
 ADAPTER_FILE = "adapter_model.safetensors"
 
@@ -88,9 +88,9 @@ def llava_locked(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path)
     yet map Llava's saved checkpoint names (``language_model.model.layers…``) to the module names transformers
     loads them as (``model.language_model.layers…``) and reports ``COMPAT-NO-MATCH``."""
     pytest.importorskip("peft")
-    from lora_lock.probe import tiny
     from lora_lock.probe.api import lock_probe
-    from lora_lock.probe.tiny_vlm import build_tiny_llava
+    from lora_lock.testing import tiny
+    from lora_lock.testing.tiny_vlm import build_tiny_llava
 
     root = tmp_path_factory.mktemp("probe-llava")
     build_tiny_llava(root / "base", tiny_tokenizer, seed=0)
@@ -176,7 +176,7 @@ def classifier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     """A tiny BERT classifier (sequence or token) or a tiny T5, a LoRA trained on it (class loss, or copying
     sentences), and a lock made by ``generate``."""
     pytest.importorskip("peft")
-    from lora_lock.probe import tiny_cls
+    from lora_lock.testing import tiny_cls
 
     task = request.param
     root = tmp_path_factory.mktemp(f"probe-{task.lower()}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_lock.models import Category, CheckState, Finding, Report, Severity, Status
+from lora_lock.findings import Category, CheckState, Finding, Report, Severity, Status
 from lora_lock.report import Format, renderer_for
 from lora_lock.report.github import MAX_PER_KIND, escape_data, escape_property
 from lora_lock.report.markdown import MAX_BYTES

@@ -15,10 +15,10 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
+from lora_lock.commands.generate import generate
 from lora_lock.errors import InputError
-from lora_lock.generation import generate
 from lora_lock.hashing import hash_file
-from lora_lock.lockfile import read
+from lora_lock.lock.io import read
 
 
 def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path) -> None:

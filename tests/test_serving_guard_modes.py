@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lora_lock import LockViolation, guard
-from lora_lock.generation import generate
+from lora_lock.commands.generate import generate
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pytest
 from lora_lock import check
 from lora_lock._cli import main
 from lora_lock.compat import Fit
-from lora_lock.models import Report, Status
+from lora_lock.findings import Report, Status
 from lora_lock.runtime import parse_stack
-from lora_lock.stacks import CODE_RULES
+from lora_lock.runtime.applied import CODE_RULES
 from tests.fixtures.header_bases import adapter_config, lora_tensors
 
 STACK_5 = "transformers==5.23.0,peft==0.21.2"
@@ -118,7 +118,7 @@ def test_verify_applies_the_rules_of_the_lock_environment(
     adapter, base = llama_pair
     real = current_environment()
     old = Environment(versions={**real.versions, "transformers": "4.57.1", "peft": "0.17.1"}, gpu=real.gpu)
-    monkeypatch.setattr("lora_lock.generation.current_environment", lambda: old)
+    monkeypatch.setattr("lora_lock.commands.generate.current_environment", lambda: old)
     result = generate([adapter], base, tmp_path / "lora.lock", probe=False)
     assert result.written
     report = verify(tmp_path / "lora.lock", only={_compat()}, allow_outside_sources=True)
@@ -128,7 +128,7 @@ def test_verify_applies_the_rules_of_the_lock_environment(
 
 
 def _compat() -> Any:
-    from lora_lock.models import Category
+    from lora_lock.findings import Category
 
     return Category.COMPAT
 
@@ -189,7 +189,7 @@ def test_transformers_4_rules_keep_the_checkpoint_names_and_the_adapter_fits(
 ) -> None:
     """On 4.x transformers builds checkpoint names (what the generated table records for a non-VLM)."""
     from lora_lock.inspect.checkpoint import read_checkpoint
-    from lora_lock.module_table import module_names
+    from lora_lock.lock.module_table import module_names
 
     base, adapter, _ = vit_pair
     config = json.loads((base / "config.json").read_text())
@@ -205,7 +205,7 @@ def test_transformers_5_renames_the_vit_modules_the_old_adapter_targets(
     vit_pair: tuple[Path, Path, str | None],
 ) -> None:
     from lora_lock.inspect.checkpoint import read_checkpoint
-    from lora_lock.module_table import module_names
+    from lora_lock.lock.module_table import module_names
 
     base, _, outcome = vit_pair
     # Real PEFT on the installed (5.x) stack refuses the old adapter: its target modules no longer exist.
@@ -236,13 +236,13 @@ def test_a_lock_made_on_transformers_4_is_verified_by_its_rules(
     """The old ViT adapter fits on 4.x (the lock's stack) although real PEFT refuses it on the installed 5.x:
     verify judges the lock by 4.x rules; check on the installed stack does not."""
     from lora_lock import generate, verify
+    from lora_lock.findings import Category
     from lora_lock.inspect.environment import Environment, current_environment
-    from lora_lock.models import Category
 
     base, adapter, outcome = vit_pair
     real = current_environment()
     old = Environment(versions={**real.versions, "transformers": "4.57.1", "peft": "0.17.1"}, gpu=real.gpu)
-    monkeypatch.setattr("lora_lock.generation.current_environment", lambda: old)
+    monkeypatch.setattr("lora_lock.commands.generate.current_environment", lambda: old)
     assert generate([adapter], base, tmp_path / "lora.lock", probe=False).written
     report = verify(tmp_path / "lora.lock", only={Category.COMPAT}, allow_outside_sources=True)
     assert report.status is Status.PASS, [f.to_dict() for f in report.findings]

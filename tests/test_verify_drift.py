@@ -15,9 +15,9 @@ import pytest
 import tomli_w
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
-from lora_lock.lockfile import read as read_lock
-from lora_lock.probe.tiny import copy_tokenizer, train_bpe_tokenizer
+from lora_lock.commands.generate import generate
+from lora_lock.lock.io import read as read_lock
+from lora_lock.testing.tiny import copy_tokenizer, train_bpe_tokenizer
 
 if sys.version_info >= (3, 11):
     import tomllib

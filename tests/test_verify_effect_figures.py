@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
+from lora_lock.commands.generate import generate
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_effect_drift_names_the_live_effect_and_ratio(
 
 
 def _lock_rows(lock: Path) -> list[dict[str, float]]:
-    from lora_lock.lockfile import read
+    from lora_lock.lock.io import read
 
     rows: list[dict[str, float]] = read(lock)["probe"]["adapter"]
     return rows

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lora_lock._cli import main
-from lora_lock.generation import generate
+from lora_lock.commands.generate import generate
 
 
 def _shard(base: Path) -> None:

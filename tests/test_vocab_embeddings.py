@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_lock.checker import check
-from lora_lock.generation import generate
-from lora_lock.models import Finding
+from lora_lock.commands.check import check
+from lora_lock.commands.generate import generate
+from lora_lock.findings import Finding
 
 
 def _add_tokens(root: Path, *tokens: str) -> None:

@@ -2,7 +2,7 @@
 
     python examples/serving/peft_guard.py --lock lora.lock --adapter support-bot "Hello"
 
-Before any weight is loaded, `lora_lock.serving` re-checks what the lock pins for this adapter (base and adapter files,
+Before any weight is loaded, `lora_lock.guard` re-checks what the lock pins for this adapter (base and adapter files,
 tokenizer, shapes, quantization, installed versions) in well under a second for local files. On drift it raises
 `lora_lock.LockViolation`, whose `report` holds every finding: print it and exit non-zero, so the orchestrator keeps
 the previous replica instead of serving an adapter that silently does nothing (or the wrong thing).
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lora_lock
-from lora_lock.lockfile import read
+from lora_lock.lock.io import read
 from lora_lock.report import Format, renderer_for
 
 

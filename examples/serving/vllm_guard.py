@@ -3,7 +3,7 @@
     python examples/serving/vllm_guard.py --lock lora.lock --adapter support-bot --adapter sql-bot
     python examples/serving/vllm_guard.py --lock lora.lock --adapter support-bot --check-only   # no vLLM needed
 
-Each adapter is checked with `lora_lock.serving` before its `LoRARequest` is built: vLLM loads LoRA weights lazily,
+Each adapter is checked with `lora_lock.guard` before its `LoRARequest` is built: vLLM loads LoRA weights lazily,
 on the first request that names them, so without this check a drifted base or adapter would only show up as
 wrong answers in production. A violation prints the full report and exits non-zero before the engine starts.
 vLLM is imported only once every adapter passed (it is not needed to run the check).
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lora_lock
-from lora_lock.lockfile import read
+from lora_lock.lock.io import read
 from lora_lock.report import Format, renderer_for
 
 

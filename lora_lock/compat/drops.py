@@ -9,10 +9,10 @@ from lora_lock.compat.keys import LoraModule
 from lora_lock.compat.model import to_base, to_model
 from lora_lock.compat.shapes import where
 from lora_lock.compat.targets import Targets, unused_names
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, layer_indices, pattern_of
-from lora_lock.models import Category, Finding, Severity
 
 
 def target_findings(

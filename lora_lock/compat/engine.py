@@ -41,12 +41,12 @@ from lora_lock.compat.shapes import (
 )
 from lora_lock.compat.targets import Targets, rank_for, resolve_targets
 from lora_lock.compat.verdict import Prediction, predict, rules_finding
+from lora_lock.findings import Finding
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.checkpoint import Checkpoint
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import pattern_of
 from lora_lock.inspect.safetensors_header import TensorInfo
-from lora_lock.models import Finding
 from lora_lock.runtime import Stack, adapter_key_conversion, convert_adapter_keys, installed_stack
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.adapter import Adapter
 from lora_lock.inspect.model_config import ModelFacts
-from lora_lock.models import Category, Finding, Severity
-from lora_lock.sources import Resolved
+from lora_lock.sources.resolve import Resolved
 
 _SNAPSHOT = re.compile(r"models--(?P<repo>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})/?$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lora_lock.compat.keys import OUTPUT_HEADS
+from lora_lock.findings import Finding
 from lora_lock.inspect.checkpoint import Checkpoint
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, Kind, base_modules, module_of
 from lora_lock.inspect.safetensors_header import TensorInfo
-from lora_lock.models import Finding
 from lora_lock.runtime import RuntimeView, Stack, runtime_view
 
 _EMBEDDING_PREFERENCE = ("embed_tokens", "wte", "word_embeddings", "embed_in", "shared", "tok_embeddings")

@@ -16,11 +16,11 @@ from lora_lock.compat.keys import OUTPUT_HEADS, split_keys
 from lora_lock.compat.model import RuntimeModel, to_base
 from lora_lock.compat.shapes import DESCRIBE, Grouper, _shape, base_shape
 from lora_lock.compat.targets import listed_saved
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import Kind
 from lora_lock.inspect.safetensors_header import TensorInfo
-from lora_lock.models import Category, Finding, Severity
 
 
 def is_listed(module: str, listed: set[str]) -> bool:

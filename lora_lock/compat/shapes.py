@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lora_lock.compat.keys import LoraModule
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, Kind, compact_ranges, layer_indices, pattern_of
 from lora_lock.inspect.safetensors_header import TensorInfo
-from lora_lock.models import Category, Finding, Severity
 
 
 def where(paths: list[str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.runtime import Stack
 
 OUTCOMES = ("applies", "drops", "raises")

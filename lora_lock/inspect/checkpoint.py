@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError
-from lora_lock.fence import check_name, read_text
 from lora_lock.inspect.safetensors_header import Header, TensorInfo, read_header
+from lora_lock.sources.fence import check_name, read_text
 
 #: File names transformers writes for full checkpoints, in the order it looks for them.
 SINGLE_NAMES = ("model.safetensors",)
@@ -38,7 +38,7 @@ class Checkpoint:
 
 def read_json(path: Path, kind: str = "config") -> dict[str, Any]:
     """Read a JSON object file (a regular file, within the size bound of its ``kind``: see
-    :data:`lora_lock.fence.LIMITS`), turning every failure into an InputError naming the file."""
+    :data:`lora_lock.sources.fence.LIMITS`), turning every failure into an InputError naming the file."""
     text = read_text(path, kind)
     try:
         doc = json.loads(text)

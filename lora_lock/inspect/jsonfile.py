@@ -2,7 +2,7 @@
 
 ``json.loads`` keeps every value as a Python object, about 25 times the bytes of the text for a list of short
 strings, so a crafted 99 MB ``adapter_config.json`` would cost gigabytes before any field is checked: each kind of
-file is refused above a size its real instances stay far below (:data:`lora_lock.fence.LIMITS`).
+file is refused above a size its real instances stay far below (:data:`lora_lock.sources.fence.LIMITS`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, brief
-from lora_lock.fence import open_regular
+from lora_lock.sources.fence import open_regular
 
 #: safetensors refuses headers above 100 MB; so do we (a bigger one is a corrupt or hostile file).
 MAX_HEADER_BYTES = 100_000_000

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, brief, library_failure
-from lora_lock.fence import check_name, read_text
 from lora_lock.hashing import prefixed
 from lora_lock.inspect.checkpoint import read_json
+from lora_lock.sources.fence import check_name, read_text
 
 FULL_TOKENIZER_FILE = "tokenizer.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -164,7 +164,7 @@ def read_tokenizer_facts(
     """Facts of the tokenizer in ``root`` as transformers loads it; ``None`` when it holds no tokenizer files at
     all. ``names``: the directory's file set, already through the fence (default: listed here, strictly)."""
     if names is None:
-        from lora_lock.fence import resolve_fence
+        from lora_lock.sources.fence import resolve_fence
         from lora_lock.sources.fileset import list_local
 
         names = list_local(root, fence=resolve_fence(root), allow_symlinks=False)

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError
-from lora_lock.fence import named_by_lock
-from lora_lock.models import Category, Finding
+from lora_lock.findings import Category, Finding
 from lora_lock.probe.classify import open_session
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
 from lora_lock.probe.golden_gate import lock_golden, verify_golden
 from lora_lock.probe.loaded import loaded_findings
 from lora_lock.probe.sidecar import Step
 from lora_lock.probe.tasks import LOADS_ALONE, split_by_task, task_of
+from lora_lock.sources.fence import named_by_lock
 
 __all__ = [
     "Behaviour",
@@ -213,7 +213,7 @@ def verify_behaviour(
 
 def _golden_task(name: str) -> Finding:
     """The golden set scores a causal LM's text: a classifier or encoder-decoder adapter is named, not scored."""
-    from lora_lock.models import Severity
+    from lora_lock.findings import Severity
 
     return Finding(
         "GOLDEN-TASK",

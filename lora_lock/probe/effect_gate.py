@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.probe import gates
 from lora_lock.probe.effect import ProbeSession, gather, kl, rounded, top_k
 from lora_lock.probe.prompts import prompts_digest

@@ -30,8 +30,8 @@ from typing import Any
 
 from lora_lock import userregex
 from lora_lock.errors import InputError, brief
-from lora_lock.fence import read_bounded
 from lora_lock.probe.effect import DECODE_BATCH, ProbeMemoryError, finite
+from lora_lock.sources.fence import read_bounded
 
 SCORERS = ("exact", "contains", "regex")
 DEFAULT_MAX_NEW_TOKENS = 32

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.probe.effect import ProbeSession, rounded
 from lora_lock.probe.golden import CONVENTION, LEGACY, GoldenItem, GoldenRunner, choice_correct
 from lora_lock.probe.sidecar import Step
@@ -81,7 +81,7 @@ def lock_golden(
 ) -> dict[str, Any]:
     """The ``[golden]`` section: per adapter its correctness bits, accuracy, and the items inside the noise."""
     from lora_lock.probe.golden import pack_bits, read_golden, score_generation
-    from lora_lock.sources import posix_relative
+    from lora_lock.sources.resolve import posix_relative
 
     items, digest = read_golden(path)
     runner = GoldenRunner(session)

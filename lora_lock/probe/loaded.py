@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
 
 CODE_DROPPED = "PROBE-DROPPED"
 CODE_UNTRAINED = "PROBE-UNTRAINED"
@@ -139,11 +139,11 @@ def compare(name: str, loaded: LoadResult, predicted: Prediction, stack: str) ->
 def loaded_findings(session: Any, adapters: Sequence[tuple[str, Path]], base_dir: Path) -> list[Finding]:
     """For each adapter of a probe session: PEFT's real load result against ``check``'s prediction for the
     installed stack. Run after the session's measurements (it sets each adapter's weights once more)."""
-    from lora_lock.checker import read_base, static_findings
+    from lora_lock.commands.check import read_base, static_findings
     from lora_lock.errors import InputError
     from lora_lock.inspect.adapter import read_adapter
     from lora_lock.runtime import installed_stack
-    from lora_lock.sources import resolve
+    from lora_lock.sources.resolve import resolve
 
     stack = installed_stack()
     try:

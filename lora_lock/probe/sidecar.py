@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, brief
-from lora_lock.fence import read_beside
+from lora_lock.sources.fence import read_beside
 
 SIDECAR_FORMAT = 1
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lora_lock.errors import InputError
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
 
 #: Classifier task types and the auto class that loads their base with its head: the probe compares the
 #: class distributions (one row per sequence, or per token), the golden set does not apply.

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable
 from typing import Protocol
 
-from lora_lock.models import Finding, Report
+from lora_lock.findings import Finding, Report
 
 
 def printable(text: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lora_lock.models import Report, Severity
+from lora_lock.findings import Report, Severity
 from lora_lock.report import sanitize
 from lora_lock.report.where import Locate
 

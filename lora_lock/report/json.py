@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lora_lock.models import Report
+from lora_lock.findings import Report
 from lora_lock.report.sanitize import document
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lora_lock.models import Category, Finding, Report, Severity, Status
+from lora_lock.findings import Category, Finding, Report, Severity, Status
 from lora_lock.report import sanitize
 
 #: GitHub refuses step summaries above 1 MiB; stay well below it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from lora_lock.models import Category, CheckState, Finding, Report, Severity, Status
+from lora_lock.findings import Category, CheckState, Finding, Report, Severity, Status
 from lora_lock.report import sanitize
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from lora_lock.models import Finding
+from lora_lock.findings import Finding
 
 Locate = Callable[[Finding], "str | None"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lora_lock import userregex
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.safetensors_header import TensorInfo
-from lora_lock.models import Category, Finding, Severity
 from lora_lock.runtime import rename, shapes
 from lora_lock.runtime.stack import Stack, release
 from lora_lock.runtime.tables import PeftTable, peft_table, transformers_table

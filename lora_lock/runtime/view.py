@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.safetensors_header import TensorInfo
-from lora_lock.models import Category, Finding, Severity
 from lora_lock.runtime import rename, shapes
 from lora_lock.runtime.resolve import Resolved, adapt_tree, resolve_tree
 from lora_lock.runtime.stack import Stack, release

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from lora_lock.errors import InputError
-from lora_lock.fence import check_name, outside_error, special_error
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
+from lora_lock.sources.fence import check_name, outside_error, special_error
 
 #: Base names (compared case-insensitively) of files no loader reads: docs, licences, git metadata.
 IGNORED_NAMES = frozenset(

@@ -31,10 +31,10 @@ def _describe(report: Report) -> str:
 def _engine_prediction(adapter: Path, base: Path) -> Any | None:
     """The engine's prediction for the pair (``Fit.prediction``), reached the way ``check`` reaches it; ``None``
     when the installed lora_lock has no prediction or the input is unusable (check's report then says why)."""
-    from lora_lock.checker import read_base, static_findings
+    from lora_lock.commands.check import read_base, static_findings
     from lora_lock.errors import InputError
     from lora_lock.inspect.adapter import read_adapter
-    from lora_lock.sources import resolve
+    from lora_lock.sources.resolve import resolve
 
     try:
         adapter_view = read_adapter(resolve(adapter, what="adapter").path, require_weights=False)

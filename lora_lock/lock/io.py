@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, LockfileError, brief
-from lora_lock.fence import read_bounded
+from lora_lock.sources.fence import read_bounded
 
 if sys.version_info >= (3, 11):
     import tomllib

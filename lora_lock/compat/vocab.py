@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lora_lock.errors import InputError
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
 
 if TYPE_CHECKING:
-    from lora_lock.checker import BaseView
+    from lora_lock.commands.check import BaseView
 
 #: Where transformers models keep the input embedding (the checkpoint's name ends with one of these).
 _EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight", "shared.weight")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lora_lock.probe.tiny import _save_model, _seeded, _tokenizer_facts, encode
+from lora_lock.testing.tiny import _save_model, _seeded, _tokenizer_facts, encode
 
 #: Sentences and their classes the adapters are trained on (three classes).
 TRAIN = (

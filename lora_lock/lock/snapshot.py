@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lora_lock._version import __version__
-from lora_lock.checker import BaseView, read_base, static_findings
+from lora_lock.commands.check import BaseView, read_base, static_findings
 from lora_lock.compat import Fit
 from lora_lock.errors import InputError
-from lora_lock.fence import admit, resolve_fence
+from lora_lock.findings import Finding
 from lora_lock.hashing import ALGORITHM, FileDigest, Progress, hash_files
 from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.environment import DEFAULT_POLICY, Environment, current_environment
@@ -27,12 +27,12 @@ from lora_lock.inspect.tokenizer import (
     read_tokenizer_facts,
     tokenizer_files,
 )
-from lora_lock.lockfile import LOCK_VERSION
-from lora_lock.models import Finding
-from lora_lock.module_table import RUNTIME, ModuleNames, module_names, runtime_rows
+from lora_lock.lock.io import LOCK_VERSION
+from lora_lock.lock.module_table import RUNTIME, ModuleNames, module_names, runtime_rows
 from lora_lock.runtime import Stack, installed_stack
-from lora_lock.sources import Resolved
+from lora_lock.sources.fence import admit, resolve_fence
 from lora_lock.sources.fileset import excluding_lock, planted_adapter, planted_finding, stray_weights_finding
+from lora_lock.sources.resolve import Resolved
 
 HASHING = {
     "algorithm": ALGORITHM,

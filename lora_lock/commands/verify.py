@@ -7,22 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.checker import input_finding
-from lora_lock.drift import REGENERATE, compare_files, compare_values, environment_findings
+from lora_lock.commands.check import input_finding
+from lora_lock.commands.verify_partial import intact_categories, lock_path, no_probe_recorded, nothing_checked
 from lora_lock.errors import InputError
+from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.hashing import Progress, hash_files
-from lora_lock.lockdiff import row_text, rows_by_pattern
-from lora_lock.lockfile import read
-from lora_lock.models import Category, Finding, Report, Severity
-from lora_lock.module_table import aligned
-from lora_lock.observe import Observed, adapter_section, base_section, observe, tokenizer_section
+from lora_lock.lock.diff import row_text, rows_by_pattern
+from lora_lock.lock.drift import REGENERATE, compare_files, compare_values, environment_findings
+from lora_lock.lock.io import read
+from lora_lock.lock.module_table import aligned
+from lora_lock.lock.snapshot import Observed, adapter_section, base_section, observe, tokenizer_section
+from lora_lock.lock.tokenizer_drift import fact_findings, facts_unreadable
 from lora_lock.probe.sidecar import Step
 from lora_lock.runtime import lock_stack
-from lora_lock.sources import Resolved, locked_source
-from lora_lock.stacks import CODE_RULES, facts_config, stack_findings
-from lora_lock.tokenizer_drift import fact_findings, facts_unreadable
+from lora_lock.runtime.applied import CODE_RULES, facts_config, stack_findings
+from lora_lock.sources.resolve import Resolved, locked_source
 from lora_lock.userregex import per_run
-from lora_lock.verify_partial import intact_categories, lock_path, no_probe_recorded, nothing_checked
 
 STATIC_CATEGORIES = (
     Category.BASE,

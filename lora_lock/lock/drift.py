@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
-from lora_lock.models import Category, Finding, Severity
-from lora_lock.observe import UNHASHED
+from lora_lock.lock.snapshot import UNHASHED
 from lora_lock.sources.fileset import loader_ignores
 
 REGENERATE = "if this change is intended, run `lora-lock generate --from-lock` and review the lock diff"

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lora_lock.drift import REGENERATE, compare_values
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.tokenizer import FULL_TOKENIZER_FILE, TokenizerFacts, read_tokenizer_facts
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.lock.drift import REGENERATE, compare_values
 
 
 def facts_section(tok: TokenizerFacts | None) -> dict[str, Any]:

@@ -11,12 +11,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lora_lock.checker import input_finding
+from lora_lock.commands.check import input_finding
 from lora_lock.errors import InputError
+from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.hashing import hash_file
 from lora_lock.inspect.model_config import read_model_facts
-from lora_lock.lockfile import read
-from lora_lock.models import Category, Finding, Report, Severity
+from lora_lock.lock.io import read
 from lora_lock.sources.hub import is_offline
 
 

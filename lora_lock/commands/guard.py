@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
+from lora_lock.commands.verify import STATIC_CATEGORIES, verify
 from lora_lock.errors import LoraLockError
-from lora_lock.models import Category, Report, Severity, Status
+from lora_lock.findings import Category, Report, Severity, Status
 from lora_lock.userregex import per_run
-from lora_lock.verification import STATIC_CATEGORIES, verify
 
 
 class LockViolation(LoraLockError):
@@ -47,7 +47,7 @@ def guard(
     the fast mode catches converted, truncated, re-quantized or renamed weights, not a swap that keeps every size
     and header (new values in the same layout), which ``hash_weights=True`` or a CI ``verify`` catches. Every file
     of the locked directories is checked (a file added to the base, such as a planted adapter, fails the guard);
-    ``allow_symlinks`` / ``allow_outside_sources`` as for :func:`~lora_lock.verification.verify`.
+    ``allow_symlinks`` / ``allow_outside_sources`` as for :func:`~lora_lock.commands.verify.verify`.
     """
     report = verify(
         lockfile,

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock._version import __version__
-from lora_lock.lockfile import read
-from lora_lock.models import Category
-from lora_lock.module_table import aligned
+from lora_lock.findings import Category
+from lora_lock.lock.io import read
+from lora_lock.lock.module_table import aligned
 from lora_lock.report.sanitize import cell, document, line
 
 #: What a change of each category means for the adapter: the reviewer's summary of ``diff``.

@@ -10,18 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.checker import default_base_spec
+from lora_lock.commands.check import default_base_spec
 from lora_lock.errors import InputError
+from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.hashing import Progress
 from lora_lock.inspect.adapter import read_adapter
 from lora_lock.inspect.environment import current_environment
-from lora_lock.lockfile import dumps, parse, write_atomic
-from lora_lock.models import Category, Finding, Report, Severity
-from lora_lock.observe import Observed, build_lock, environment_section, observe
+from lora_lock.lock.io import dumps, parse, write_atomic
+from lora_lock.lock.snapshot import Observed, build_lock, environment_section, observe
 from lora_lock.probe.loaded import CODE_DROPPED
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
 from lora_lock.runtime import lock_stack
-from lora_lock.sources import Resolved, posix_relative, resolve
+from lora_lock.sources.resolve import Resolved, posix_relative, resolve
 from lora_lock.userregex import per_run
 
 #: The lock section each behavioural category records.
@@ -68,8 +68,8 @@ def _fetch(source: Resolved, download: bool) -> Resolved:
     """With ``download``, bring a Hub source's files into the cache so their bytes are hashed, not trusted."""
     if not download or source.hub is None:
         return source
-    from lora_lock.sources import from_snapshot
     from lora_lock.sources.hub import download_snapshot
+    from lora_lock.sources.resolve import from_snapshot
 
     return from_snapshot(
         source.spec, download_snapshot(source.hub), trust_cache_names=False, allow_symlinks=source.allow_symlinks
@@ -187,7 +187,7 @@ def generate(
 
 def _vocab_findings(observed: Observed, tokenizer: Resolved) -> list[Finding]:
     """The locked tokenizer, and any an adapter ships, against the base's embedding rows (``COMPAT-VOCAB``)."""
-    from lora_lock.vocab import embedding_rows, tokenizer_size, vocab_finding
+    from lora_lock.compat.vocab import embedding_rows, tokenizer_size, vocab_finding
 
     if observed.base.gguf is not None:
         return []

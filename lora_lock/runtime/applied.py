@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from lora_lock.models import Category, Finding, Severity
+from lora_lock.findings import Category, Finding, Severity
 from lora_lock.runtime import RuntimeView, Stack, installed_stack, parse_stack, runtime_view
 
 CODE_RULES = "COMPAT-RULES"

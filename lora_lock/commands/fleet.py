@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lora_lock.lockfile import read
+from lora_lock.lock.io import read
 from lora_lock.report.sanitize import line
 
 #: Distribution names on PyPI for the keys of ``[environment.versions]``.

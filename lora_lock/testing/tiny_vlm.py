@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lora_lock.probe.tiny import _save_model, _seeded, _tokenizer_facts
+from lora_lock.testing.tiny import _save_model, _seeded, _tokenizer_facts
 
 
 def build_tiny_llava(

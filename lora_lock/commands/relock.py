@@ -10,8 +10,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lora_lock.errors import InputError
-from lora_lock.fence import named_by_lock
-from lora_lock.lockfile import read
+from lora_lock.lock.io import read
+from lora_lock.sources.fence import named_by_lock
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.compat import Fit, fit, identity_findings
+from lora_lock.compat.gguf import GGUFBase, gguf_files, gguf_findings, read_gguf_base
 from lora_lock.errors import InputError
-from lora_lock.gguf_fit import GGUFBase, gguf_files, gguf_findings, read_gguf_base
+from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint, read_json
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
-from lora_lock.models import Category, Finding, Report, Severity
 from lora_lock.runtime import Stack, installed_stack
-from lora_lock.sources import Resolved, resolve
-from lora_lock.stacks import facts_config, resolve_stack, stack_findings
+from lora_lock.runtime.applied import facts_config, resolve_stack, stack_findings
+from lora_lock.sources.resolve import Resolved, resolve
 from lora_lock.userregex import per_run
 
 
@@ -148,7 +148,7 @@ def check(
     through the fence (symlinks out of them refused unless ``allow_symlinks``); what the base's file set says on
     its own (a planted adapter, stray weights) is reported in the ``base`` category.
     """
-    from lora_lock.observe import base_file_findings
+    from lora_lock.lock.snapshot import base_file_findings
 
     ran: tuple[Category, ...] = (Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION)
     try:
@@ -167,7 +167,7 @@ def check(
             findings += gguf_findings(gguf)
         base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []
         if gguf is None:
-            from lora_lock.vocab import check_findings as vocab_findings
+            from lora_lock.compat.vocab import check_findings as vocab_findings
 
             findings += vocab_findings(adapter_source.path, adapter_source.files, base_view)
     except InputError as exc:

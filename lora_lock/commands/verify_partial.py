@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lora_lock.errors import InputError
-from lora_lock.models import Category, Finding, Severity
-from lora_lock.tokenizer_drift import standalone_findings
+from lora_lock.findings import Category, Finding, Severity
+from lora_lock.lock.tokenizer_drift import standalone_findings
 
 if TYPE_CHECKING:
-    from lora_lock.sources import Resolved
+    from lora_lock.sources.resolve import Resolved
 
 
 def lock_path(lockfile: str | Path) -> Path:
