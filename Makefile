@@ -44,7 +44,7 @@ wheelhouse: install
 
 # The hash-pinned requirements of the action's isolated venv: the core's dependencies and the build backend,
 # resolved for every platform and Python lora-lock supports, at the versions constraints.txt pins.
-# (Needs the package index; tests/test_action.py checks that the file agrees with constraints.txt.)
+# (Needs the package index; tests/action/test_action.py checks that the file agrees with constraints.txt.)
 action-requirements: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt uv
 	$(VENV)/bin/uv pip compile pyproject.toml action/build-requirements.in -c constraints.txt --universal \
@@ -65,7 +65,7 @@ pytest: install
 # offline (the wheelhouse above). A separate run so its cost shows on its own: `-s` prints the seconds per run.
 # Its own --basetemp: another pytest run on the machine prunes old /tmp/pytest-of-$USER folders mid-run.
 test-act: install
-	$(PY) -m pytest -q -s -m act --basetemp=$(VENV)/act-tmp tests/test_act.py
+	$(PY) -m pytest -q -s -m act --basetemp=$(VENV)/act-tmp tests/action/test_act.py
 
 test: lint typecheck pytest test-act test-lm-eval-parity
 
@@ -75,7 +75,7 @@ STACK4X := $(VENV)/stack-4x
 test-stack-4x: install
 	$(PYTHON) -m venv --clear $(STACK4X)
 	$(STACK4X)/bin/python -m pip install --quiet --disable-pip-version-check 'transformers==4.57.*'
-	LORA_LOCK_STACK_4X_PYTHON=$(STACK4X)/bin/python $(PY) -m pytest -q tests/test_action.py -k stack_4x
+	LORA_LOCK_STACK_4X_PYTHON=$(STACK4X)/bin/python $(PY) -m pytest -q tests/action/test_action.py -k stack_4x
 
 # The golden set against lm-evaluation-harness itself: lm-eval 0.4.13 in its own venv, which sees the project
 # venv's torch/transformers/peft through a .pth file (so only lm-eval's own dependencies install: about 2 minutes
@@ -90,7 +90,7 @@ $(LMEVAL_STAMP): $(STAMP)
 	touch $(LMEVAL_STAMP)
 
 test-lm-eval-parity: $(LMEVAL_STAMP)
-	LORA_LOCK_LM_EVAL_PYTHON=$(LMEVAL)/bin/python $(PY) -m pytest -q -rs tests/test_probe_lm_eval_parity.py
+	LORA_LOCK_LM_EVAL_PYTHON=$(LMEVAL)/bin/python $(PY) -m pytest -q -rs tests/probe/test_lm_eval_parity.py
 
 demo: install
 	$(PY) examples/demo.py

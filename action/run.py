@@ -31,7 +31,7 @@ from typing import Any
 
 import installer  # action/installer.py: this script's directory is first on sys.path
 
-#: Every category ``lora-lock verify`` knows, in report order (tests/test_action.py compares with lora_lock).
+#: Every category ``lora-lock verify`` knows, in report order (tests/action/test_action.py compares with lora_lock).
 CATEGORIES = ("base", "tokenizer", "adapter", "compat", "quantization", "environment", "effect", "golden")
 #: The static tier: no torch needed (lora_lock.commands.verify.STATIC_CATEGORIES).
 STATIC = CATEGORIES[:6]

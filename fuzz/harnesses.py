@@ -5,7 +5,7 @@ when the reader returned a result or raised :class:`~lora_lock.errors.InputError
 that is a contract violation (a crash). A call that runs longer than :data:`DEFAULT_BUDGET` seconds raises
 :class:`HarnessTimeout` (a hang is a crash too).
 
-The same functions serve hypothesis (``tests/test_fuzz.py``, ``fuzz/hypothesis_main.py``) and atheris
+The same functions serve hypothesis (``tests/fuzz/test_fuzz.py``, ``fuzz/hypothesis_main.py``) and atheris
 (``fuzz/atheris_main.py``), so a crash found by one engine replays in the other and in a plain pytest test.
 """
 

@@ -1,4 +1,4 @@
-"""Helpers of the attack tests (tests/test_attacks_*.py, tests/test_crashes.py): a locked repository copied from
+"""Helpers of the attack tests (tests/test_attacks_*.py, tests/cli/test_crashes.py): a locked repository copied from
 the session's tiny models, the CLI run in-process or as a child process with a timeout, and report readers.
 
 A child process is used wherever the old behaviour was a hang or a memory blow-up: the timeout turns a

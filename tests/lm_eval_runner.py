@@ -1,6 +1,6 @@
 """Run lm-evaluation-harness on a local model, adapter and multiple-choice JSONL; print per-item results as JSON.
 
-Run by tests/test_probe_lm_eval_parity.py with the Python of the environment ``make test-lm-eval-parity`` builds
+Run by tests/probe/test_lm_eval_parity.py with the Python of the environment ``make test-lm-eval-parity`` builds
 (lm-eval is not a dependency of lora-lock). Imports nothing of lora-lock. Usage::
 
     python lm_eval_runner.py BASE ADAPTER ITEMS.jsonl WORKDIR

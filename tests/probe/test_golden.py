@@ -336,7 +336,7 @@ def test_schema_and_read_golden_both_reject(tmp_path: Path, doc: Any) -> None:
 
 
 def test_the_repository_schema_is_the_packaged_one() -> None:
-    root_copy = Path(__file__).resolve().parents[1] / "schemas" / "golden.schema.json"
+    root_copy = Path(__file__).resolve().parents[2] / "schemas" / "golden.schema.json"
     assert root_copy.read_bytes() == SCHEMA_PATH.read_bytes()
 
 

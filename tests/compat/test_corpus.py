@@ -22,7 +22,7 @@ from lora_lock.inspect.adapter import read_adapter, read_adapter_config
 from lora_lock.runtime import parse_stack
 from tests.fixtures.header_bases import HeaderBase
 
-CORPUS = Path(__file__).parents[2] / "shared" / "corpus" / "real-adapters"
+CORPUS = Path(__file__).parents[3] / "shared" / "corpus" / "real-adapters"
 if not CORPUS.is_dir():
     pytest.skip(f"the real-adapter corpus is not here ({CORPUS})", allow_module_level=True)
 

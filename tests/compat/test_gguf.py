@@ -29,7 +29,7 @@ from tests.test_static_imports import run_child
 gguf = pytest.importorskip("gguf", reason="the GGUF tests write files with the gguf package (test extra)")
 np = pytest.importorskip("numpy")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 Q = gguf.GGMLQuantizationType
 TINY = {**LLAMA_SHAPE, "vocab": 1000}
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -41,7 +41,7 @@ from lora_lock._version import __version__
 
 pytestmark = pytest.mark.act
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STANDINS = ROOT / "tests" / "act"
 ACT_WORKFLOWS = STANDINS / "workflows"
 EXAMPLES = ROOT / "examples" / "workflows"
@@ -56,7 +56,7 @@ REMOTE_ACTIONS = {
 SELF_HOSTED = ("ubuntu-latest", "self-hosted", "gpu")
 #: What one act run may take: the slowest job builds a venv, installs lora-lock, trains a tiny adapter, probes.
 ACT_TIMEOUT = 900
-#: Seconds each act run took, for the report at the end of the session (tests/test_act.py -s prints them).
+#: Seconds each act run took, for the report at the end of the session (tests/action/test_act.py -s prints them).
 TIMINGS: dict[str, float] = {}
 
 
@@ -180,7 +180,7 @@ def _stack_wheel(folder: Path, stack: Path) -> str:
             f"Metadata-Version: 2.1\nName: lora-lock-act-stack\nVersion: {version}\n"
         ),
         f"{name}-{version}.dist-info/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: tests/test_act.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            "Wheel-Version: 1.0\nGenerator: tests/action/test_act.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
     }
     record = []

@@ -2,7 +2,7 @@
 
 The contract: for any input bytes, lora-lock's readers return a result or raise its own ``InputError``, in bounded
 time and without allocating for a claimed (not actual) size. Volume runs live in ``fuzz/run.py``; crashes found
-there are pinned one by one in ``tests/test_fuzz_regressions.py``.
+there are pinned one by one in ``tests/fuzz/test_fuzz_regressions.py``.
 """
 
 from __future__ import annotations

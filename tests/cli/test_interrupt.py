@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lora_lock.commands.generate import generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The signal is sent by the process to itself once generate has resolved its sources and starts reading them.
 _INTERRUPTED = (
     "import os, signal, sys\n"

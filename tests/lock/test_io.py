@@ -33,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "lora_lock" / "schemas" / "lora-lock.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "lora_lock" / "schemas" / "lora-lock.schema.json"
 STATIC = ("base", "tokenizer", "adapter", "compat", "quantization", "environment")
 
 

@@ -278,7 +278,7 @@ def test_the_actions_log_group_title_and_summary_carry_no_command(
     """The Action's ``::group::`` title quotes its inputs (lockfile, adapter); the summary quotes the report.
     With crafted inputs, no line of the log starts a workflow command the Action did not mean, and no raw control
     character reaches the log or the summary."""
-    from tests.test_action import BASE_INPUTS, run_action
+    from tests.action.test_action import BASE_INPUTS, run_action
 
     models = locked_workspace / "models"
     shutil.copy(models / "lora.lock", models / lockfile)
@@ -304,6 +304,6 @@ def test_the_actions_log_group_title_and_summary_carry_no_command(
 def locked_workspace(
     tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    from tests.test_action import locked
+    from tests.action.test_action import locked
 
     return locked.__wrapped__(tmp_path, tiny_llama, tiny_llama_adapter, monkeypatch)  # type: ignore[attr-defined, no-any-return]

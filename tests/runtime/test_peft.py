@@ -22,7 +22,7 @@ from lora_lock.runtime import (
     installed_stack,
     moe_rules,
 )
-from tests.test_runtime_truth import CASES
+from tests.runtime.test_truth import CASES
 
 pytestmark = pytest.mark.slow
 R = 4

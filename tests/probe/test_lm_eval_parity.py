@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 LM_EVAL_PYTHON = os.environ.get("LORA_LOCK_LM_EVAL_PYTHON")
-RUNNER = Path(__file__).with_name("lm_eval_runner.py")
+RUNNER = Path(__file__).parents[1] / "lm_eval_runner.py"
 
 PROMPTS = (
     "The capital of France is",

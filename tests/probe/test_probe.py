@@ -1176,7 +1176,7 @@ def test_confident_flips_count_only_confident_changed_positions() -> None:
 
 
 def test_gate_defaults_are_what_the_readme_documents() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert (gates.NONE_KL, gates.RATIO_BAND, gates.FLOOR, gates.CAP) == (1e-10, (0.8, 1.25), 5e-4, 5e-2)
     assert gates.NOISE_FACTOR == 10 and gates.CONFIDENT_MARGIN == 1.0
     for text in ("KL ≤ 1e-10", "0.8–1.25", "10 × lock-time noise", "5e-4", "5e-2", "≥ 1 nat"):

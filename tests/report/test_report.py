@@ -14,7 +14,7 @@ from lora_lock.report import Format, renderer_for
 from lora_lock.report.github import MAX_PER_KIND, escape_data, escape_property
 from lora_lock.report.markdown import MAX_BYTES
 
-GOLDENS = Path(__file__).parent / "goldens"
+GOLDENS = Path(__file__).parents[1] / "goldens"
 
 
 def sample() -> Report:
