@@ -105,14 +105,19 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         """The table as ``tomllib`` reads it: absent fields left out, open keys merged back."""
         out: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
         for f in fields(cast(Any, self)):
             value = getattr(self, f.name)
             spec: _Key | None = f.metadata.get("toml")
             if spec is None:
-                out.update(thaw(value))
+                rest = thaw(value)
             elif value is not None:
                 out[spec.name] = spec.dump(value)
-        return out
+        # Only a record built by hand can hold a known key in ``extra``: it would silently replace the field.
+        known = {spec.name for f in fields(cast(Any, self)) if (spec := f.metadata.get("toml"))}
+        if known & rest.keys():
+            raise ValueError(f"{type(self).__name__}: `extra` repeats the field(s) {sorted(known & rest.keys())}")
+        return {**out, **rest}
 
 
 # --- identity and base -------------------------------------------------------------------------------------------

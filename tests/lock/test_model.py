@@ -17,7 +17,7 @@ from fuzz.seeds import valid_lock
 from lora_lock import lockfile
 from lora_lock.errors import LockfileError
 from lora_lock.generation import generate
-from lora_lock.lock.model import Adapter, Lock, ModuleRow, read_lock
+from lora_lock.lock.model import Adapter, Hashing, Lock, ModuleRow, read_lock
 from lora_lock.lock.values import Digest, FileRef, FileSet, FrozenMap, freeze, thaw
 from tests.fixtures.header_bases import adapter_config, lora_tensors
 
@@ -116,10 +116,13 @@ def test_fields_the_schema_leaves_open_are_kept() -> None:
     assert lock.golden.adapters[0].extra == {"noise-ll": 0.1, "unstable": "00"}
 
 
-def test_records_refuse_keys_the_schema_closes() -> None:
+def test_records_refuse_keys_the_schema_closes_and_extras_that_shadow_a_field() -> None:
     row = {"pattern": "p", "count": 1, "layers": "0", "kind": "linear", "base-shape": "1", "rank": 1}
     with pytest.raises(ValueError, match="unexpected keys"):
         ModuleRow.from_dict({**row, "lora-a": "1", "lora-b": "1", "bogus": 1})
+    shadow = Hashing(algorithm="sha256", files="f", tokenizer_fingerprint="t", extra=FrozenMap({"files": "g"}))
+    with pytest.raises(ValueError, match="repeats"):
+        shadow.to_dict()
 
 
 # --- untrusted input: refused by the schema, with lockfile.read's words -------------------------------------------
