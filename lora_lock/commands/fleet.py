@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lora_lock.lock.io import read
+from lora_lock.lock.model import read_lock
 from lora_lock.report.sanitize import line
 
 #: Distribution names on PyPI for the keys of ``[environment.versions]``.
@@ -15,7 +15,8 @@ _NOT_PACKAGES = frozenset({"python", "cuda"})
 
 
 def adapter_names(lockfile: str | Path) -> list[str]:
-    return [str(a["name"]) for a in read(Path(lockfile))["adapter"]]
+    """The adapters' names, in lock order."""
+    return list(read_lock(Path(lockfile)).adapter_names())
 
 
 def matrix_json(lockfile: str | Path) -> str:
@@ -28,8 +29,7 @@ def constraints(lockfile: str | Path) -> str:
     lock schema allows only package names and version strings there (no spaces, newlines or options), so an
     edited lock cannot put a pip option such as ``--index-url`` into this file."""
     path = Path(lockfile)
-    env = read(path)["environment"]
-    versions: dict[str, str] = env["versions"]
+    versions = read_lock(path).environment.versions
     lines = [
         # A file name may hold a line feed and a lock's version strings anything: on one comment line each, so
         # nothing becomes a pip option or requirement.

@@ -147,10 +147,16 @@ def read(path: Path) -> dict[str, Any]:
         raise LockfileError(f"cannot read the lock: {exc.message}", hint=exc.hint) from exc
     try:
         text = data.decode("utf-8")
-        _refuse_deep_keys(path, text)
-        lock: dict[str, Any] = tomllib.loads(text)
     except UnicodeDecodeError as exc:
         raise LockfileError(f"{path}: the lock is not UTF-8 text") from exc
+    return loads(text, path)
+
+
+def loads(text: str, path: Path) -> dict[str, Any]:
+    """Lock text → a validated document, as ``read`` makes it of the file at ``path`` (named in every error)."""
+    try:
+        _refuse_deep_keys(path, text)
+        lock: dict[str, Any] = tomllib.loads(text)
     except RecursionError as exc:
         raise LockfileError(f"{path}: the lock nests tables too deeply to be a lora-lock file") from exc
     except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: integers past Python's digit limit

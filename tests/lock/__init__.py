@@ -1,0 +1,1 @@
+"""Tests of the lock model (``lora_lock.lock``)."""
