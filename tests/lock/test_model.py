@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz.seeds import valid_lock
-from lora_lock.lock import io as lockfile
-from lora_lock.errors import LockfileError
 from lora_lock.commands.generate import generate
+from lora_lock.errors import LockfileError
+from lora_lock.lock import io as lockfile
 from lora_lock.lock.model import Adapter, Hashing, Lock, ModuleRow, read_lock
 from lora_lock.lock.values import Digest, FileRef, FileSet, FrozenMap, freeze, thaw
 from tests.fixtures.header_bases import adapter_config, lora_tensors
