@@ -68,9 +68,9 @@ with open(path, "wb") as fh:
     fh.write(header)
     fh.truncate(8 + len(header) + n)
 from lora_lock.inspect.safetensors_header import read_header
-start = time.perf_counter()
+start = time.process_time()
 tensors = len(read_header(path).tensors)
-print(json.dumps({"tensors": tensors, "seconds": time.perf_counter() - start,
+print(json.dumps({"tensors": tensors, "cpu_seconds": time.process_time() - start,
                   "header_mb": len(header) / 1e6,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -88,7 +88,8 @@ def test_a_million_tensor_header_is_read_within_bounds(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["tensors"] == 10**6
-    assert figures["seconds"] < 60
+    # CPU seconds, not wall: the bound is on the work done, which a loaded machine does not change.
+    assert figures["cpu_seconds"] < 60
     assert figures["peak_rss_mb"] < 4096
     print(f"\n10**6-tensor header: {figures}")
 
