@@ -109,17 +109,18 @@ def test_a_lock_with_ten_thousand_adapters(
     out.write_text(tomli_w.dumps(lock), encoding="utf-8")
     print(f"\n10**4-adapter lock: {out.stat().st_size / 1e6:.1f} MB")
 
-    start = time.perf_counter()
+    start = time.process_time()
     assert len(read(out)["adapter"]) == 10**4
-    read_s = time.perf_counter() - start
+    read_s = time.process_time() - start
     capsys.readouterr()
     assert main(["list", str(out), "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["adapter"]) == 10**4
-    start = time.perf_counter()
+    start = time.process_time()
     assert main(["verify", str(out), "--adapter", "adapter-04242", "--skip", "effect,golden"]) == 0
-    verify_s = time.perf_counter() - start
+    verify_s = time.process_time() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"read + validate {read_s:.2f} s, verify one adapter {verify_s:.2f} s, peak RSS {rss:.0f} MiB")
+    print(f"read + validate {read_s:.2f} CPU s, verify one adapter {verify_s:.2f} CPU s, peak RSS {rss:.0f} MiB")
+    # CPU seconds of this process, not wall: a bound on the work, which a loaded machine does not change.
     assert read_s < 60 and verify_s < 60
 
 
