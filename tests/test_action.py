@@ -556,6 +556,8 @@ def test_annotations_land_on_the_changed_files(locked: Path, tmp_path: Path) -> 
     tokenizer = locked / "models" / "base" / "tokenizer.json"
     tokenizer.write_text(tokenizer.read_text(encoding="utf-8").replace('"<unk>"', '"<unk2>"', 1), encoding="utf-8")
     _flip_last_byte(locked / "models" / "adapter" / "adapter_model.safetensors")
+    readme = locked / "models" / "adapter" / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\nmore\n", encoding="utf-8")
     run = run_action(locked, tmp_path / "runner", BASE_INPUTS)
     assert run.code == 1, run.log
     lines = run.stdout.splitlines()
@@ -568,6 +570,11 @@ def test_annotations_land_on_the_changed_files(locked: Path, tmp_path: Path) -> 
             "::error file=models/adapter/adapter_model.safetensors,title=ADAPTER-FILE-CHANGED [adapter]::adapter "
             "adapter: adapter_model.safetensors changed"
         )
+        for line in lines
+    ), run.stdout
+    # A file no loader reads: a notice, still on the file.
+    assert any(
+        line.startswith("::notice file=models/adapter/README.md,title=ADAPTER-FILE-CHANGED [adapter]::")
         for line in lines
     ), run.stdout
     files = _annotated_files(run.stdout)
