@@ -1,8 +1,9 @@
 """Which workspace file a verify finding is about, so a ``github`` annotation lands on the file that changed (the
 base's ``config.json``, the adapter's weights, the tokenizer's ``tokenizer.json``) rather than always on the lock.
 
-Only local sources have workspace files; a Hub source, a finding about no file, or a file that no longer exists
-(a deleted one) is annotated on the lock itself."""
+Only local sources have workspace files; a Hub source, a finding about no file, a file that no longer exists
+(a deleted one), or one outside the workspace is annotated on the lock itself. The CLI (``verify --format github``)
+and the GitHub Action (``action/run.py``) share :func:`for_lock`."""
 
 from __future__ import annotations
 
