@@ -398,7 +398,7 @@ def verify(env: Mapping[str, str]) -> int:
     from lora_lock.findings import Severity
     from lora_lock.report import Format, renderer_for
 
-    sys.stdout.write(renderer_for(Format.GITHUB, source=config.display).render(report))
+    sys.stdout.write(renderer_for(Format.GITHUB, source=config.display, locate=_locator(config)).render(report))
     status = report.status.value
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
     exit_code = code if code in (EXIT_OK, EXIT_FAIL, EXIT_ERROR) else EXIT_ERROR
@@ -435,6 +435,15 @@ def verify(env: Mapping[str, str]) -> int:
         }
     )
     return exit_code
+
+
+def _locator(config: Config) -> Any:
+    """Each finding's annotation file, as ``verify --format github`` gives it: the file that changed where it is in
+    the workspace, the lock otherwise. Paths are relative to the workspace, as GitHub reads them, whatever
+    `working-directory` is."""
+    from lora_lock.report.where import for_lock
+
+    return for_lock(config.workdir / config.lockfile, config.display, root=config.workspace)
 
 
 def _summary_markdown(report: Any, config: Config, status: str, warnings: int, own: Sequence[str]) -> str:

@@ -226,16 +226,9 @@ def _locator(args: argparse.Namespace) -> Any:
     """``verify --format github``: annotate each finding on the file that changed, where it has one."""
     if args.format != Format.GITHUB.value:
         return None
-    from lora_lock.commands.verify_partial import lock_path
-    from lora_lock.lock.io import read
-    from lora_lock.report.where import locator
+    from lora_lock.report.where import for_lock
 
-    path = lock_path(args.lockfile)
-    try:
-        lock = read(path)
-    except InputError:  # the report already says what is wrong with the lock
-        return None
-    return locator(path, lock, args.lockfile)
+    return for_lock(args.lockfile, args.lockfile)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

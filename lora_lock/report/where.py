@@ -1,8 +1,9 @@
 """Which workspace file a verify finding is about, so a ``github`` annotation lands on the file that changed (the
 base's ``config.json``, the adapter's weights, the tokenizer's ``tokenizer.json``) rather than always on the lock.
 
-Only local sources have workspace files; a Hub source, a finding about no file, or a file that no longer exists
-(a deleted one) is annotated on the lock itself."""
+Only local sources have workspace files; a Hub source, a finding about no file, a file that no longer exists
+(a deleted one), or one outside the workspace is annotated on the lock itself. The CLI (``verify --format github``)
+and the GitHub Action (``action/run.py``) share :func:`for_lock`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lora_lock.errors import InputError
 from lora_lock.findings import Finding
 
 Locate = Callable[[Finding], "str | None"]
@@ -30,9 +32,28 @@ def _dir(fields: Mapping[str, Any], lock_dir: Path) -> Path | None:
     return lock_dir / Path(*PurePosixPath(source).parts) if isinstance(source, str) else None
 
 
-def locator(lock_path: Path, lock: Mapping[str, Any], fallback: str | None) -> Locate:
-    """A function giving each finding its annotation file (relative to the working directory when under it)."""
+def for_lock(lockfile: str | Path, fallback: str | None, *, root: Path | None = None) -> Locate | None:
+    """The :func:`locator` of the lock at ``lockfile`` (a lock, or the directory holding ``lora.lock``), as the CLI
+    and the GitHub Action use it; None when the lock cannot be read (the report already says why, on the lock)."""
+    from lora_lock.commands.verify_partial import lock_path
+    from lora_lock.lock.io import read
+
+    path = lock_path(lockfile)
+    try:
+        lock = read(path)
+    except InputError:
+        return None
+    return locator(path, lock, fallback, root=root)
+
+
+def locator(lock_path: Path, lock: Mapping[str, Any], fallback: str | None, *, root: Path | None = None) -> Locate:
+    """A function giving each finding its annotation file.
+
+    ``root``: the directory annotation paths are relative to (GitHub reads them relative to the workspace); a file
+    outside it is annotated on ``fallback``, since GitHub can place it nowhere. None: relative to the working
+    directory, and a file outside it by its absolute path (a run outside any workspace)."""
     lock_dir = lock_path.parent
+    base = Path.cwd() if root is None else root
     dirs: dict[str, Path | None] = {"base": _dir(lock["base"], lock_dir)}
     tok = lock["tokenizer"]
     dirs["tokenizer"] = _dir(tok, lock_dir) if {"source", "repo"} & set(tok) else dirs["base"]
@@ -46,17 +67,19 @@ def locator(lock_path: Path, lock: Mapping[str, Any], fallback: str | None) -> L
             name = finding.subject
         if section is None or name is None:
             return fallback
-        root = dirs.get(section) if section != "adapter" else _adapter_dir(finding, adapters, only)
-        if root is None:
+        folder = dirs.get(section) if section != "adapter" else _adapter_dir(finding, adapters, only)
+        if folder is None:
             return fallback
-        path = root / Path(*PurePosixPath(name).parts)
+        path = folder / Path(*PurePosixPath(name).parts)
         try:
             if not path.is_file():
                 return fallback
-            rel = os.path.relpath(path, Path.cwd())
-        except (OSError, ValueError):
+            rel = os.path.relpath(path, base)
+        except (OSError, ValueError):  # ValueError: another drive on Windows
             return fallback
-        return PurePosixPath(*Path(rel).parts).as_posix() if not rel.startswith("..") else path.as_posix()
+        if rel == ".." or rel.startswith(".." + os.sep):
+            return fallback if root is not None else Path(os.path.abspath(path)).as_posix()
+        return Path(rel).as_posix()
 
     return locate
 

@@ -401,7 +401,9 @@ def test_self_test_workflow(host: Host, checkout: Path) -> None:
     base_errors = [
         a for a in drifted.annotations if a["command"] == "error" and a["kv"].get("title", "").startswith("BASE-")
     ]
-    assert base_errors and all(a["kv"]["file"] == ".selftest/lora.lock" for a in base_errors), drifted.annotations
+    # The changed weights are annotated on that file, from the repository root (the lock is under .selftest/).
+    files = {a["kv"]["title"]: a["kv"]["file"] for a in base_errors}
+    assert files == {"BASE-FILE-CHANGED [base]": ".selftest/base/model.safetensors"}, drifted.annotations
     failing_summary = [s for s in drifted.summaries if "`fail-on: warning`" in s]
     assert failing_summary and "⚠️ tier: full, but the lock records no [probe]" in failing_summary[0]
     assert any("❌ **fail**" in s and "BASE-" in s for s in drifted.summaries)
@@ -482,9 +484,12 @@ def _no_gpu(repo: Path, example: str) -> None:
 
 def test_example_pr_verify(host: Host, checkout: Path, user_models: Path) -> None:
     """pr-verify.yml on a pull request from a branch: static (isolated venv), full (the serving stack in a fresh
-    venv, the probe) and the gate pass; both JSON reports are uploaded."""
+    venv, the probe) and the gate pass; both JSON reports are uploaded. The pull request edits an adapter's
+    README (a file no loader reads): a notice, annotated on that file, from the repository root."""
     repo = _user_repo(host, user_models, "pr-verify", "pr-verify.yml")
     _no_gpu(repo, "pr-verify.yml")
+    readme = repo / "adapters" / "support" / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\nServed for the support queue.\n", encoding="utf-8")
     _commit(repo, "https://github.com/org/app")
     run = run_act(
         host,
@@ -502,6 +507,14 @@ def test_example_pr_verify(host: Host, checkout: Path, user_models: Path) -> Non
     assert any("✅ **pass**" in s and "tier `static`" in s for s in static.summaries), static.summaries
     assert any("✅ **pass**" in s and "tier `full`" in s for s in full.summaries), full.summaries
     assert not [a for j in (static, full) for a in j.annotations if a["command"] in ("error", "warning")]
+    for job in (static, full):
+        changed = [
+            (a["command"], a["kv"].get("file"))
+            for a in job.annotations
+            if a["kv"].get("title") == "ADAPTER-FILE-CHANGED [adapter]"
+        ]
+        assert changed == [("notice", "adapters/support/README.md")], job.annotations
+        assert job.annotated("notice", "adapter support: README.md changed")
     # The full tier installed lora-lock into the serving venv and changed none of the packages it had.
     assert re.search(r"added to \S+/serving/bin/python\S*: nothing but lora-lock", full.log), full.log[-3000:]
     artifacts = host.root / "runs" / "pr-verify" / "artifacts"
@@ -604,8 +617,12 @@ def test_example_fleet_gate_fails_with_one_drifted_adapter(host: Host, checkout:
     }
     assert outcomes == {"sales": ["Verify sales"], "support": []}, outcomes
     sales = next(j for j in run.jobs["verify"] if "sales" in j.name)
-    titles = {a["kv"].get("title") for a in sales.annotations if a["command"] == "error"}
-    assert {"ADAPTER-SETTINGS [adapter]", "ADAPTER-FILE-CHANGED [adapter]"} <= titles, sales.annotations
+    files = {a["kv"].get("title"): a["kv"].get("file") for a in sales.annotations if a["command"] == "error"}
+    # On the file that changed, in the adapter's own directory of the fleet.
+    assert files == {
+        "ADAPTER-SETTINGS [adapter]": "adapters/sales/adapter_config.json",
+        "ADAPTER-FILE-CHANGED [adapter]": "adapters/sales/adapter_config.json",
+    }, sales.annotations
     assert run.job("gate").result == "failure"
     assert run.job("gate").annotated("error", "an adapter job ended with failure")
 

@@ -528,11 +528,109 @@ def test_a_drifted_base_fails_with_annotations(locked: Path, tmp_path: Path) -> 
     assert run.code == 1, run.log
     assert run.outputs["status"] == "fail"
     assert int(run.outputs["errors"]) >= 1
-    assert re.search(r"^::error file=models/lora\.lock,title=BASE-[A-Z-]+ \[base\]::", run.stdout, re.MULTILINE)
+    # Annotated on the file that changed, relative to the workspace (not to `working-directory`).
+    assert "::error file=models/base/model.safetensors,title=BASE-FILE-CHANGED [base]::" in run.stdout, run.stdout
     assert "❌ **fail**" in run.summary.read_text(encoding="utf-8")
     report = json.loads(Path(run.outputs["report"]).read_text(encoding="utf-8"))
     assert report["checked"]["base"] == "fail"
     _assert_clean_log(run)
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _annotated_files(stdout: str) -> dict[str, set[str]]:
+    """Each annotated finding code → the files its annotations point at."""
+    out: dict[str, set[str]] = {}
+    for m in re.finditer(r"^::\w+ file=(?P<file>[^,]+),title=(?P<code>[A-Z-]+) ", stdout, re.MULTILINE):
+        out.setdefault(m["code"], set()).add(m["file"])
+    return out
+
+
+def test_annotations_land_on_the_changed_files(locked: Path, tmp_path: Path) -> None:
+    """A changed tokenizer file and changed adapter weights: each annotation is on that file, as a path from the
+    workspace root; a finding with no file of its own stays on the lock."""
+    tokenizer = locked / "models" / "base" / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text(encoding="utf-8").replace('"<unk>"', '"<unk2>"', 1), encoding="utf-8")
+    _flip_last_byte(locked / "models" / "adapter" / "adapter_model.safetensors")
+    readme = locked / "models" / "adapter" / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\nmore\n", encoding="utf-8")
+    run = run_action(locked, tmp_path / "runner", BASE_INPUTS)
+    assert run.code == 1, run.log
+    lines = run.stdout.splitlines()
+    assert any(
+        line.startswith("::error file=models/base/tokenizer.json,title=TOKENIZER-FILE-CHANGED [tokenizer]::")
+        for line in lines
+    ), run.stdout
+    assert any(
+        line.startswith(
+            "::error file=models/adapter/adapter_model.safetensors,title=ADAPTER-FILE-CHANGED [adapter]::adapter "
+            "adapter: adapter_model.safetensors changed"
+        )
+        for line in lines
+    ), run.stdout
+    # A file no loader reads: a notice, still on the file.
+    assert any(
+        line.startswith("::notice file=models/adapter/README.md,title=ADAPTER-FILE-CHANGED [adapter]::")
+        for line in lines
+    ), run.stdout
+    files = _annotated_files(run.stdout)
+    assert files["TOKENIZER-VOCAB"] == {"models/lora.lock"}  # about the vocabulary, not one file
+    assert files["COMPAT-RULES"] == {"models/lora.lock"}
+    _assert_clean_log(run)
+
+
+def test_annotations_of_locks_in_subdirectories_and_of_a_fleet(
+    tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two locks in one repository: teams/a (one adapter) and teams/b (a fleet of two adapters over one base).
+    Whatever `working-directory` and `lockfile` are, and with or without `adapter`, each annotation names the
+    changed file from the workspace root, and a fleet's finding lands in its own adapter's directory."""
+    root = tmp_path / "workspace"
+    team_a, team_b = root / "teams" / "a", root / "teams" / "b"
+    shutil.copytree(tiny_llama, team_a / "base")
+    shutil.copytree(tiny_llama_adapter, team_a / "adapter")
+    shutil.copytree(tiny_llama, team_b / "base")
+    for name in ("support", "sales"):
+        shutil.copytree(tiny_llama_adapter, team_b / "adapters" / name)
+    monkeypatch.chdir(team_a)
+    assert cli(["generate", "--adapter", "adapter", "--base", "base", "--no-probe"]) == 0
+    monkeypatch.chdir(team_b)
+    argv = ["generate", "--adapter", "adapters/support", "--adapter", "adapters/sales", "--base", "base"]
+    assert cli([*argv, "--no-probe"]) == 0
+    monkeypatch.chdir(tmp_path)
+    _flip_last_byte(team_a / "base" / "model.safetensors")
+    config_path = team_b / "adapters" / "sales" / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["lora_alpha"] *= 2
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    _flip_last_byte(team_b / "adapters" / "sales" / "adapter_model.safetensors")
+
+    run = run_action(root, tmp_path / "runner-a", {"install": "false", "lockfile": "teams/a/lora.lock"})
+    assert run.code == 1, run.log
+    files = _annotated_files(run.stdout)
+    assert files["BASE-FILE-CHANGED"] == {"teams/a/base/model.safetensors"}, run.stdout
+    assert files["COMPAT-RULES"] == {"teams/a/lora.lock"}
+
+    sales = {
+        "ADAPTER-SETTINGS": {"teams/b/adapters/sales/adapter_config.json"},
+        "ADAPTER-FILE-CHANGED": {
+            "teams/b/adapters/sales/adapter_config.json",
+            "teams/b/adapters/sales/adapter_model.safetensors",
+        },
+    }
+    for label, inputs in (("fleet", {}), ("matrix", {"adapter": "sales"})):
+        run = run_action(
+            root, tmp_path / f"runner-{label}", {"install": "false", "working-directory": "teams/b", **inputs}
+        )
+        assert run.code == 1, run.log
+        files = _annotated_files(run.stdout)
+        assert {code: files[code] for code in sales} == sales, run.stdout
+        assert not any("support" in path for paths in files.values() for path in paths), run.stdout
+        _assert_clean_log(run)
 
 
 def test_a_lock_that_is_not_toml_is_an_error(locked: Path, tmp_path: Path) -> None:
