@@ -7,6 +7,9 @@ and only the CLI decides how to show them.
 
 from __future__ import annotations
 
+# Re-exported: messages about bad input quote it with ``brief`` (its home is :mod:`lora_lock.text`).
+from lora_lock.text import brief as brief
+
 
 class LoraLockError(Exception):
     """Root of every error lora-lock raises on purpose.
@@ -29,24 +32,6 @@ class LoraLockError(Exception):
         if self.hint:
             return f"{self.message}\nhint: {self.hint}"
         return self.message
-
-
-def brief(value: object, limit: int = 80) -> str:
-    """A short, safe rendering of a value from an untrusted file for an error message.
-
-    ``repr`` of a 5000-digit integer raises ``ValueError`` and of a deep structure ``RecursionError``; a message
-    about bad input must never fail itself.
-    """
-    import json
-
-    if isinstance(value, str):
-        text = repr(value)
-        return text if len(text) <= limit else text[: limit - 4] + "...'"
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (ValueError, TypeError, RecursionError):
-        return f"a {type(value).__name__}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InputError(LoraLockError):

@@ -18,6 +18,7 @@ from lora_lock.hashing import hash_file
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.lock.io import read
 from lora_lock.sources.hub import is_offline
+from lora_lock.text import short_commit
 
 
 def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mapping[str, Any]]]:
@@ -35,10 +36,6 @@ def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mappi
     for adapter in lock["adapter"]:
         if "repo" in adapter:
             yield Category.ADAPTER, f"adapter {adapter['name']}", adapter
-
-
-def _short(commit: str | None) -> str:
-    return (commit or "?")[:12]
 
 
 def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Finding]:
@@ -67,7 +64,8 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
             f"{category.value.upper()}-MOVED",
             category,
             Severity.ERROR,
-            f"{what} {repo}: {ref} moved {_short(locked)} → {_short(snap.commit)} since the lock was generated",
+            f"{what} {repo}: {ref} moved {short_commit(locked)} → {short_commit(snap.commit)} "
+            "since the lock was generated",
             subject=repo,
             expected=locked,
             actual=snap.commit,

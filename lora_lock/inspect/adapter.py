@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock import userregex
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.inspect.checkpoint import Remote, read_json
 from lora_lock.inspect.safetensors_header import Header, read_header
+from lora_lock.text import brief
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.inspect.checkpoint import read_json
+from lora_lock.text import brief
 
 # Different model families spell the same fact differently; the first present key wins.
 _ALIASES: dict[str, tuple[str, ...]] = {

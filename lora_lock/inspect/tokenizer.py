@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief, library_failure
+from lora_lock.errors import InputError, library_failure
 from lora_lock.hashing import prefixed
 from lora_lock.inspect.checkpoint import read_json
 from lora_lock.sources.fence import check_name, read_text
+from lora_lock.text import brief
 
 FULL_TOKENIZER_FILE = "tokenizer.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"

@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, LockfileError, brief
+from lora_lock.errors import InputError, LockfileError
 from lora_lock.sources.fence import read_bounded
+from lora_lock.text import brief
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -33,6 +33,7 @@ from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources.fence import admit, resolve_fence
 from lora_lock.sources.fileset import excluding_lock, planted_adapter, planted_finding, stray_weights_finding
 from lora_lock.sources.resolve import Resolved
+from lora_lock.text import shape_token
 
 HASHING = {
     "algorithm": ALGORITHM,
@@ -262,11 +263,6 @@ def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
     return section
 
 
-def shape_text(shape: Iterable[int]) -> str:
-    """``(4096, 16)`` → ``"4096x16"``: one token per shape keeps lock diffs one line per change."""
-    return "x".join(str(d) for d in shape)
-
-
 def module_rows(result: Fit) -> list[dict[str, Any]]:
     return [
         {
@@ -274,10 +270,10 @@ def module_rows(result: Fit) -> list[dict[str, Any]]:
             "count": g.count,
             "layers": g.layers,
             "kind": g.kind,
-            "base-shape": shape_text(g.base_shape),
+            "base-shape": shape_token(g.base_shape),
             "rank": g.rank,
-            "lora-a": shape_text(g.lora_a),
-            "lora-b": shape_text(g.lora_b),
+            "lora-a": shape_token(g.lora_a),
+            "lora-b": shape_token(g.lora_b),
             **({"quantized": g.quantized} if g.quantized else {}),
         }
         for g in result.modules
@@ -302,7 +298,7 @@ def adapter_section(
         if not PurePosixPath(named).is_absolute() and not named.startswith(("~", "\\")) and ":" not in named[:3]:
             section["base-named"] = named
     if result.saved:
-        section["saved"] = [{"name": n, "shape": shape_text(s)} for n, s in result.saved]
+        section["saved"] = [{"name": n, "shape": shape_token(s)} for n, s in result.saved]
     return section
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
+from lora_lock.text import brief
 
 ORIGINS = ("installed", "lock", "explicit")
 PACKAGES = ("transformers", "peft")

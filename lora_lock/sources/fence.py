@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
+from lora_lock.text import brief
 
 MiB = 1 << 20
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import SourceError, brief
+from lora_lock.errors import SourceError
 from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.inspect.safetensors_header import MAX_HEADER_BYTES, Header, parse_header
 from lora_lock.inspect.tokenizer import TOKENIZER_FILES
 from lora_lock.sources.fileset import MAX_FILES
+from lora_lock.text import brief, short_commit
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHORT_HASH = re.compile(r"^[0-9a-f]{7,39}$")
@@ -225,7 +226,7 @@ def resolve_online(
             blob_id=sib.blob_id,
         )
     if len(files) > MAX_FILES:
-        raise SourceError(f"{repo_id}@{commit[:12]}: more than {MAX_FILES} files; this is not a model repo")
+        raise SourceError(f"{repo_id}@{short_commit(commit)}: more than {MAX_FILES} files; this is not a model repo")
     repo_dir = repo_cache_dir(repo_id, cache_dir)
     snapshot = repo_dir / "snapshots" / commit
     for name in sorted(n for n in files if n in set(want) or _must_fetch(files[n])):
@@ -357,7 +358,7 @@ def remote_header(snapshot: HubSnapshot, name: str) -> Header:
     """The safetensors header of a Hub file, read with range requests (first 100 kB, then the rest if needed)."""
     meta = snapshot.files.get(name)
     size = meta.size if meta is not None else None
-    label = Path(f"{snapshot.repo_id}@{snapshot.commit[:12]}") / name
+    label = Path(f"{snapshot.repo_id}@{short_commit(snapshot.commit)}") / name
     if size is None:
         raise SourceError(f"{label}: the Hub did not report the file's size")
     first = read_range(snapshot, name, 0, min(_FIRST_RANGE, size))
