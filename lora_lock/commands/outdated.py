@@ -14,7 +14,7 @@ from typing import Any
 from lora_lock.commands.check import input_finding
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Report, Severity
-from lora_lock.hashing import hash_file
+from lora_lock.hashing import digest_text, hash_file
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.lock.io import read
 from lora_lock.sources.hub import is_offline
@@ -76,7 +76,7 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
     now: dict[str, str] = {}
     for name, meta in snap.files.items():
         if meta.sha256:
-            now[name] = f"sha256:{meta.sha256}"
+            now[name] = digest_text(meta.sha256)
         elif (snap.snapshot_dir / name).is_file():
             now[name] = hash_file(snap.snapshot_dir / name).digest
     for name in sorted(set(locked_files) | (set(now) & set(locked_files))):

@@ -55,10 +55,6 @@ class LoraModule:
     def embedding_style(self) -> bool:
         return any(t.name.endswith(("lora_embedding_A", "lora_embedding_B")) for t in self.parts.values())
 
-    @property
-    def adalora(self) -> bool:
-        return "E" in self.parts or "ranknum" in self.parts
-
 
 @dataclass(frozen=True)
 class AdapterKeys:

@@ -66,12 +66,6 @@ class BaseModule:
     quantized: str | None = None
     derived_from: str | None = None  # e.g. lm_head tied to the input embedding
 
-    @property
-    def shape_text(self) -> str:
-        if self.kind is Kind.EMBEDDING:
-            return f"[{self.in_features}, {self.out_features}]"
-        return f"[{self.out_features}, {self.in_features}]"
-
 
 def module_of(name: str) -> tuple[str, str]:
     """Split a parameter name into (module path, parameter), folding bitsandbytes' ``weight.<aux>`` tensors."""

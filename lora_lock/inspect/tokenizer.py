@@ -7,7 +7,6 @@ fixed multilingual canary text. Token ids and text are never printed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, library_failure
-from lora_lock.hashing import prefixed
+from lora_lock.hashing import sha256_bytes
 from lora_lock.inspect.checkpoint import read_json
 from lora_lock.sources.fence import check_name, read_text
 from lora_lock.text import brief
@@ -128,7 +127,7 @@ def fast_tokenizer_file(config: dict[str, Any], where: Path, transformers_versio
 
 
 def _digest_text(text: str) -> str:
-    return prefixed(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    return sha256_bytes(text.encode("utf-8", "surrogatepass"))
 
 
 def chat_template_digest(root: Path, names: Iterable[str], config: dict[str, Any]) -> str | None:
@@ -200,7 +199,7 @@ def read_tokenizer_facts(
             if not library_failure(exc):
                 raise
             raise InputError(f"{path}: the tokenizers library cannot load or run it ({str(exc)[:300]})") from exc
-        fingerprint = prefixed(hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest())
+        fingerprint = sha256_bytes(",".join(map(str, ids)).encode())
         count = len(ids)
         for key in _SPECIAL_KEYS:
             text = _token_text(config.get(key))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import SourceError
-from lora_lock.hashing import FileDigest
+from lora_lock.hashing import FileDigest, digest_text
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.inspect.safetensors_header import MAX_HEADER_BYTES, Header, parse_header
 from lora_lock.inspect.tokenizer import TOKENIZER_FILES
@@ -72,7 +72,7 @@ class HubSnapshot:
         out: dict[str, FileDigest] = {}
         for name, f in self.files.items():
             if f.sha256 and f.size is not None:
-                out[name] = FileDigest(f"sha256:{f.sha256}", f.size)
+                out[name] = FileDigest(digest_text(f.sha256), f.size)
         if trust_cache_names:
             for name in list(self.files):
                 local = self.snapshot_dir / name
@@ -84,7 +84,7 @@ class HubSnapshot:
                         continue
                     # Only a link into this repo's own blobs/ names its content: a link elsewhere proves nothing.
                     if _SHA256.match(target.name) and target.parent == blobs and target.is_file():
-                        out[name] = FileDigest(f"sha256:{target.name}", target.stat().st_size)
+                        out[name] = FileDigest(digest_text(target.name), target.stat().st_size)
         return out
 
     def remote(self) -> Remote | None:
