@@ -15,6 +15,7 @@ _NOT_PACKAGES = frozenset({"python", "cuda"})
 
 
 def adapter_names(lockfile: str | Path) -> list[str]:
+    """The adapter names a lock holds, in the lock's order (the lock is read and validated first)."""
     return [str(a["name"]) for a in read(Path(lockfile))["adapter"]]
 
 

@@ -46,6 +46,7 @@ class GGUFBase:
     unmapped: tuple[str, ...]
 
     def type_counts(self) -> dict[str, int]:
+        """Tensors per ggml type over every file of the base, most frequent first (ties by name)."""
         out: dict[str, int] = {}
         for file in self.files:
             for name, count in file.type_counts().items():
@@ -54,6 +55,7 @@ class GGUFBase:
 
 
 def is_gguf_name(name: str) -> bool:
+    """Whether a file name is a GGUF file's (``.gguf``, any case)."""
     return name.lower().endswith(".gguf")
 
 

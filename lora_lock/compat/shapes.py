@@ -59,9 +59,13 @@ class Grouper:
     def add(
         self, code: str, category: Category, severity: Severity, path: str, expected: str, actual: str, hint: str = ""
     ) -> None:
+        """Record one module's mismatch; modules with the same code, pattern, expected and actual values share a
+        finding."""
         self.groups[(code, category, severity, pattern_of(path), expected, actual, hint)].append(path)
 
     def findings(self, describe: dict[str, str]) -> list[Finding]:
+        """One finding per group, in the order groups were first seen: the message (from ``describe``, by code)
+        names the module pattern and the layers it covers."""
         out = []
         for (code, category, severity, pattern, expected, actual, hint), paths in self.groups.items():
             located = where(paths)
@@ -116,12 +120,15 @@ def _shape_hint(leaf: str, axis: str, adapter_dim: int, base_dim: int, facts: Mo
 
 
 def base_shape(base: BaseModule) -> tuple[int, ...]:
+    """A base module's weight shape as PEFT reads it for LoRA: ``(in, out)`` for an embedding, ``(out, in)``
+    otherwise (0 for an unknown dimension)."""
     if base.kind is Kind.EMBEDDING:
         return (base.in_features or 0, base.out_features or 0)
     return (base.out_features or 0, base.in_features or 0)
 
 
 def expected_lora(base: BaseModule, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ``(lora_A, lora_B)`` shapes PEFT builds for ``base`` at ``rank``: ``(r, in)`` and ``(out, r)``."""
     if base.kind is Kind.EMBEDDING:
         return (rank, base.in_features or 0), (base.out_features or 0, rank)
     return (rank, base.in_features or 0), (base.out_features or 0, rank)

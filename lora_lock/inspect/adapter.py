@@ -58,6 +58,7 @@ class AdapterConfig:
 
     @property
     def legacy_fields(self) -> tuple[str, ...]:
+        """The fields of old PEFT configs this config sets (non-null), in :data:`LEGACY_FIELDS` order."""
         return tuple(k for k in LEGACY_FIELDS if self.raw.get(k) is not None)
 
     def settings(self) -> dict[str, Any]:

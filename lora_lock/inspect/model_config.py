@@ -31,6 +31,7 @@ class Quantization:
     params: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
+        """The method with its recorded parameters, sorted: ``bitsandbytes(load_in_4bit=True, ...)``."""
         inner = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         return f"{self.method}({inner})" if inner else self.method
 

@@ -62,6 +62,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
+        """The number of elements (1 for a scalar)."""
         return math.prod(self.shape)
 
 

@@ -67,6 +67,9 @@ _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token"
 
 @dataclass(frozen=True)
 class TokenizerFacts:
+    """What the lock records of a tokenizer: its files, vocabulary size, special-token ids, and digests of the
+    chat template and of the canary text's token ids (the fingerprint), with the file that produced them."""
+
     files: tuple[str, ...]
     vocab_size: int | None
     special_tokens: dict[str, int]

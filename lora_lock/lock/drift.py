@@ -92,6 +92,8 @@ def compare_values(
     current: Mapping[str, Any],
     hint: str = REGENERATE,
 ) -> list[Finding]:
+    """One finding per key whose value differs between the lock and now (a key on one side only included),
+    in key order; ``code`` and ``hint`` are the caller's."""
     out = []
     for key in sorted(set(locked) | set(current)):
         old, new = locked.get(key), current.get(key)
@@ -113,6 +115,8 @@ def compare_values(
 
 
 def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
+    """The installed stack against the lock's ``[environment]``: a missing package (a warning when only the
+    probe needs it), a version outside the policy's rule, and a different GPU."""
     env = current_environment()
     out: list[Finding] = []
     policy = locked.get("policy", {})

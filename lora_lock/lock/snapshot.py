@@ -219,10 +219,14 @@ def runtime_names(base: BaseView, stack: Stack) -> ModuleNames | None:
 
 
 def files_table(observed: Observed, section: str) -> dict[str, dict[str, Any]]:
+    """The lock's ``files`` table of one section (``base``, ``tokenizer``, ``adapter:<name>``): digest and size
+    by file name."""
     return {name: {"digest": d.digest, "size": d.size} for (sec, name), d in observed.digests.items() if sec == section}
 
 
 def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
+    """The lock's ``[base]`` table as observed now: source, identity config, weight dtypes, quantization,
+    files, and the dtype when the config names one."""
     facts = observed.base.facts
     quant = facts.quantization
     section: dict[str, Any] = {
@@ -242,6 +246,8 @@ def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
 
 
 def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
+    """The lock's ``[tokenizer]`` table as observed now: source and files, and when the tokenizer could be read,
+    its vocabulary size, special tokens, chat-template digest and fingerprint."""
     tok = observed.tokenizer
     section: dict[str, Any] = {
         **observed.tokenizer_source.lock_fields(lock_dir),
@@ -264,6 +270,7 @@ def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
 
 
 def module_rows(result: Fit) -> list[dict[str, Any]]:
+    """The fit's module groups as lock rows (shapes written as ``4096x16`` tokens)."""
     return [
         {
             "pattern": g.pattern,
@@ -283,6 +290,8 @@ def module_rows(result: Fit) -> list[dict[str, Any]]:
 def adapter_section(
     observed: Observed, name: str, source: Resolved, adapter: Adapter, result: Fit, lock_dir: Path
 ) -> dict[str, Any]:
+    """One ``[[adapter]]`` table as observed now: name, source, PEFT settings, files, module table in runtime
+    names, and the base the adapter's config names when it is a Hub id."""
     section: dict[str, Any] = {
         "name": name,
         **source.lock_fields(lock_dir),
@@ -303,6 +312,7 @@ def adapter_section(
 
 
 def environment_section(env: Environment) -> dict[str, Any]:
+    """The lock's ``[environment]`` table: versions, the default match policy of each recorded package, GPU facts."""
     section: dict[str, Any] = {
         "versions": env.versions,
         "policy": {k: v for k, v in DEFAULT_POLICY.items() if k in env.versions},
@@ -313,6 +323,8 @@ def environment_section(env: Environment) -> dict[str, Any]:
 
 
 def build_lock(observed: Observed, lock_dir: Path, env: Environment | None = None) -> dict[str, Any]:
+    """The whole lock as data (not yet TOML): every section as observed, adapters sorted by name, the
+    environment now unless ``env`` is given."""
     adapters = sorted(
         (adapter_section(observed, n, s, a, r, lock_dir) for n, s, a, r in observed.adapters),
         key=lambda s: str(s["name"]),

@@ -78,6 +78,8 @@ def require_probe_stack(*, without: str = "--no-probe") -> None:
 
 @dataclass
 class ProbeRuntime:
+    """Where the probe ran: device kind, dtype, attention implementation, torch and CUDA versions, GPU name."""
+
     device: str
     dtype: str
     attn_implementation: str
@@ -217,6 +219,7 @@ class ProbeSession:
         return frozenset(ids)
 
     def runtime(self) -> ProbeRuntime:
+        """The runtime facts of this session's loaded model, as the lock's probe section records them."""
         torch = self.torch
         base = self.model.get_base_model()
         gpu = torch.cuda.get_device_name(torch.device(self.device)) if self.device.startswith("cuda") else None

@@ -88,6 +88,7 @@ class HubSnapshot:
         return out
 
     def remote(self) -> Remote | None:
+        """Reads of the files not in the local cache (headers by HTTP range), or ``None`` for an offline snapshot."""
         if not self.online:
             return None
         names = frozenset(n for n in self.files if not (self.snapshot_dir / n).is_file())
@@ -95,6 +96,7 @@ class HubSnapshot:
 
 
 def looks_like_repo_id(spec: str) -> bool:
+    """Whether ``spec`` (``org/name[@rev]``) reads as a Hub repo id rather than a file name."""
     repo, _, _ = spec.partition("@")
     return bool(_REPO_ID.match(repo)) and not repo.endswith((".json", ".safetensors"))
 
@@ -134,11 +136,13 @@ def _constants() -> Any:
 
 
 def repo_cache_dir(repo_id: str, cache_dir: Path | None = None) -> Path:
+    """The Hub cache directory of a model repo (``models--org--name`` under ``cache_dir`` or ``HF_HUB_CACHE``)."""
     root = Path(cache_dir) if cache_dir is not None else Path(_constants().HF_HUB_CACHE)
     return root / f"models--{repo_id.replace('/', '--')}"
 
 
 def is_offline() -> bool:
+    """Whether huggingface_hub is in offline mode (``HF_HUB_OFFLINE``): sources then come from the cache only."""
     return bool(_constants().HF_HUB_OFFLINE)
 
 
@@ -321,6 +325,8 @@ def resolve_cached(repo_id: str, revision: str | None, *, cache_dir: Path | None
 def resolve_hub(
     spec: str, *, token: str | bool | None = None, offline: bool | None = None, want: Iterable[str] = SMALL_FILES
 ) -> HubSnapshot:
+    """The snapshot ``spec`` names, pinned to a commit: from the local cache when offline, otherwise from the
+    Hub (fetching the ``want`` files)."""
     repo_id, revision = parse_spec(spec)
     if offline if offline is not None else is_offline():
         return resolve_cached(repo_id, revision)

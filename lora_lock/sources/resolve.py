@@ -44,6 +44,7 @@ class Resolved:
 
     @property
     def label(self) -> str:
+        """How messages name this source: ``repo@<12 hex>`` for a Hub source, else its path."""
         if self.repo_id:
             return f"{self.repo_id}@{short_commit(self.revision)}" if self.revision else self.repo_id
         return str(self.path)
@@ -135,6 +136,8 @@ def snapshot_files(snap: HubSnapshot, *, allow_symlinks: bool) -> tuple[str, ...
 def from_snapshot(
     spec: str, snap: HubSnapshot, *, trust_cache_names: bool = True, allow_symlinks: bool = False
 ) -> Resolved:
+    """A resolved source for a Hub snapshot: its cache directory, commit, file set (each local name checked by
+    the fence) and the digests the Hub or the cache already states."""
     return Resolved(
         spec=spec,
         path=snap.snapshot_dir,
