@@ -21,9 +21,9 @@ from lora_lock._version import __version__
 if TYPE_CHECKING:
     from lora_lock.commands.check import check
     from lora_lock.commands.generate import GenerateResult, generate
-    from lora_lock.commands.guard import LockViolation, guard
+    from lora_lock.commands.guard import guard
     from lora_lock.commands.verify import verify
-    from lora_lock.errors import InputError, LockfileError, LoraLockError, SourceError
+    from lora_lock.errors import InputError, LockfileError, LockViolation, LoraLockError, SourceError
     from lora_lock.findings import Category, Finding, Report, Severity, Status
     from lora_lock.lock.diff import diff
 
@@ -34,7 +34,7 @@ _EXPORTS = {
     "GenerateResult": "lora_lock.commands.generate",
     "verify": "lora_lock.commands.verify",
     "guard": "lora_lock.commands.guard",
-    "LockViolation": "lora_lock.commands.guard",
+    "LockViolation": "lora_lock.errors",
     "InputError": "lora_lock.errors",
     "LockfileError": "lora_lock.errors",
     "LoraLockError": "lora_lock.errors",

@@ -292,6 +292,8 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lora-lock`` argument parser: every command with its options; ``-v`` is accepted before or after
+    the command."""
     parser = _Parser(prog="lora-lock", description="Lock a LoRA adapter to the exact base it was trained on.")
     parser.add_argument("--version", action="version", version=f"lora-lock {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of unexpected errors")
@@ -473,4 +475,5 @@ def _exception_text(exc: BaseException) -> str:
 
 
 def entry() -> NoReturn:
+    """The console script: run :func:`main` on ``sys.argv`` and exit with its code (0 pass, 1 fail, 2 error)."""
     raise SystemExit(main())

@@ -1,11 +1,20 @@
-"""The one exception root of lora-lock.
+"""Every exception lora-lock defines, under one root for those that reach a user.
 
 Every error that reaches a user carries text written for that user: what went wrong, where (file and field),
 and a hint that names the fix. Foreign exceptions are wrapped where they enter (``raise InputError(...) from exc``)
-and only the CLI decides how to show them.
+and only the CLI decides how to show them. The two classes outside the root (:class:`TableError`,
+:class:`Unmodelled`) are internal signals, defined here so that every exception has one home.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+# Re-exported: messages about bad input quote it with ``brief`` (its home is :mod:`lora_lock.text`).
+from lora_lock.text import brief as brief
+
+if TYPE_CHECKING:
+    from lora_lock.findings import Report
 
 
 class LoraLockError(Exception):
@@ -29,24 +38,6 @@ class LoraLockError(Exception):
         if self.hint:
             return f"{self.message}\nhint: {self.hint}"
         return self.message
-
-
-def brief(value: object, limit: int = 80) -> str:
-    """A short, safe rendering of a value from an untrusted file for an error message.
-
-    ``repr`` of a 5000-digit integer raises ``ValueError`` and of a deep structure ``RecursionError``; a message
-    about bad input must never fail itself.
-    """
-    import json
-
-    if isinstance(value, str):
-        text = repr(value)
-        return text if len(text) <= limit else text[: limit - 4] + "...'"
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (ValueError, TypeError, RecursionError):
-        return f"a {type(value).__name__}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InputError(LoraLockError):
@@ -80,3 +71,36 @@ class SourceError(InputError):
 
 class ProbeUnavailableError(LoraLockError):
     """The behavioural probe cannot run here (the ``probe`` extra is not installed, or the device is missing)."""
+
+
+class ProbeMemoryError(InputError):
+    """A probe or golden forward ran out of device memory (the golden set retries with smaller batches)."""
+
+
+class LockViolation(LoraLockError):
+    """The lock does not hold (raised by :func:`lora_lock.guard`). ``report`` has every finding; ``str()`` names
+    the first errors."""
+
+    def __init__(self, report: Report) -> None:
+        from lora_lock.findings import Severity
+
+        errors = [f for f in report.findings if f.severity is Severity.ERROR]
+        head = "; ".join(f"{f.code}: {f.message}" for f in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        super().__init__(
+            f"lora-lock: the lock does not hold ({report.status.value}): {head}{more}",
+            hint="run `lora-lock verify` for the full report",
+        )
+        self.report = report
+
+
+# Two internal signals, outside the LoraLockError root on purpose: neither is a message for a user as raised.
+
+
+class TableError(Exception):
+    """The shipped rule table is missing or unreadable (a broken install, not bad user input)."""
+
+
+class Unmodelled(Exception):
+    """A conversion operation whose output cannot be derived from names and shapes alone; the text says which and
+    why. The runtime view catches it and reports the rename as not modelled (the probe tier confirms)."""

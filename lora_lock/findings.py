@@ -60,6 +60,7 @@ class Status(str, enum.Enum):
 
     @property
     def exit_code(self) -> int:
+        """The process exit code of this status: 0 pass, 1 fail, 2 error."""
         return {Status.PASS: 0, Status.FAIL: 1, Status.ERROR: 2}[self]
 
 
@@ -90,6 +91,8 @@ class Finding:
         return replace(self, message=f"adapter {name}: {self.message}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The finding as JSON data: code, category, severity and message, plus whichever of subject, expected,
+        actual and hint are set."""
         out: dict[str, Any] = {
             "code": self.code,
             "category": self.category.value,
@@ -161,6 +164,7 @@ class Report:
         return Status.PASS
 
     def count(self, severity: Severity) -> int:
+        """How many findings have ``severity``."""
         return sum(1 for f in self.findings if f.severity is severity)
 
     @classmethod
@@ -186,6 +190,8 @@ class Report:
         return cls(findings=findings, checked=checked, title=title)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON data (what ``--format json`` prints): lora-lock's version, the status, every finding
+        and the state of each category checked."""
         return {
             "lora_lock_version": __version__,
             "status": self.status.value,

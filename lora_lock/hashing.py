@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import cast
 
 from lora_lock.errors import InputError
 from lora_lock.sources.fence import open_regular
+from lora_lock.text import brief
 
 ALGORITHM = "sha256"
 BUFFER_BYTES = 1 << 20
@@ -26,18 +28,50 @@ BUFFER_BYTES = 1 << 20
 Progress = Callable[[int], None]
 
 
+#: What follows the prefix: a sha256 in lowercase hex, as hashlib and the Hub write it.
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 @dataclass(frozen=True)
 class FileDigest:
+    """One file as the lock records it: its ``sha256:<hex>`` digest and its size in bytes."""
+
     digest: str  # "sha256:<hex>"
     size: int
 
 
-def prefixed(hexdigest: str) -> str:
+def digest_text(hexdigest: str) -> str:
+    """``"ab12…"`` → ``"sha256:ab12…"``: the one way a digest is written, in the lock and in findings. The hex is
+    taken as given (a Hub listing's or a cache blob's name); :meth:`Digest.parse` is the validating way in."""
     return f"{ALGORITHM}:{hexdigest}"
 
 
 def sha256_bytes(data: bytes) -> str:
-    return prefixed(hashlib.sha256(data).hexdigest())
+    """The ``sha256:<hex>`` digest of bytes already in memory (a canonical text, a token list)."""
+    return digest_text(hashlib.sha256(data).hexdigest())
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A validated sha256 digest; ``str()`` gives its lock spelling, ``sha256:<64 lowercase hex>``."""
+
+    hexdigest: str
+
+    def __post_init__(self) -> None:
+        if not _HEX.fullmatch(self.hexdigest):
+            raise InputError(f"{brief(self.hexdigest)} is not a sha256 hex digest (64 lowercase hex characters)")
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        """The digest ``text`` spells, or :class:`InputError` naming it when it is not ``sha256:<64 hex>`` (an
+        edited lock's value is quoted briefly, never whole)."""
+        algorithm, sep, hexdigest = text.partition(":") if isinstance(text, str) else ("", "", "")
+        if algorithm != ALGORITHM or not sep or not _HEX.fullmatch(hexdigest):
+            raise InputError(f"{brief(text)} is not a digest of the form {ALGORITHM}:<64 lowercase hex>")
+        return cls(hexdigest)
+
+    def __str__(self) -> str:
+        return digest_text(self.hexdigest)
 
 
 def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:
@@ -67,10 +101,11 @@ def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:
             f"{path}: the file changed while it was being hashed ({before.st_size} → {after.st_size} bytes)",
             hint="wait for the writer (a download, a sync) to finish, then run again",
         )
-    return FileDigest(prefixed(h.hexdigest()), size)
+    return FileDigest(digest_text(h.hexdigest()), size)
 
 
 def default_workers() -> int:
+    """Threads for hashing: the CPUs this process may run on (its affinity mask, not the machine's count)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 

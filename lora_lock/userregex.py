@@ -120,14 +120,18 @@ def _run(kind: str, pattern: str, text: str, where: str, flags: int, *args: Any)
 
 
 def fullmatch(pattern: str, text: str, where: str, flags: int = 0) -> Any:
+    """``regex.fullmatch`` of a user pattern, within the per-match limit and the run's budget (:class:`InputError`
+    naming ``where`` past either)."""
     return _run("fullmatch", pattern, text, where, flags)
 
 
 def match(pattern: str, text: str, where: str, flags: int = 0) -> Any:
+    """``regex.match`` of a user pattern, within the same limits as :func:`fullmatch`."""
     return _run("match", pattern, text, where, flags)
 
 
 def search(pattern: str, text: str, where: str, flags: int = 0) -> Any:
+    """``regex.search`` of a user pattern, within the same limits as :func:`fullmatch`."""
     return _run("search", pattern, text, where, flags)
 
 

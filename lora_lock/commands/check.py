@@ -33,6 +33,8 @@ class BaseView:
 
 
 def read_base(source: Resolved) -> BaseView:
+    """The base as the static engine sees it: its GGUF files when it is a GGUF base, otherwise its
+    ``config.json`` facts and safetensors headers. Raises :class:`InputError` when the directory holds neither."""
     ggufs = gguf_files(source)
     if ggufs is not None:
         gguf = read_gguf_base(source, ggufs)
@@ -179,4 +181,5 @@ def check(
 
 
 def input_finding(exc: InputError) -> Finding:
+    """An input error as a report finding: its code (``INPUT-UNUSABLE`` or more precise), message and hint."""
     return Finding(exc.code, Category.INPUT, Severity.ERROR, exc.message, hint=exc.hint)

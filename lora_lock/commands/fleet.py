@@ -15,7 +15,7 @@ _NOT_PACKAGES = frozenset({"python", "cuda"})
 
 
 def adapter_names(lockfile: str | Path) -> list[str]:
-    """The adapters' names, in lock order."""
+    """The adapter names a lock holds, in the lock's order (the lock is read and validated first)."""
     return list(read_lock(Path(lockfile)).adapter_names())
 
 

@@ -22,6 +22,7 @@ from lora_lock.probe.loaded import CODE_DROPPED
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
 from lora_lock.runtime import lock_stack
 from lora_lock.sources.resolve import Resolved, posix_relative, resolve
+from lora_lock.text import short_digest
 from lora_lock.userregex import per_run
 
 #: The lock section each behavioural category records.
@@ -345,7 +346,7 @@ def behaviour_sections(
     if result.probe is not None:
         text = sidecar_text(result.probe.sidecar)
         digest = sidecar_digest(text)
-        name = f"{out.name}.probe-{digest[7:19]}.json"
+        name = f"{out.name}.probe-{short_digest(digest)}.json"
         sections["probe"] = {**result.probe.section, "sidecar": name, "sidecar-digest": digest}
         sidecar = (out.parent / name, text)
     if result.golden is not None:

@@ -11,23 +11,9 @@ from collections.abc import Collection
 from pathlib import Path
 
 from lora_lock.commands.verify import STATIC_CATEGORIES, verify
-from lora_lock.errors import LoraLockError
-from lora_lock.findings import Category, Report, Severity, Status
+from lora_lock.errors import LockViolation as LockViolation  # re-exported: callers catch it beside guard
+from lora_lock.findings import Category, Report, Status
 from lora_lock.userregex import per_run
-
-
-class LockViolation(LoraLockError):
-    """The lock does not hold. ``report`` has every finding; ``str()`` names the first errors."""
-
-    def __init__(self, report: Report) -> None:
-        errors = [f for f in report.findings if f.severity is Severity.ERROR]
-        head = "; ".join(f"{f.code}: {f.message}" for f in errors[:3])
-        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-        super().__init__(
-            f"lora-lock: the lock does not hold ({report.status.value}): {head}{more}",
-            hint="run `lora-lock verify` for the full report",
-        )
-        self.report = report
 
 
 @per_run

@@ -14,10 +14,11 @@ from typing import Any
 from lora_lock.commands.check import input_finding
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Report, Severity
-from lora_lock.hashing import hash_file
+from lora_lock.hashing import digest_text, hash_file
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.lock.io import read
 from lora_lock.sources.hub import is_offline
+from lora_lock.text import short_commit
 
 
 def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mapping[str, Any]]]:
@@ -35,10 +36,6 @@ def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mappi
     for adapter in lock["adapter"]:
         if "repo" in adapter:
             yield Category.ADAPTER, f"adapter {adapter['name']}", adapter
-
-
-def _short(commit: str | None) -> str:
-    return (commit or "?")[:12]
 
 
 def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Finding]:
@@ -67,7 +64,8 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
             f"{category.value.upper()}-MOVED",
             category,
             Severity.ERROR,
-            f"{what} {repo}: {ref} moved {_short(locked)} → {_short(snap.commit)} since the lock was generated",
+            f"{what} {repo}: {ref} moved {short_commit(locked)} → {short_commit(snap.commit)} "
+            "since the lock was generated",
             subject=repo,
             expected=locked,
             actual=snap.commit,
@@ -78,7 +76,7 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
     now: dict[str, str] = {}
     for name, meta in snap.files.items():
         if meta.sha256:
-            now[name] = f"sha256:{meta.sha256}"
+            now[name] = digest_text(meta.sha256)
         elif (snap.snapshot_dir / name).is_file():
             now[name] = hash_file(snap.snapshot_dir / name).digest
     for name in sorted(set(locked_files) | (set(now) & set(locked_files))):

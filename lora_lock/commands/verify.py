@@ -292,6 +292,7 @@ class Fences:
     allow_outside: bool = False
 
     def source(self, fields: Mapping[str, Any], lock_dir: Path, what: str, **options: Any) -> Resolved:
+        """The locked source ``fields`` names, resolved under this run's symlink and outside-the-repo rules."""
         return locked_source(
             fields, lock_dir, what, allow_symlinks=self.allow_symlinks, allow_outside=self.allow_outside, **options
         )

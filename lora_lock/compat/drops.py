@@ -90,6 +90,9 @@ def unmatched_findings(
     alignment: tuple[str, str],
     facts: ModelFacts,
 ) -> list[Finding]:
+    """The finding for adapter modules PEFT would match to no base module: ``COMPAT-NO-MATCH`` (an error) when
+    none match, so the adapter does nothing, otherwise one listing the modules whose tensors are dropped, each
+    pattern with a hint on the likely renaming. No finding when every module matches."""
     if not unmatched:
         return []
     total = len(lora)
@@ -174,6 +177,7 @@ def _renamed_as(path: str, modules: dict[str, BaseModule], alignment: tuple[str,
 
 
 def named_keys_finding(keys: list[str]) -> Finding:
+    """``ADAPTER-KEYS``: tensor keys that still carry an adapter name, which PEFT's load never matches."""
     example = keys[0]
     return Finding(
         "ADAPTER-KEYS",
@@ -189,6 +193,8 @@ def named_keys_finding(keys: list[str]) -> Finding:
 
 
 def untrained_finding(untrained: list[str], renamed: bool, *, named_keys: bool = False) -> Finding:
+    """``COMPAT-UNTRAINED``: base modules ``target_modules`` selects that the adapter holds no weights for (PEFT
+    would wrap them with a zero ``lora_B``), grouped by pattern."""
     by_pattern: dict[str, list[str]] = defaultdict(list)
     for path in untrained:
         by_pattern[pattern_of(path)].append(path)

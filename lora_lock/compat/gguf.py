@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.checkpoint import Checkpoint
 from lora_lock.inspect.gguf import ArrayInfo, GGUFFile, read_gguf
@@ -26,6 +26,7 @@ from lora_lock.inspect.gguf_names import MERGED, TRANSPOSED, ArchNames, architec
 from lora_lock.inspect.model_config import _ALIASES, ModelFacts, read_model_facts
 from lora_lock.inspect.safetensors_header import TensorInfo
 from lora_lock.sources.resolve import Resolved
+from lora_lock.text import brief
 
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 #: ggml types that hold the values exactly as a float checkpoint would (dequantizing them changes nothing).
@@ -45,6 +46,7 @@ class GGUFBase:
     unmapped: tuple[str, ...]
 
     def type_counts(self) -> dict[str, int]:
+        """Tensors per ggml type over every file of the base, most frequent first (ties by name)."""
         out: dict[str, int] = {}
         for file in self.files:
             for name, count in file.type_counts().items():
@@ -53,6 +55,7 @@ class GGUFBase:
 
 
 def is_gguf_name(name: str) -> bool:
+    """Whether a file name is a GGUF file's (``.gguf``, any case)."""
     return name.lower().endswith(".gguf")
 
 

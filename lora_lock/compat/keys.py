@@ -53,11 +53,8 @@ class LoraModule:
 
     @property
     def embedding_style(self) -> bool:
+        """Whether the module's LoRA is an embedding's (``lora_embedding_A`` / ``_B``: the shapes are transposed)."""
         return any(t.name.endswith(("lora_embedding_A", "lora_embedding_B")) for t in self.parts.values())
-
-    @property
-    def adalora(self) -> bool:
-        return "E" in self.parts or "ranknum" in self.parts
 
 
 @dataclass(frozen=True)

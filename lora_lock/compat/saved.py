@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from lora_lock.compat.keys import OUTPUT_HEADS, split_keys
 from lora_lock.compat.model import RuntimeModel, to_base
-from lora_lock.compat.shapes import DESCRIBE, Grouper, _shape, base_shape
+from lora_lock.compat.shapes import DESCRIBE, Grouper, base_shape
 from lora_lock.compat.targets import listed_saved
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import Kind
 from lora_lock.inspect.safetensors_header import TensorInfo
+from lora_lock.text import shape_brackets
 
 
 def is_listed(module: str, listed: set[str]) -> bool:
@@ -140,7 +141,7 @@ def check_saved(
                         f"differs from the base's hidden size {facts.hidden_size}",
                         subject=module,
                         expected=f"[*, {facts.hidden_size}]",
-                        actual=_shape(weight.shape),
+                        actual=shape_brackets(weight.shape),
                     )
                 )
             continue
@@ -166,8 +167,8 @@ def check_saved(
                 Category.COMPAT,
                 Severity.ERROR,
                 f"{module}.{param}",
-                _shape(expected),
-                _shape(found.shape),
+                shape_brackets(expected),
+                shape_brackets(found.shape),
                 hint,
             )
     findings += grouper.findings(DESCRIBE)

@@ -9,7 +9,6 @@ saved tensors into it: any other shape is a ``size mismatch`` error at load. ``P
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lora_lock.compat.keys import LoraModule
@@ -18,6 +17,7 @@ from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.model_config import ModelFacts
 from lora_lock.inspect.modules import BaseModule, Kind, compact_ranges, layer_indices, pattern_of
 from lora_lock.inspect.safetensors_header import TensorInfo
+from lora_lock.text import shape_brackets
 
 
 def where(paths: list[str]) -> str:
@@ -59,9 +59,13 @@ class Grouper:
     def add(
         self, code: str, category: Category, severity: Severity, path: str, expected: str, actual: str, hint: str = ""
     ) -> None:
+        """Record one module's mismatch; modules with the same code, pattern, expected and actual values share a
+        finding."""
         self.groups[(code, category, severity, pattern_of(path), expected, actual, hint)].append(path)
 
     def findings(self, describe: dict[str, str]) -> list[Finding]:
+        """One finding per group, in the order groups were first seen: the message (from ``describe``, by code)
+        names the module pattern and the layers it covers."""
         out = []
         for (code, category, severity, pattern, expected, actual, hint), paths in self.groups.items():
             located = where(paths)
@@ -90,10 +94,6 @@ DESCRIBE = {
 }
 
 
-def _shape(shape: Iterable[int]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
 def _shape_hint(leaf: str, axis: str, adapter_dim: int, base_dim: int, facts: ModelFacts) -> str:
     head_dim = facts.head_dim
     if axis == "out" and head_dim and adapter_dim % head_dim == 0:
@@ -120,12 +120,15 @@ def _shape_hint(leaf: str, axis: str, adapter_dim: int, base_dim: int, facts: Mo
 
 
 def base_shape(base: BaseModule) -> tuple[int, ...]:
+    """A base module's weight shape as PEFT reads it for LoRA: ``(in, out)`` for an embedding, ``(out, in)``
+    otherwise (0 for an unknown dimension)."""
     if base.kind is Kind.EMBEDDING:
         return (base.in_features or 0, base.out_features or 0)
     return (base.out_features or 0, base.in_features or 0)
 
 
 def expected_lora(base: BaseModule, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ``(lora_A, lora_B)`` shapes PEFT builds for ``base`` at ``rank``: ``(r, in)`` and ``(out, r)``."""
     if base.kind is Kind.EMBEDDING:
         return (rank, base.in_features or 0), (base.out_features or 0, rank)
     return (rank, base.in_features or 0), (base.out_features or 0, rank)
@@ -165,7 +168,7 @@ def check_module(
             Category.COMPAT,
             Severity.ERROR,
             path,
-            f"a {_shape(base.weight_shape)} parameter PEFT cannot wrap",
+            f"a {shape_brackets(base.weight_shape)} parameter PEFT cannot wrap",
             "LoRA weights",
             "the module of this name is something else in this base (renamed architecture?)",
         )
@@ -222,8 +225,8 @@ def check_module(
             Category.COMPAT,
             Severity.ERROR,
             path,
-            f"lora_A {_shape(exp_a)}, lora_B {_shape(exp_b)} (base {_shape(base_shape(base))})",
-            f"lora_A {_shape(a.shape)}, lora_B {_shape(b.shape)}",
+            f"lora_A {shape_brackets(exp_a)}, lora_B {shape_brackets(exp_b)} (base {shape_brackets(base_shape(base))})",
+            f"lora_A {shape_brackets(a.shape)}, lora_B {shape_brackets(b.shape)}",
             _shape_hint(leaf, axis, got, want, facts),
         )
         return "shape"
@@ -236,8 +239,8 @@ def check_module(
                 Category.COMPAT,
                 Severity.ERROR,
                 path,
-                f"{part} {_shape((exp_b[0],))}",
-                f"{part} {_shape(extra.shape)}",
+                f"{part} {shape_brackets((exp_b[0],))}",
+                f"{part} {shape_brackets(extra.shape)}",
                 "DoRA magnitude and LoRA bias have one entry per output",
             )
     rows[
@@ -298,7 +301,8 @@ def check_param_module(
             rows[key].append(path)
             return "ok"
     wanted = "; ".join(
-        f"{name} {_shape(info.shape)} at r={rank}: lora_A [{rank * (info.shape[0] if len(info.shape) == 3 else 1)}, …]"
+        f"{name} {shape_brackets(info.shape)} at r={rank}: "
+        f"lora_A [{rank * (info.shape[0] if len(info.shape) == 3 else 1)}, …]"
         for name, info, rank in params
     )
     grouper.add(
@@ -307,7 +311,7 @@ def check_param_module(
         Severity.ERROR,
         path,
         f"a LoRA pair for one of the wrapped parameters ({wanted})",
-        f"lora_A {_shape(sa)}, lora_B {_shape(sb)}",
+        f"lora_A {shape_brackets(sa)}, lora_B {shape_brackets(sb)}",
         "target_parameters LoRA has rank × experts rows; the adapter was trained on a base with other expert "
         "shapes or another number of experts",
     )

@@ -17,10 +17,11 @@ from typing import Any
 from lora_lock import userregex
 from lora_lock.compat.keys import IMPLICIT_HEADS, OUTPUT_HEADS
 from lora_lock.compat.model import RuntimeModel, containers, to_model
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.inspect.adapter import AdapterConfig
 from lora_lock.inspect.modules import Kind
 from lora_lock.runtime import Stack, convert_moe_targets, moe_rules
+from lora_lock.text import brief
 
 LORA_KINDS = (Kind.LINEAR, Kind.CONV1D, Kind.EMBEDDING, Kind.CONV)
 #: Longest digit run read as a layer index (a longer one is not a layer index: int() would refuse it anyway).

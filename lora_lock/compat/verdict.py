@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.runtime import Stack
 
-OUTCOMES = ("applies", "drops", "raises")
-
 
 @dataclass(frozen=True)
 class Prediction:

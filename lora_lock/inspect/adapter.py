@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock import userregex
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.inspect.checkpoint import Remote, read_json
 from lora_lock.inspect.safetensors_header import Header, read_header
+from lora_lock.text import brief
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -57,6 +58,7 @@ class AdapterConfig:
 
     @property
     def legacy_fields(self) -> tuple[str, ...]:
+        """The fields of old PEFT configs this config sets (non-null), in :data:`LEGACY_FIELDS` order."""
         return tuple(k for k in LEGACY_FIELDS if self.raw.get(k) is not None)
 
     def settings(self) -> dict[str, Any]:

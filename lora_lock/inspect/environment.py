@@ -32,6 +32,8 @@ _CUDA_LINE = re.compile(r"""^cuda\s*(?::\s*\S+\s*)?=\s*['"]([^'"]+)['"]""", re.M
 
 @dataclass(frozen=True)
 class Environment:
+    """The stack this process runs: package versions by name (with ``python`` and ``cuda``) and GPU facts."""
+
     versions: dict[str, str]
     gpu: dict[str, str] = field(default_factory=dict)
 
@@ -88,6 +90,8 @@ def gpu_facts() -> dict[str, str]:
 
 
 def current_environment(*, with_gpu: bool = True) -> Environment:
+    """The versions of the packages the lock's policy covers, as installed (package metadata only, nothing
+    imported), CUDA's if torch has it, and the GPU's facts unless ``with_gpu`` is false."""
     versions: dict[str, str] = {"python": platform.python_version()}
     for name in DEFAULT_POLICY:
         if name in ("python", "cuda"):
@@ -106,6 +110,8 @@ def _parts(version: str) -> list[str]:
 
 
 def versions_match(locked: str, current: str, rule: str) -> bool:
+    """Whether ``current`` satisfies ``locked`` under ``rule``: ``any``; ``exact``; ``minor`` (same first two
+    release numbers) or ``major`` (same first). An unknown rule is taken as ``exact``."""
     if rule == "any":
         return True
     if rule == "exact":

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.inspect.gguf_names import ggml_type
+from lora_lock.text import brief
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)

@@ -54,12 +54,6 @@ def _table() -> dict[str, Any]:
     return doc
 
 
-def table_versions() -> dict[str, str]:
-    """The library versions the table was generated from (``{"gguf": "0.19.0", "transformers": "5.23.0"}``)."""
-    doc = _table()
-    return {"gguf": str(doc["gguf"]), "transformers": str(doc["transformers"])}
-
-
 @functools.cache
 def _types() -> dict[int, tuple[str, int, int]]:
     return {int(k): (v["name"], int(v["block_size"]), int(v["type_size"])) for k, v in _table()["ggml_types"].items()}

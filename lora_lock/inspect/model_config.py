@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.inspect.checkpoint import read_json
+from lora_lock.text import brief
 
 # Different model families spell the same fact differently; the first present key wins.
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -30,6 +31,7 @@ class Quantization:
     params: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
+        """The method with its recorded parameters, sorted: ``bitsandbytes(load_in_4bit=True, ...)``."""
         inner = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         return f"{self.method}({inner})" if inner else self.method
 

@@ -21,6 +21,8 @@ from lora_lock.inspect.safetensors_header import TensorInfo
 
 
 class Kind(str, enum.Enum):
+    """What a base module is for LoRA: the layer type decides PEFT's wrapper and the weight's axis order."""
+
     LINEAR = "linear"
     CONV1D = "conv1d"  # transformers' Conv1D (GPT-2 family): weight [in, out]
     EMBEDDING = "embedding"
@@ -65,12 +67,6 @@ class BaseModule:
     dtype: str
     quantized: str | None = None
     derived_from: str | None = None  # e.g. lm_head tied to the input embedding
-
-    @property
-    def shape_text(self) -> str:
-        if self.kind is Kind.EMBEDDING:
-            return f"[{self.in_features}, {self.out_features}]"
-        return f"[{self.out_features}, {self.in_features}]"
 
 
 def module_of(name: str) -> tuple[str, str]:
@@ -170,6 +166,8 @@ def pattern_of(path: str) -> str:
 
 
 def layer_indices(path: str) -> tuple[int, ...]:
+    """The layer numbers in a module path (``model.layers.3.mlp`` → ``(3,)``); a digit run too long to be an
+    index is skipped."""
     # A digit run too long for a layer index (a crafted name) is not one; int() would refuse it anyway.
     return tuple(int(m) for m in _LAYER.findall(path) if len(m) <= 18)
 

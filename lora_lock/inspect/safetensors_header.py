@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
 from lora_lock.sources.fence import open_regular
+from lora_lock.text import brief
 
 #: safetensors refuses headers above 100 MB; so do we (a bigger one is a corrupt or hostile file).
 MAX_HEADER_BYTES = 100_000_000
@@ -61,6 +62,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
+        """The number of elements (1 for a scalar)."""
         return math.prod(self.shape)
 
 

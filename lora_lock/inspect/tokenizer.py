@@ -7,7 +7,6 @@ fixed multilingual canary text. Token ids and text are never printed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -15,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, brief, library_failure
-from lora_lock.hashing import prefixed
+from lora_lock.errors import InputError, library_failure
+from lora_lock.hashing import sha256_bytes
 from lora_lock.inspect.checkpoint import read_json
 from lora_lock.sources.fence import check_name, read_text
+from lora_lock.text import brief
 
 FULL_TOKENIZER_FILE = "tokenizer.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -67,6 +67,9 @@ _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token"
 
 @dataclass(frozen=True)
 class TokenizerFacts:
+    """What the lock records of a tokenizer: its files, vocabulary size, special-token ids, and digests of the
+    chat template and of the canary text's token ids (the fingerprint), with the file that produced them."""
+
     files: tuple[str, ...]
     vocab_size: int | None
     special_tokens: dict[str, int]
@@ -127,7 +130,7 @@ def fast_tokenizer_file(config: dict[str, Any], where: Path, transformers_versio
 
 
 def _digest_text(text: str) -> str:
-    return prefixed(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    return sha256_bytes(text.encode("utf-8", "surrogatepass"))
 
 
 def chat_template_digest(root: Path, names: Iterable[str], config: dict[str, Any]) -> str | None:
@@ -199,7 +202,7 @@ def read_tokenizer_facts(
             if not library_failure(exc):
                 raise
             raise InputError(f"{path}: the tokenizers library cannot load or run it ({str(exc)[:300]})") from exc
-        fingerprint = prefixed(hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest())
+        fingerprint = sha256_bytes(",".join(map(str, ids)).encode())
         count = len(ids)
         for key in _SPECIAL_KEYS:
             text = _token_text(config.get(key))

@@ -31,6 +31,8 @@ REVIEW = {
 
 @dataclass(frozen=True)
 class Change:
+    """One difference between two locks: a sentence for the reader, the field it is about, and both values."""
+
     category: Category
     message: str
     subject: str
@@ -38,6 +40,7 @@ class Change:
     new: Any = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The change as JSON data (``lora-lock diff --format json``)."""
         return {
             "category": self.category.value,
             "subject": self.subject,
@@ -49,10 +52,13 @@ class Change:
 
 @dataclass(frozen=True)
 class LockDiff:
+    """Every difference between two locks, in report category order, with a reviewer's summary."""
+
     changes: tuple[Change, ...]
 
     @property
     def identical(self) -> bool:
+        """Whether the two locks record the same facts (no change at all)."""
         return not self.changes
 
     def counts(self) -> dict[Category, int]:
@@ -67,6 +73,7 @@ class LockDiff:
         return [f"{c.value}: {REVIEW[c]}" for c in self.counts()]
 
     def to_dict(self) -> dict[str, Any]:
+        """The diff as JSON data: whether identical, counts per category, the review sentences, every change."""
         return {
             "lora_lock_version": __version__,
             "identical": self.identical,
@@ -98,10 +105,13 @@ class LockDiff:
         return "\n".join(lines) + "\n"
 
     def render_json(self) -> str:
+        """The diff as a JSON document, safe to print (raw control characters escaped)."""
         # default=str: a hand-edited lock may hold TOML dates or times, which JSON has no type for.
         return document(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)) + "\n"
 
     def render_text(self) -> str:
+        """The diff for a terminal: changes grouped under their category, one line each, then the headline and the
+        review sentences."""
         if self.identical:
             return "the locks are identical\n"
         lines: list[str] = []
@@ -183,6 +193,7 @@ def rows_by_pattern(rows: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str
 
 
 def row_text(row: Mapping[str, Any]) -> str:
+    """One lock module row in a sentence: layers, count, kind, base shape, rank and LoRA shapes."""
     quantized = f" ({row['quantized']})" if row.get("quantized") else ""
     return (
         f"layers {row['layers']}: {row['count']}× {row['kind']}{quantized} base {_v(row['base-shape'])}, "
@@ -245,6 +256,8 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
 
 
 def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
+    """Every difference between two parsed locks: base, tokenizer, adapters (added, removed, changed) with
+    their module tables, behaviour records and environment."""
     changes: list[Change] = []
     ob, nb = old["base"], new["base"]
     if ob.get("revision") != nb.get("revision"):
@@ -350,6 +363,7 @@ def _behaviour_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[C
 
 
 def diff(old: str | Path, new: str | Path) -> LockDiff:
+    """The differences between two lock files, each read and validated (:class:`LockfileError` on a bad one)."""
     return diff_locks(read(Path(old)), read(Path(new)))
 
 

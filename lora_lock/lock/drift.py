@@ -11,20 +11,9 @@ from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
 from lora_lock.lock.snapshot import UNHASHED
 from lora_lock.sources.fileset import loader_ignores
+from lora_lock.text import short_digest, value_text
 
 REGENERATE = "if this change is intended, run `lora-lock generate --from-lock` and review the lock diff"
-
-
-def fmt_value(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={fmt_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
 
 
 def compare_files(
@@ -70,8 +59,8 @@ def compare_files(
                     f"{prefix}-FILE-CHANGED",
                     category,
                     severity(name),
-                    f"{name} changed: {_short(entry['digest'])}… ({entry['size']} bytes) → "
-                    f"{_short(now['digest'])}… ({now['size']} bytes){note(name)}",
+                    f"{name} changed: {short_digest(entry['digest'])}… ({entry['size']} bytes) → "
+                    f"{short_digest(now['digest'])}… ({now['size']} bytes){note(name)}",
                     subject=name,
                     expected=entry["digest"],
                     actual=now["digest"],
@@ -103,6 +92,8 @@ def compare_values(
     current: Mapping[str, Any],
     hint: str = REGENERATE,
 ) -> list[Finding]:
+    """One finding per key whose value differs between the lock and now (a key on one side only included),
+    in key order; ``code`` and ``hint`` are the caller's."""
     out = []
     for key in sorted(set(locked) | set(current)):
         old, new = locked.get(key), current.get(key)
@@ -112,11 +103,11 @@ def compare_values(
                     code,
                     category,
                     Severity.ERROR,
-                    f"{what} `{key}` changed: {fmt_value(old) if old is not None else 'absent'} → "
-                    f"{fmt_value(new) if new is not None else 'absent'}",
+                    f"{what} `{key}` changed: {value_text(old) if old is not None else 'absent'} → "
+                    f"{value_text(new) if new is not None else 'absent'}",
                     subject=key,
-                    expected=fmt_value(old),
-                    actual=fmt_value(new),
+                    expected=value_text(old),
+                    actual=value_text(new),
                     hint=hint,
                 )
             )
@@ -124,6 +115,8 @@ def compare_values(
 
 
 def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
+    """The installed stack against the lock's ``[environment]``: a missing package (a warning when only the
+    probe needs it), a version outside the policy's rule, and a different GPU."""
     env = current_environment()
     out: list[Finding] = []
     policy = locked.get("policy", {})
@@ -168,8 +161,8 @@ def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
                 Severity.WARNING,
                 f"GPU changed: {gpu.get('name')} → {env.gpu.get('name', 'none')}",
                 subject="gpu",
-                expected=fmt_value(gpu),
-                actual=fmt_value(env.gpu) if env.gpu else "none",
+                expected=value_text(gpu),
+                actual=value_text(env.gpu) if env.gpu else "none",
                 hint="numerics differ across GPU generations; the effect probe decides whether it matters",
             )
         )

@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, LockfileError, brief
+from lora_lock.errors import InputError, LockfileError
 from lora_lock.sources.fence import read_bounded
+from lora_lock.text import brief
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,10 +44,12 @@ HEADER = (
 
 @cache
 def schema_text() -> str:
+    """The lock's JSON Schema as shipped in the package (what ``lora-lock schema`` prints)."""
     return resources.files("lora_lock").joinpath("schemas/lora-lock.schema.json").read_text(encoding="utf-8")
 
 
 def schema() -> dict[str, Any]:
+    """The lock's JSON Schema, parsed."""
     doc: dict[str, Any] = json.loads(schema_text())
     return doc
 
@@ -61,6 +64,8 @@ def canonical(value: Any) -> Any:
 
 
 def dumps(lock: Mapping[str, Any]) -> str:
+    """The lock as TOML text: the header comment, sections in reading order, keys sorted, and the control
+    characters TOML leaves raw escaped, so equal locks are equal bytes."""
     import tomli_w
 
     body = canonical(lock)
@@ -139,6 +144,8 @@ def parse(text: str) -> dict[str, Any]:
 
 
 def read(path: Path) -> dict[str, Any]:
+    """The lock at ``path``, parsed and validated against the schema and lora-lock's own rules. Raises
+    :class:`LockfileError` on a missing, oversized, non-UTF-8, non-TOML, invalid or newer-version lock."""
     if not os.path.lexists(path):
         raise LockfileError(f"{path}: lock file not found", hint="create it with `lora-lock generate`")
     try:

@@ -33,6 +33,7 @@ from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources.fence import admit, resolve_fence
 from lora_lock.sources.fileset import excluding_lock, planted_adapter, planted_finding, stray_weights_finding
 from lora_lock.sources.resolve import Resolved
+from lora_lock.text import shape_token
 
 HASHING = {
     "algorithm": ALGORITHM,
@@ -218,10 +219,14 @@ def runtime_names(base: BaseView, stack: Stack) -> ModuleNames | None:
 
 
 def files_table(observed: Observed, section: str) -> dict[str, dict[str, Any]]:
+    """The lock's ``files`` table of one section (``base``, ``tokenizer``, ``adapter:<name>``): digest and size
+    by file name."""
     return {name: {"digest": d.digest, "size": d.size} for (sec, name), d in observed.digests.items() if sec == section}
 
 
 def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
+    """The lock's ``[base]`` table as observed now: source, identity config, weight dtypes, quantization,
+    files, and the dtype when the config names one."""
     facts = observed.base.facts
     quant = facts.quantization
     section: dict[str, Any] = {
@@ -241,6 +246,8 @@ def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
 
 
 def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
+    """The lock's ``[tokenizer]`` table as observed now: source and files, and when the tokenizer could be read,
+    its vocabulary size, special tokens, chat-template digest and fingerprint."""
     tok = observed.tokenizer
     section: dict[str, Any] = {
         **observed.tokenizer_source.lock_fields(lock_dir),
@@ -262,22 +269,18 @@ def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
     return section
 
 
-def shape_text(shape: Iterable[int]) -> str:
-    """``(4096, 16)`` → ``"4096x16"``: one token per shape keeps lock diffs one line per change."""
-    return "x".join(str(d) for d in shape)
-
-
 def module_rows(result: Fit) -> list[dict[str, Any]]:
+    """The fit's module groups as lock rows (shapes written as ``4096x16`` tokens)."""
     return [
         {
             "pattern": g.pattern,
             "count": g.count,
             "layers": g.layers,
             "kind": g.kind,
-            "base-shape": shape_text(g.base_shape),
+            "base-shape": shape_token(g.base_shape),
             "rank": g.rank,
-            "lora-a": shape_text(g.lora_a),
-            "lora-b": shape_text(g.lora_b),
+            "lora-a": shape_token(g.lora_a),
+            "lora-b": shape_token(g.lora_b),
             **({"quantized": g.quantized} if g.quantized else {}),
         }
         for g in result.modules
@@ -287,6 +290,8 @@ def module_rows(result: Fit) -> list[dict[str, Any]]:
 def adapter_section(
     observed: Observed, name: str, source: Resolved, adapter: Adapter, result: Fit, lock_dir: Path
 ) -> dict[str, Any]:
+    """One ``[[adapter]]`` table as observed now: name, source, PEFT settings, files, module table in runtime
+    names, and the base the adapter's config names when it is a Hub id."""
     section: dict[str, Any] = {
         "name": name,
         **source.lock_fields(lock_dir),
@@ -302,11 +307,12 @@ def adapter_section(
         if not PurePosixPath(named).is_absolute() and not named.startswith(("~", "\\")) and ":" not in named[:3]:
             section["base-named"] = named
     if result.saved:
-        section["saved"] = [{"name": n, "shape": shape_text(s)} for n, s in result.saved]
+        section["saved"] = [{"name": n, "shape": shape_token(s)} for n, s in result.saved]
     return section
 
 
 def environment_section(env: Environment) -> dict[str, Any]:
+    """The lock's ``[environment]`` table: versions, the default match policy of each recorded package, GPU facts."""
     section: dict[str, Any] = {
         "versions": env.versions,
         "policy": {k: v for k, v in DEFAULT_POLICY.items() if k in env.versions},
@@ -317,6 +323,8 @@ def environment_section(env: Environment) -> dict[str, Any]:
 
 
 def build_lock(observed: Observed, lock_dir: Path, env: Environment | None = None) -> dict[str, Any]:
+    """The whole lock as data (not yet TOML): every section as observed, adapters sorted by name, the
+    environment now unless ``env`` is given."""
     adapters = sorted(
         (adapter_section(observed, n, s, a, r, lock_dir) for n, s, a, r in observed.adapters),
         key=lambda s: str(s["name"]),

@@ -36,6 +36,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Behaviour:
+    """What ``generate`` records of the adapters' behaviour: the probe's lock section, the golden-set results,
+    and the findings of loading them with PEFT."""
+
     probe: ProbeLock | None
     golden: dict[str, Any] | None
     findings: list[Finding]
@@ -54,6 +57,8 @@ def lock_behaviour(
     dtype: str,
     step: Step | None = None,
 ) -> Behaviour:
+    """Run the probe and the golden set over every adapter (one model load per group of compatible adapters)
+    and return what the lock records, with the findings. The golden file is checked before any model loads."""
     from lora_lock.probe.prompts import DEFAULT_PROMPTS, read_prompts
 
     prompts = read_prompts(Path(prompts_file)) if prompts_file is not None else DEFAULT_PROMPTS

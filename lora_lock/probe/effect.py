@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import InputError, ProbeUnavailableError, library_failure
+from lora_lock.errors import InputError, ProbeMemoryError, ProbeUnavailableError, library_failure
 from lora_lock.probe.numerics import (  # re-exported: the probe's modules and tests import them from here
     DIGITS,
     _device,
@@ -35,10 +35,6 @@ from lora_lock.probe.numerics import (  # re-exported: the probe's modules and t
 
 #: ``stop(row, tokens)``: does the generation of ``row`` end with its newest token ``tokens[-1]`` (kept)?
 Stop = Callable[[int, list[int]], bool]
-
-
-class ProbeMemoryError(InputError):
-    """A probe or golden forward ran out of device memory (the golden set retries with smaller batches)."""
 
 
 #: Prompts decoded together at lock time: bounded, so the KV cache and the kept log-probs stay small on big models,
@@ -82,6 +78,8 @@ def require_probe_stack(*, without: str = "--no-probe") -> None:
 
 @dataclass
 class ProbeRuntime:
+    """Where the probe ran: device kind, dtype, attention implementation, torch and CUDA versions, GPU name."""
+
     device: str
     dtype: str
     attn_implementation: str
@@ -221,6 +219,7 @@ class ProbeSession:
         return frozenset(ids)
 
     def runtime(self) -> ProbeRuntime:
+        """The runtime facts of this session's loaded model, as the lock's probe section records them."""
         torch = self.torch
         base = self.model.get_base_model()
         gpu = torch.cuda.get_device_name(torch.device(self.device)) if self.device.startswith("cuda") else None

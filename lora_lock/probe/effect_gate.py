@@ -21,6 +21,8 @@ DEFAULT_TOP_K = 8
 
 @dataclass(frozen=True)
 class ProbeLock:
+    """The probe's result at lock time: the lock's ``[probe]`` table, the sidecar of fingerprints, findings."""
+
     section: dict[str, Any]  # the lock's [probe] table, without the sidecar reference (the caller adds it)
     sidecar: dict[str, Any]
     findings: list[Finding]
@@ -35,6 +37,8 @@ def lock_probe(
     k: int = DEFAULT_TOP_K,
     step: Step | None = None,
 ) -> ProbeLock:
+    """Fingerprint each adapter on ``prompts``: its greedy continuation, top-``k`` of the adapted and base passes,
+    the effect (mean KL adapted ‖ base) and the noise floor; a finding for an adapter with no measurable effect."""
     runtime = session.runtime()
     encoded = [session.encode(p) for p in prompts]
     per_adapter: dict[str, list[dict[str, Any]]] = {}

@@ -39,6 +39,8 @@ def recorded_noise(noise: float) -> float:
 
 
 def tolerance(noise: float) -> float:
+    """The drift a verify run may show before it fails: ``NOISE_FACTOR`` × the recorded noise floor, kept
+    between ``FLOOR`` and ``CAP`` (a NaN floor counts as 0)."""
     if math.isnan(noise):
         noise = 0.0
     return min(CAP, max(FLOOR, NOISE_FACTOR * noise))
@@ -69,6 +71,7 @@ def coarse_kl(locked: Sequence[Sequence[float]], live: Sequence[Sequence[float]]
 def confident_flips(
     locked_ids: Sequence[Sequence[int]], locked_logps: Sequence[Sequence[float]], live_argmax: Sequence[int]
 ) -> int:
+    """How many positions whose locked top token led by at least ``CONFIDENT_MARGIN`` nats now pick another token."""
     flips = 0
     for ids, lps, now in zip(locked_ids, locked_logps, live_argmax, strict=True):
         margin = lps[0] - lps[1] if len(lps) > 1 else math.inf

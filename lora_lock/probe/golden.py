@@ -47,6 +47,9 @@ DEFAULT_DELIMITER = " "
 
 @dataclass(frozen=True)
 class GoldenItem:
+    """One golden-set line: a generation item scored against ``expected`` by ``scorer``, or a multiple-choice item
+    scored by the log-likelihood of each choice (``answer`` is the right one's index)."""
+
     line: int
     prompt: str
     kind: str  # "generation" | "choice"
@@ -179,6 +182,7 @@ def normalise(text: str, item: GoldenItem) -> str:
 
 
 def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
+    """``text`` cut at the first occurrence of each stop string, in the order given (as lm-eval's ``until``)."""
     for stop in until:
         if stop and stop in text:
             text = text[: text.index(stop)]
@@ -186,6 +190,8 @@ def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
 
 
 def score_generation(item: GoldenItem, output: str) -> bool:
+    """Whether a generated ``output`` (cut at the stop strings, normalised as the item asks) is right: the
+    ``expected`` regex found in it, ``expected`` contained in it, or equal to it."""
     got = normalise(cut_at_stop(output, item.until), item)
     if item.scorer == "regex":
         return userregex.search(item.expected, got, f"golden line {item.line}", _case(item.ignore_case)) is not None

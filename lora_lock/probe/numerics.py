@@ -11,6 +11,7 @@ DIGITS = 6  # significant digits kept for stored floats: deterministic text, far
 
 
 def rounded(x: float) -> float:
+    """``x`` rounded to ``DIGITS`` significant digits, so stored floats print the same on every run."""
     return float(f"{x:.{DIGITS}g}")
 
 

@@ -49,4 +49,5 @@ def read_prompts(path: Path) -> tuple[str, ...]:
 
 
 def prompts_digest(prompts: tuple[str, ...]) -> str:
+    """The ``sha256:`` digest of the prompt list as JSON: the lock ties the fingerprints to the prompts used."""
     return "sha256:" + hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8")).hexdigest()

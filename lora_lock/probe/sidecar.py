@@ -62,12 +62,14 @@ Step = Callable[[int, int], None]
 
 
 def sidecar_text(sidecar: Mapping[str, Any]) -> str:
+    """The sidecar as canonical JSON text (sorted keys, no spaces, unsafe characters escaped), one line."""
     from lora_lock.report.sanitize import document
 
     return document(json.dumps(sidecar, sort_keys=True, separators=(",", ":"), ensure_ascii=False)) + "\n"
 
 
 def sidecar_digest(text: str) -> str:
+    """The ``sha256:`` digest of the sidecar text, which the lock records to bind the sidecar to it."""
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -17,6 +17,8 @@ def printable(text: str) -> str:
 
 
 class Format(str, enum.Enum):
+    """The output formats of a report: ``text``, ``json``, ``markdown``, ``github`` (annotations and summary)."""
+
     TEXT = "text"
     JSON = "json"
     MARKDOWN = "markdown"
@@ -24,7 +26,11 @@ class Format(str, enum.Enum):
 
 
 class Renderer(Protocol):
-    def render(self, report: Report) -> str: ...
+    """What every format's renderer provides: ``render(report)`` → the text to print."""
+
+    def render(self, report: Report) -> str:
+        """The report as this format's text."""
+        ...
 
 
 def renderer_for(

@@ -25,6 +25,8 @@ class GithubRenderer:
         self.locate = locate
 
     def render(self, report: Report) -> str:
+        """One workflow-command annotation per finding (at most GitHub's 10 per kind; a notice then counts the
+        findings left out), then the status line; every value escaped so a finding cannot issue a command."""
         lines: list[str] = []
         shown = {s: 0 for s in Severity}
         limit = dict.fromkeys(Severity, MAX_PER_KIND)

@@ -20,7 +20,10 @@ def _cell(text: str | None) -> str:
 
 
 class MarkdownRenderer:
+    """``--format markdown``: a status line, a table of categories checked, findings grouped by category."""
+
     def render(self, report: Report) -> str:
+        """The report as Markdown, every untrusted value escaped for a table cell."""
         from lora_lock.report.text import passed_with_reservations
 
         status = _STATUS[report.status]

@@ -74,8 +74,3 @@ def document(rendered: str) -> str:
     written as ``\\uXXXX`` escapes: the same value, safe to print or ``cat``. Outside strings neither format has
     such characters, so replacing them everywhere is exact."""
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", rendered)
-
-
-def is_clean(value: str) -> bool:
-    """True when ``value`` holds no raw unsafe character and no line starting a workflow command (tests use it)."""
-    return not _UNSAFE_TEXT.search(value) and not re.search(r"^\s*::", value, re.MULTILINE)

@@ -29,11 +29,14 @@ def _indent(text: str) -> str:
 
 
 class TextRenderer:
+    """``--format text``: the terminal report (colour only when asked), wrapped at ``width`` columns."""
+
     def __init__(self, *, color: bool = False, width: int = 100) -> None:
         self.color = color
         self.width = width
 
     def render(self, report: Report) -> str:
+        """The report as terminal text: findings by category with their hints, then the status line."""
         from rich.console import Console
         from rich.markup import escape
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lora_lock import userregex
+from lora_lock.errors import Unmodelled
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.safetensors_header import TensorInfo
 from lora_lock.runtime import rename, shapes
@@ -155,7 +156,7 @@ def convert_adapter_keys(
             result = shapes.apply_ops(
                 conv.ops, data, conv.sources, conv.targets, layer_name=layer_name, config=config or {}
             )
-        except shapes.Unmodelled as exc:
+        except Unmodelled as exc:
             notes.append(
                 Finding(
                     CODE_ADAPTER_UNMODELLED,

@@ -35,6 +35,7 @@ class Transform:
 
     @cached_property
     def kind(self) -> str:
+        """The transform's kind in the rule table (``custom`` when it names none)."""
         return str(self.spec.get("kind", "custom"))
 
     @cached_property
@@ -44,17 +45,21 @@ class Transform:
 
     @property
     def sources(self) -> list[str]:
+        """The source patterns the transform reads."""
         return [str(s) for s in self.spec.get("sources", ())]
 
     @property
     def targets(self) -> list[str]:
+        """The target patterns the transform writes."""
         return [str(t) for t in self.spec.get("targets", ())]
 
     @property
     def ops(self) -> list[Mapping[str, Any]]:
+        """The conversion operations applied to the matched tensors, in order (empty for a plain rename)."""
         return list(self.spec.get("ops", ()))
 
     def describe(self) -> str:
+        """The transform in one line for a message: class, sources → targets, its operations and scope."""
         ops = ", ".join(str(op.get("op")) for op in self.ops)
         scope = f" under {self.scope_prefix!r}" if self.scope_prefix else ""
         text = f"{self.spec.get('class')} {self.sources} -> {self.targets}"

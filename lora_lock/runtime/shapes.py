@@ -13,12 +13,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
+from lora_lock.errors import Unmodelled
+
 Shape = tuple[int, ...]
 Value = Union[Shape, list[Shape]]  # noqa: UP007 (a runtime alias on Python 3.10)
-
-
-class Unmodelled(Exception):
-    """An operation whose output cannot be derived from names and shapes alone; the text says which and why."""
 
 
 def _single(value: Value) -> Shape:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
+from lora_lock.text import brief
 
-ORIGINS = ("installed", "lock", "explicit")
 PACKAGES = ("transformers", "peft")
 
 #: A PEP 440-ish version: release numbers, then optional pre/post/dev/local parts; no spaces.

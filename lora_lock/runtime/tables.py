@@ -11,12 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lora_lock.errors import TableError
+
 DATA = Path(__file__).resolve().with_name("data")
 FORMAT = 1
-
-
-class TableError(Exception):
-    """The shipped table is missing or unreadable (a broken install, not bad user input)."""
 
 
 @dataclass(frozen=True)

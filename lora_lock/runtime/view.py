@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lora_lock.errors import Unmodelled
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.safetensors_header import TensorInfo
 from lora_lock.runtime import rename, shapes
@@ -201,7 +202,7 @@ def apply_transforms(
     for (layer_name, _), (conv, members) in groups.items():
         try:
             produced = _convert_group(conv, layer_name, members, config)
-        except shapes.Unmodelled as exc:
+        except Unmodelled as exc:
             notes.append(
                 _note(
                     CODE_UNMODELLED,

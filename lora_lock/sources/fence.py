@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from lora_lock.errors import InputError, brief
+from lora_lock.errors import InputError
+from lora_lock.text import brief
 
 MiB = 1 << 20
 
@@ -82,6 +83,7 @@ def _kind_of(mode: int) -> str:
 
 
 def special_error(path: Path, mode: int) -> InputError:
+    """The error for a path that is not a regular file (a FIFO, a device, a socket, a directory), naming its kind."""
     return InputError(
         f"{path}: is {_kind_of(mode)}, not a regular file; lora-lock opens regular files only",
         hint="replace it with the real file",
@@ -89,6 +91,7 @@ def special_error(path: Path, mode: int) -> InputError:
 
 
 def outside_error(path: Path, target: Path, fence: Path) -> InputError:
+    """The error for a symlink that leads outside the directory being locked, with the way to allow it."""
     return InputError(
         f"{path}: symlink points outside the locked directory {fence} (to {target})",
         hint="copy the file into the directory, or pass --allow-symlinks if the link is intended",

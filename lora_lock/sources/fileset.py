@@ -147,6 +147,7 @@ def planted_adapter(names: Iterable[str]) -> list[str]:
 
 
 def planted_finding(root: object, planted: list[str]) -> Finding:
+    """``BASE-PLANTED-ADAPTER``: adapter files in the base directory, which transformers would load into the base."""
     return Finding(
         "BASE-PLANTED-ADAPTER",
         Category.BASE,

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lock.errors import SourceError, brief
-from lora_lock.hashing import FileDigest
+from lora_lock.errors import SourceError
+from lora_lock.hashing import FileDigest, digest_text
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.inspect.safetensors_header import MAX_HEADER_BYTES, Header, parse_header
 from lora_lock.inspect.tokenizer import TOKENIZER_FILES
 from lora_lock.sources.fileset import MAX_FILES
+from lora_lock.text import brief, short_commit
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHORT_HASH = re.compile(r"^[0-9a-f]{7,39}$")
@@ -71,7 +72,7 @@ class HubSnapshot:
         out: dict[str, FileDigest] = {}
         for name, f in self.files.items():
             if f.sha256 and f.size is not None:
-                out[name] = FileDigest(f"sha256:{f.sha256}", f.size)
+                out[name] = FileDigest(digest_text(f.sha256), f.size)
         if trust_cache_names:
             for name in list(self.files):
                 local = self.snapshot_dir / name
@@ -83,10 +84,11 @@ class HubSnapshot:
                         continue
                     # Only a link into this repo's own blobs/ names its content: a link elsewhere proves nothing.
                     if _SHA256.match(target.name) and target.parent == blobs and target.is_file():
-                        out[name] = FileDigest(f"sha256:{target.name}", target.stat().st_size)
+                        out[name] = FileDigest(digest_text(target.name), target.stat().st_size)
         return out
 
     def remote(self) -> Remote | None:
+        """Reads of the files not in the local cache (headers by HTTP range), or ``None`` for an offline snapshot."""
         if not self.online:
             return None
         names = frozenset(n for n in self.files if not (self.snapshot_dir / n).is_file())
@@ -94,6 +96,7 @@ class HubSnapshot:
 
 
 def looks_like_repo_id(spec: str) -> bool:
+    """Whether ``spec`` (``org/name[@rev]``) reads as a Hub repo id rather than a file name."""
     repo, _, _ = spec.partition("@")
     return bool(_REPO_ID.match(repo)) and not repo.endswith((".json", ".safetensors"))
 
@@ -133,11 +136,13 @@ def _constants() -> Any:
 
 
 def repo_cache_dir(repo_id: str, cache_dir: Path | None = None) -> Path:
+    """The Hub cache directory of a model repo (``models--org--name`` under ``cache_dir`` or ``HF_HUB_CACHE``)."""
     root = Path(cache_dir) if cache_dir is not None else Path(_constants().HF_HUB_CACHE)
     return root / f"models--{repo_id.replace('/', '--')}"
 
 
 def is_offline() -> bool:
+    """Whether huggingface_hub is in offline mode (``HF_HUB_OFFLINE``): sources then come from the cache only."""
     return bool(_constants().HF_HUB_OFFLINE)
 
 
@@ -225,7 +230,7 @@ def resolve_online(
             blob_id=sib.blob_id,
         )
     if len(files) > MAX_FILES:
-        raise SourceError(f"{repo_id}@{commit[:12]}: more than {MAX_FILES} files; this is not a model repo")
+        raise SourceError(f"{repo_id}@{short_commit(commit)}: more than {MAX_FILES} files; this is not a model repo")
     repo_dir = repo_cache_dir(repo_id, cache_dir)
     snapshot = repo_dir / "snapshots" / commit
     for name in sorted(n for n in files if n in set(want) or _must_fetch(files[n])):
@@ -320,6 +325,8 @@ def resolve_cached(repo_id: str, revision: str | None, *, cache_dir: Path | None
 def resolve_hub(
     spec: str, *, token: str | bool | None = None, offline: bool | None = None, want: Iterable[str] = SMALL_FILES
 ) -> HubSnapshot:
+    """The snapshot ``spec`` names, pinned to a commit: from the local cache when offline, otherwise from the
+    Hub (fetching the ``want`` files)."""
     repo_id, revision = parse_spec(spec)
     if offline if offline is not None else is_offline():
         return resolve_cached(repo_id, revision)
@@ -357,7 +364,7 @@ def remote_header(snapshot: HubSnapshot, name: str) -> Header:
     """The safetensors header of a Hub file, read with range requests (first 100 kB, then the rest if needed)."""
     meta = snapshot.files.get(name)
     size = meta.size if meta is not None else None
-    label = Path(f"{snapshot.repo_id}@{snapshot.commit[:12]}") / name
+    label = Path(f"{snapshot.repo_id}@{short_commit(snapshot.commit)}") / name
     if size is None:
         raise SourceError(f"{label}: the Hub did not report the file's size")
     first = read_range(snapshot, name, 0, min(_FIRST_RANGE, size))

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from lora_lock.errors import InputError, SourceError, brief
+from lora_lock.errors import InputError, SourceError
 from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.sources.fence import admit, check_name, inside_repository, resolve_fence, windows_form
 from lora_lock.sources.fileset import list_local
+from lora_lock.text import brief, short_commit
 
 if TYPE_CHECKING:
     from lora_lock.sources.hub import HubSnapshot
@@ -43,8 +44,9 @@ class Resolved:
 
     @property
     def label(self) -> str:
+        """How messages name this source: ``repo@<12 hex>`` for a Hub source, else its path."""
         if self.repo_id:
-            return f"{self.repo_id}@{self.revision[:12]}" if self.revision else self.repo_id
+            return f"{self.repo_id}@{short_commit(self.revision)}" if self.revision else self.repo_id
         return str(self.path)
 
     def lock_fields(self, lock_dir: Path) -> dict[str, Any]:
@@ -125,7 +127,7 @@ def snapshot_files(snap: HubSnapshot, *, allow_symlinks: bool) -> tuple[str, ...
     fence = resolve_fence(snap.snapshot_dir, snap.repo_dir) if snap.snapshot_dir.is_dir() else None
     names = sorted(snap.files)
     for name in names:
-        check_name(name, f"{snap.repo_id}@{snap.commit[:12]}")
+        check_name(name, f"{snap.repo_id}@{short_commit(snap.commit)}")
         if fence is not None and os.path.lexists(snap.snapshot_dir / name):
             admit(snap.snapshot_dir, name, fence=fence, allow_symlinks=allow_symlinks)
     return tuple(names)
@@ -134,6 +136,8 @@ def snapshot_files(snap: HubSnapshot, *, allow_symlinks: bool) -> tuple[str, ...
 def from_snapshot(
     spec: str, snap: HubSnapshot, *, trust_cache_names: bool = True, allow_symlinks: bool = False
 ) -> Resolved:
+    """A resolved source for a Hub snapshot: its cache directory, commit, file set (each local name checked by
+    the fence) and the digests the Hub or the cache already states."""
     return Resolved(
         spec=spec,
         path=snap.snapshot_dir,
@@ -241,7 +245,7 @@ def locked_source(
         if missing and (offline_now or deep):
             # Not drift: the pinned commit is simply not (fully) in the cache here.
             raise SourceError(
-                f"{repo}@{commit[:12]}: {len(missing)} locked file(s) are not in the local Hub cache "
+                f"{repo}@{short_commit(commit)}: {len(missing)} locked file(s) are not in the local Hub cache "
                 f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})",
                 hint=hint + ("" if offline_now else " (--deep hashes local bytes)"),
             )
