@@ -42,7 +42,7 @@ class FileDigest:
 
 def digest_text(hexdigest: str) -> str:
     """``"ab12…"`` → ``"sha256:ab12…"``: the one way a digest is written, in the lock and in findings. The hex is
-    taken as given (a Hub listing's or a cache blob's name); :meth:`Digest.parse` is the validating way in."""
+    taken as given (a Hub listing's or a cache blob's name); :meth:`Digest.from_str` is the validating way in."""
     return f"{ALGORITHM}:{hexdigest}"
 
 
@@ -55,14 +55,14 @@ def sha256_bytes(data: bytes) -> str:
 class Digest:
     """A validated sha256 digest; ``str()`` gives its lock spelling, ``sha256:<64 lowercase hex>``."""
 
-    hexdigest: str
+    hex: str
 
     def __post_init__(self) -> None:
-        if not _HEX.fullmatch(self.hexdigest):
-            raise InputError(f"{brief(self.hexdigest)} is not a sha256 hex digest (64 lowercase hex characters)")
+        if not _HEX.fullmatch(self.hex):
+            raise InputError(f"{brief(self.hex)} is not a sha256 hex digest (64 lowercase hex characters)")
 
     @classmethod
-    def parse(cls, text: str) -> Digest:
+    def from_str(cls, text: str) -> Digest:
         """The digest ``text`` spells, or :class:`InputError` naming it when it is not ``sha256:<64 hex>`` (an
         edited lock's value is quoted briefly, never whole)."""
         algorithm, sep, hexdigest = text.partition(":") if isinstance(text, str) else ("", "", "")
@@ -71,7 +71,7 @@ class Digest:
         return cls(hexdigest)
 
     def __str__(self) -> str:
-        return digest_text(self.hexdigest)
+        return digest_text(self.hex)
 
 
 def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:

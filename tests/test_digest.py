@@ -1,5 +1,5 @@
 """The one digest convention: ``sha256:<64 lowercase hex>``, built by ``digest_text`` and read back by
-``Digest.parse``, which refuses anything else with a short, quoted message."""
+``Digest.from_str``, which refuses anything else with a short, quoted message."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ HEX = hashlib.sha256(b"lora").hexdigest()
 def test_built_and_parsed_digests_agree() -> None:
     text = sha256_bytes(b"lora")
     assert text == digest_text(HEX) == f"sha256:{HEX}"
-    digest = Digest.parse(text)
-    assert digest.hexdigest == HEX
+    digest = Digest.from_str(text)
+    assert digest.hex == HEX
     assert str(digest) == text
-    assert Digest.parse(text) == digest  # a value: equal digests compare equal and hash alike
+    assert Digest.from_str(text) == digest  # a value: equal digests compare equal and hash alike
     assert len({digest, Digest(HEX)}) == 1
 
 
@@ -38,12 +38,12 @@ def test_built_and_parsed_digests_agree() -> None:
 )
 def test_parse_refuses_other_spellings(text: str) -> None:
     with pytest.raises(InputError, match="is not a digest of the form sha256:<64 lowercase hex>"):
-        Digest.parse(text)
+        Digest.from_str(text)
 
 
 def test_a_crafted_value_is_quoted_briefly() -> None:
     with pytest.raises(InputError) as caught:
-        Digest.parse("sha256:" + "a" * 5000)
+        Digest.from_str("sha256:" + "a" * 5000)
     assert len(caught.value.message) < 200
 
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from lora_lock.hashing import Digest
 from lora_lock.lock import io as lockfile
-from lora_lock.lock.values import Digest, FileSet, FrozenMap, Value, freeze, frozen_map, thaw
+from lora_lock.lock.values import FileSet, FrozenMap, Value, freeze, frozen_map, thaw
 
 R = TypeVar("R", bound="Record")
 

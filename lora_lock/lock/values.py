@@ -8,10 +8,11 @@ files table; ``thaw(freeze(v)) == v`` for any TOML value.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, TypeVar, Union
+
+from lora_lock.hashing import Digest
 
 V = TypeVar("V")
 
@@ -66,31 +67,6 @@ def thaw(value: Value) -> Any:
     if isinstance(value, tuple):
         return [thaw(item) for item in value]
     return value
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Digest:
-    """A content digest as the lock writes it, ``sha256:<64 lowercase hex>``."""
-
-    ALGORITHM: ClassVar[str] = "sha256"
-    _FORM: ClassVar[re.Pattern[str]] = re.compile(r"sha256:([0-9a-f]{64})")
-
-    hex: str
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.hex, str) or re.fullmatch(r"[0-9a-f]{64}", self.hex) is None:
-            raise ValueError(f"a sha256 digest is 64 lowercase hex digits, not {self.hex!r}")
-
-    def __str__(self) -> str:
-        return f"{self.ALGORITHM}:{self.hex}"
-
-    @classmethod
-    def from_str(cls, text: str) -> Digest:
-        """``sha256:<hex>`` → a ``Digest``; ``ValueError`` for any other text (another algorithm, upper case)."""
-        found = cls._FORM.fullmatch(text) if isinstance(text, str) else None
-        if found is None:
-            raise ValueError(f"expected sha256:<64 lowercase hex digits>, got {text!r}")
-        return cls(found.group(1))
 
 
 @dataclass(frozen=True, slots=True, order=True, kw_only=True)

@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from fuzz.seeds import valid_lock
 from lora_lock.commands.generate import generate
-from lora_lock.errors import LockfileError
+from lora_lock.errors import InputError, LockfileError
+from lora_lock.hashing import Digest
 from lora_lock.lock import io as lockfile
 from lora_lock.lock.model import Adapter, Hashing, Lock, ModuleRow, read_lock
-from lora_lock.lock.values import Digest, FileRef, FileSet, FrozenMap, freeze, thaw
+from lora_lock.lock.values import FileRef, FileSet, FrozenMap, freeze, thaw
 from tests.fixtures.header_bases import adapter_config, lora_tensors
 
 HEX = "ab" * 32
@@ -56,9 +57,9 @@ def test_digest_round_trips_with_its_text() -> None:
     digest = Digest.from_str(text)
     assert str(digest) == text and Digest.from_str(str(digest)) == digest and digest.hex == HEX
     for bad in ("", HEX, f"sha512:{HEX}", f"sha256:{HEX.upper()}", f"sha256:{HEX}0", f" sha256:{HEX}"):
-        with pytest.raises(ValueError):
+        with pytest.raises(InputError):
             Digest.from_str(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         Digest("xyz")
 
 
