@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.probe.effect import ProbeSession, finite
-from lora_lock.probe.tasks import CLASSIFIER_TASKS, task_of
+from lora_lock.probe.tasks import CLASSIFIER_TASKS, EMBEDDING_TASKS, task_of
 
 
 def open_session(
     base_dir: Path, tokenizer_dir: Path, adapters: Sequence[tuple[str, Path]], **options: Any
 ) -> ProbeSession:
     """A :class:`ClassifierSession` for a classifier adapter, a :class:`~lora_lock.probe.seq2seq.Seq2SeqSession`
-    for an encoder-decoder one (they load alone: their own auto class), a :class:`ProbeSession` else."""
+    for an encoder-decoder one, an :class:`~lora_lock.probe.embed.EmbeddingSession` for an embedding model (they
+    load alone: their own auto class), a :class:`ProbeSession` else."""
+    from lora_lock.probe.embed import EmbeddingSession
     from lora_lock.probe.seq2seq import Seq2SeqSession
 
     task = task_of(adapters[0][1]) if adapters else None
+    if task in EMBEDDING_TASKS:
+        return EmbeddingSession(base_dir, tokenizer_dir, adapters, **options)
     if task == "SEQ_2_SEQ_LM":
         return Seq2SeqSession(base_dir, tokenizer_dir, adapters, **options)
     if task in CLASSIFIER_TASKS:
