@@ -141,7 +141,7 @@ def test_the_vlm_gates_fire_on_changes_and_pass_on_noise(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["FEATURE_EXTRACTION", "QUESTION_ANS"])
+@pytest.mark.parametrize("task", ["QUESTION_ANS"])
 def test_a_task_type_without_a_probe_is_a_named_finding(
     tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, task: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

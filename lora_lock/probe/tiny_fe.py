@@ -58,7 +58,7 @@ def train_embedding_lora(base_dir: str | Path, out_dir: str | Path, *, seed: int
             for text, label in TRAIN:
                 ids = encode(base, text)
                 pooled = peft_model(input_ids=ids).last_hidden_state[0].mean(0)
-                loss = 1 - torch.nn.functional.cosine_similarity(pooled, targets[label], dim=0)
+                loss: Any = 1 - torch.nn.functional.cosine_similarity(pooled, targets[label], dim=0)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
