@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-import tomllib
 
 from lora_lock.generation import generate
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "lora_lock" / "schemas" / "lora-lock.schema.json"
 
