@@ -128,6 +128,49 @@ def test_the_golden_set_names_an_embedding_model_it_does_not_score(encoder: Path
     assert "golden" not in read_lock(root / "lora.lock")
 
 
+def _token_print(fp: dict[str, Any]) -> None:
+    fp["continuation"] = [1]
+    fp["adapted"] = fp["base"] = {"ids": [[1]], "logps": [[-0.5]]}
+
+
+def _as_kl_row(row: dict[str, Any]) -> None:
+    for key in ("embedding", "effect-distance", "noise-distance"):
+        del row[key]
+    row.update({"effect-kl": 0.5, "noise-kl": 1e-6})
+
+
+CRAFTED: dict[str, tuple[str, Any]] = {
+    "a-token-print-among-embeddings": ("sidecar", lambda d: _token_print(next(iter(d["adapters"].values()))[0])),
+    "a-short-vector": ("sidecar", lambda d: next(iter(d["adapters"].values()))[0]["adapted"]["embedding"].pop()),
+    "a-kl-row-over-embeddings": ("lock", lambda lock: _as_kl_row(lock["probe"]["adapter"][0])),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit", sorted(CRAFTED))
+def test_crafted_embedding_fingerprints_are_unusable_input(
+    encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
+) -> None:
+    from lora_lock.lockfile import dumps
+    from lora_lock.probe.sidecar import sidecar_digest, sidecar_text
+
+    root = tmp_path / "repo"
+    shutil.copytree(encoder, root)
+    lock = read_lock(root / "lora.lock")
+    where, change = CRAFTED[edit]
+    if where == "sidecar":
+        doc = _sidecar(root)
+        change(doc)
+        text = sidecar_text(doc)
+        (root / str(lock["probe"]["sidecar"])).write_text(text, encoding="utf-8")
+        lock["probe"]["sidecar-digest"] = sidecar_digest(text)
+    else:
+        change(lock)
+    (root / "lora.lock").write_text(dumps(lock), encoding="utf-8")
+    rc, report = _verify(capsys, root / "lora.lock", "--only", "effect")
+    assert rc == 2 and report["checked"]["effect"] == "error", report["findings"]
+
+
 # --- no model: the sidecar's shape and the gates' arithmetic ------------------------------------------------------
 
 

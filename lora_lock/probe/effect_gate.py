@@ -186,7 +186,12 @@ def verify_probe(
             )
             ticks.add(2 * len(prompts))
             continue
-        embedded = "effect-distance" in row
+        embedded = "embedding" in row or "effect-distance" in row
+        if not embedded and any("embedding" in fp["adapted"] for fp in prints):
+            raise InputError(
+                f"the lock's probe fingerprints of adapter {name} are embeddings, its lock row is not",
+                hint="the file was not written by lora-lock generate; regenerate the lock",
+            )
         if embedded != isinstance(session, EmbeddingSession):
             kind = "an embedding model" if embedded else "a model of token or class distributions"
             raise InputError(

@@ -147,8 +147,15 @@ def _check_row(name: str, row: Mapping[str, Any], prints: Sequence[Mapping[str, 
             hint="regenerate the lock with this lora-lock",
         )
     for key in ("effect-distance", "noise-distance", "tolerance"):
-        if not math.isfinite(float(row[key])):  # NaN passes no comparison, so it would pass every gate
-            raise InputError(f"the lock's probe value {key} = {row[key]} for adapter {name} is not a number")
+        value = row.get(key)
+        # NaN passes no comparison, so it would pass every gate.
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise InputError(f"the lock's probe value {key} = {value} for adapter {name} is not a number")
+    if not all("embedding" in fp["adapted"] and "embedding" in fp["base"] for fp in prints):
+        raise InputError(
+            f"the lock's probe fingerprints of adapter {name} are not embeddings, as its lock row says",
+            hint="the file was not written by lora-lock generate; regenerate the lock",
+        )
     sizes = {len(fp[side]["embedding"]) for fp in prints for side in ("adapted", "base")}
     values = (v for fp in prints for side in ("adapted", "base") for v in fp[side]["embedding"])
     if len(sizes) != 1 or not all(math.isfinite(float(v)) for v in values):

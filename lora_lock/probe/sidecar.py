@@ -75,7 +75,7 @@ SIDECAR_SCHEMA: dict[str, Any] = {
                     "if": {
                         "type": "object",
                         "required": ["adapted"],
-                        "properties": {"adapted": {"required": ["embedding"]}},
+                        "properties": {"adapted": {"type": "object", "required": ["embedding"]}},
                     },
                     "then": _EMBEDDING_PRINT,
                     "else": _TOKEN_PRINT,
