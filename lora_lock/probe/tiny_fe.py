@@ -35,7 +35,7 @@ def build_tiny_encoder(out_dir: str | Path, tokenizer_dir: str | Path, *, seed: 
     return _save_model(model, out, tok_dir, bos, eos, pad)
 
 
-def train_embedding_lora(base_dir: str | Path, out_dir: str | Path, *, seed: int, steps: int = 20) -> Path:
+def train_embedding_lora(base_dir: str | Path, out_dir: str | Path, *, seed: int, steps: int = 2) -> Path:
     """A ``FEATURE_EXTRACTION`` LoRA (r=8, alpha=16) on BERT's ``query`` and ``value``, trained so that each
     sentence's mean-pooled embedding points towards a fixed random direction of its class (cosine loss): its
     ``lora_B`` is non-zero and it moves every embedding."""
