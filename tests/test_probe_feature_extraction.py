@@ -212,3 +212,22 @@ def test_distances_and_neighbours() -> None:
     assert nn[0][1] == pytest.approx(0.9 / math.hypot(0.9, 0.1))  # its lead over the orthogonal runner-up
     assert embed_gate.neighbours([[1.0]]) == []
     assert embed_gate.tolerance(1e-6) == embed_gate.FLOOR and embed_gate.tolerance(1.0) == embed_gate.CAP
+
+
+def test_a_confident_nearest_prompt_that_changes_is_a_flip_and_a_near_tie_is_not() -> None:
+    locked = [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]
+    assert embed_gate.confident_flips(locked, locked) == 0
+    swapped = [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]]  # prompt 0's nearest is now prompt 2
+    assert embed_gate.confident_flips(locked, swapped) >= 1
+    tie = [[1.0, 0.0], [0.7, 0.7], [0.7, 0.71]]  # prompt 0's two neighbours within the margin
+    assert embed_gate.confident_flips(tie, [[1.0, 0.0], [0.7, 0.71], [0.7, 0.7]]) == 0
+
+
+def test_a_changed_embedding_effect_shows_in_the_lock_diff() -> None:
+    from lora_lock.lockdiff import _behaviour_changes
+
+    row = {"name": "a", "embedding": "mean-last-hidden-state", "effect-distance": 0.5, "noise-distance": 1e-6}
+    old = {"probe": {"device": "cpu", "adapter": [{**row, "tolerance": 1e-3}]}}
+    new = {"probe": {"device": "cpu", "adapter": [{**row, "effect-distance": 0.25, "tolerance": 1e-3}]}}
+    (change,) = _behaviour_changes(old, new)
+    assert "effect-distance 0.5 → 0.25" in change.message

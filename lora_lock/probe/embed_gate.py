@@ -68,6 +68,13 @@ def neighbours(vectors: Sequence[Vector]) -> list[tuple[int, float]]:
     return out
 
 
+def confident_flips(locked: Sequence[Vector], live: Sequence[Vector]) -> int:
+    """How many prompts whose nearest other prompt led by ≥ :data:`CONFIDENT_MARGIN` at lock time have another
+    nearest prompt now."""
+    then, now = neighbours(locked), neighbours(live)
+    return sum(1 for (j, lead), (k, _) in zip(then, now, strict=True) if lead >= CONFIDENT_MARGIN and j != k)
+
+
 def _finding(
     code: str,
     severity: Severity,
@@ -193,8 +200,7 @@ def verify_embedding(
     effect = sum(distance(a, b) for a, b in zip(adapted, base, strict=True)) / len(prints)
     drift = max(distance(now, then) for now, then in zip(adapted, locked_a, strict=True))
     base_drift = max(distance(now, list(fp["base"]["embedding"])) for now, fp in zip(base, prints, strict=True))
-    then_nn, now_nn = neighbours(locked_a), neighbours(adapted)
-    flips = sum(1 for (j, lead), (k, _) in zip(then_nn, now_nn, strict=True) if lead >= CONFIDENT_MARGIN and j != k)
+    flips = confident_flips(locked_a, adapted)
     locked_effect, tol = float(row["effect-distance"]), float(row["tolerance"])
     out: list[Finding] = []
     if retokenized:
