@@ -86,6 +86,16 @@ def test_the_embedding_gates_fire_on_changes_and_pass_on_noise(
 
 
 @pytest.mark.slow
+def test_regenerating_an_unchanged_embedding_lock_gives_the_same_bytes(encoder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(encoder, root)
+    result = generate([root / "adapter"], root / "base", root / "again.lock", device="cpu", probe=True)
+    assert result.lock is not None
+    section = read_lock(root / "again.lock")["probe"]
+    assert section["sidecar-digest"] == read_lock(encoder / "lora.lock")["probe"]["sidecar-digest"]
+
+
+@pytest.mark.slow
 def test_a_moved_base_is_reported_apart(encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "repo"
     shutil.copytree(encoder, root)
