@@ -337,7 +337,7 @@ def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
 def _behaviour_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     out: list[Change] = []
     for section, category, keys in (
-        ("probe", Category.EFFECT, ("effect-kl", "noise-kl", "tolerance")),
+        ("probe", Category.EFFECT, ("effect-kl", "noise-kl", "effect-distance", "noise-distance", "tolerance")),
         ("golden", Category.GOLDEN, ("accuracy", "acc-norm")),
     ):
         a, b = old.get(section), new.get(section)

@@ -12,6 +12,8 @@ from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.probe import gates
 from lora_lock.probe.effect import ProbeSession, gather, kl, rounded, top_k
+from lora_lock.probe.embed import EmbeddingSession
+from lora_lock.probe.embed_gate import lock_embedding, verify_embedding
 from lora_lock.probe.prompts import prompts_digest
 from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step
 
@@ -47,6 +49,11 @@ def lock_probe(
     # Progress in forwards' worth: the batched decoding costs about as much as the P adapted passes.
     ticks = _Ticks(step, len(adapters) * 3 * len(prompts))
     for name, _ in adapters:
+        if isinstance(session, EmbeddingSession):  # vectors, not distributions: gates of their own
+            row, per_adapter[name], found = lock_embedding(session, name, encoded, ticks)
+            rows.append(row)
+            findings += found
+            continue
         prints: list[dict[str, Any]] = []
         effects, noises, equal = [], [], True
         greedy = session.greedy(name, encoded, positions)
@@ -183,8 +190,23 @@ def verify_probe(
             )
             ticks.add(2 * len(prompts))
             continue
+        embedded = "embedding" in row or "effect-distance" in row
+        if not embedded and any("embedding" in fp["adapted"] for fp in prints):
+            raise InputError(
+                f"the lock's probe fingerprints of adapter {name} are embeddings, its lock row is not",
+                hint="the file was not written by lora-lock generate; regenerate the lock",
+            )
+        if embedded != isinstance(session, EmbeddingSession):
+            kind = "an embedding model" if embedded else "a model of token or class distributions"
+            raise InputError(
+                f"adapter {name} was probed as {kind} at lock time and is not one now (its task_type changed)",
+                hint="regenerate the lock for the adapter as it is now",
+            )
         with session.fits(f"the probe of adapter {name}"):  # a value no check foresaw is unusable input too
-            findings += _verify_adapter(session, name, row, prompts, prints, ticks)
+            if embedded:
+                findings += verify_embedding(session, name, row, prompts, prints, ticks)
+            else:
+                findings += _verify_adapter(session, name, row, prompts, prints, ticks)
     return findings
 
 

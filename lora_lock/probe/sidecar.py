@@ -27,6 +27,37 @@ _TOP = {
     "properties": {"ids": _ROWS_IDS, "logps": _ROWS_LOGPS},
 }
 _KL = {"type": "number", "minimum": 0, "maximum": 1e6}
+#: An embedding model's fingerprint (``FEATURE_EXTRACTION``): one vector per side instead of top-k rows.
+_VECTOR = {
+    "type": "object",
+    "required": ["embedding"],
+    "properties": {
+        "embedding": {"type": "array", "minItems": 1, "items": {"type": "number", "minimum": -1e12, "maximum": 1e12}}
+    },
+}
+_EMBEDDING_PRINT = {
+    "type": "object",
+    "required": ["prompt_ids", "adapted", "base"],
+    "properties": {
+        "prompt_ids": _IDS,
+        "adapted": _VECTOR,
+        "base": _VECTOR,
+        "effect_distance": _KL,
+        "noise_distance": _KL,
+    },
+}
+_TOKEN_PRINT = {
+    "type": "object",
+    "required": ["prompt_ids", "continuation", "adapted", "base"],
+    "properties": {
+        "prompt_ids": _IDS,
+        "continuation": _IDS,
+        "adapted": _TOP,
+        "base": _TOP,
+        "effect_kl": _KL,
+        "noise_kl": _KL,
+    },
+}
 #: The JSON Schema of the sidecar (``format`` 1). What a schema cannot say (equal lengths) :func:`validate` checks.
 SIDECAR_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -41,16 +72,13 @@ SIDECAR_SCHEMA: dict[str, Any] = {
                 "type": "array",
                 "minItems": 1,
                 "items": {
-                    "type": "object",
-                    "required": ["prompt_ids", "continuation", "adapted", "base"],
-                    "properties": {
-                        "prompt_ids": _IDS,
-                        "continuation": _IDS,
-                        "adapted": _TOP,
-                        "base": _TOP,
-                        "effect_kl": _KL,
-                        "noise_kl": _KL,
+                    "if": {
+                        "type": "object",
+                        "required": ["adapted"],
+                        "properties": {"adapted": {"type": "object", "required": ["embedding"]}},
                     },
+                    "then": _EMBEDDING_PRINT,
+                    "else": _TOKEN_PRINT,
                 },
             },
         },
@@ -117,6 +145,8 @@ def validate(data: Mapping[str, Any], path: Path) -> None:
         if len(prints) != prompts:
             raise InputError(f"{path}: adapter {name} has {len(prints)} probe fingerprints for {prompts} prompts")
         for index, fp in enumerate(prints):
+            if "embedding" in fp["adapted"]:
+                continue  # one vector per side: the probe compares their sizes with the model's
             positions = len(fp["continuation"])
             for side in ("adapted", "base"):
                 ids, logps = fp[side]["ids"], fp[side]["logps"]

@@ -4,8 +4,10 @@ Probed: causal language models (PEFT ``task_type`` ``CAUSAL_LM`` or none), inclu
 vision-language models (``…ForConditionalGeneration`` bases such as Llava or Qwen2-VL, loaded with
 ``AutoModelForImageTextToText`` and run on token ids alone: no image is needed to score text), encoder-decoder LMs
 (``SEQ_2_SEQ_LM``: teacher-forced decoder log-probs, see :mod:`.seq2seq`) and sequence / token classifiers
-(``SEQ_CLS``, ``TOKEN_CLS``: class log-probs, see :mod:`.classify`). Any other task type is named in an
-``EFFECT-TASK`` finding, never skipped silently.
+(``SEQ_CLS``, ``TOKEN_CLS``: class log-probs, see :mod:`.classify`), extractive question answering
+(``QUESTION_ANS``: the answer span's start and end distributions over the prompt's tokens, see :mod:`.classify`)
+and embedding models (``FEATURE_EXTRACTION``: each prompt's mean-pooled last hidden state, see :mod:`.embed`). Any
+other task type is named in an ``EFFECT-TASK`` finding, never skipped silently.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from lora_lock.findings import Category, Finding, Severity
 #: Classifier task types and the auto class that loads their base with its head: the probe compares the
 #: class distributions (one row per sequence, or per token), the golden set does not apply.
 CLASSIFIER_TASKS = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification"}
+#: Extractive question answering: start and end of the answer span, two distributions over the prompt's tokens.
+QUESTION_TASKS = {"QUESTION_ANS": "AutoModelForQuestionAnswering"}
+#: Embedding models: the base loads without a head, the probe compares embeddings (:mod:`.embed`).
+EMBEDDING_TASKS = {"FEATURE_EXTRACTION": "AutoModel"}
 #: Encoder-decoder LMs, probed on teacher-forced decoder log-probs (:mod:`.seq2seq`).
-OWN_CLASS_TASKS = {**CLASSIFIER_TASKS, "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM"}
+OWN_CLASS_TASKS = {
+    **CLASSIFIER_TASKS,
+    **QUESTION_TASKS,
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+    **EMBEDDING_TASKS,
+}
 #: Task types whose adapters each get a model load of their own (their base loads with another auto class).
 LOADS_ALONE = frozenset(OWN_CLASS_TASKS)
 #: PEFT task types whose adapters the probe measures (``None``: the config names none).
@@ -72,7 +83,8 @@ def split_by_task(
                 Severity.WARNING,
                 f"adapter {name}: task_type {task} has no behaviour probe: its effect and golden checks were not "
                 "run (the probe measures causal and encoder-decoder language models, the text path of "
-                "vision-language models, and sequence / token classifiers)",
+                "vision-language models, sequence / token classifiers, extractive question answering and embedding "
+                "models)",
                 subject=name,
                 actual=str(task),
                 hint="the static checks still apply; pass --no-probe to leave the behaviour checks out knowingly",

@@ -17,11 +17,16 @@ TRAIN = (
     ("SELECT name, COUNT(*) FROM orders", 1),
 )
 NUM_LABELS = 3
-AUTO = {"SEQ_CLS": "BertForSequenceClassification", "TOKEN_CLS": "BertForTokenClassification"}
+AUTO = {
+    "SEQ_CLS": "BertForSequenceClassification",
+    "TOKEN_CLS": "BertForTokenClassification",
+    "QUESTION_ANS": "BertForQuestionAnswering",
+}
 
 
 def build_tiny_bert(out_dir: str | Path, tokenizer_dir: str | Path, *, task: str, seed: int) -> Path:
-    """Save a random-weight BERT with a sequence- or token-classification head of :data:`NUM_LABELS` classes."""
+    """Save a random-weight BERT with a sequence- or token-classification head of :data:`NUM_LABELS` classes, or
+    an extractive question-answering head (two outputs: the span's start and end)."""
     import torch
     import transformers
     from transformers import BertConfig
@@ -36,7 +41,7 @@ def build_tiny_bert(out_dir: str | Path, tokenizer_dir: str | Path, *, task: str
         num_attention_heads=4,
         intermediate_size=128,
         max_position_embeddings=256,
-        num_labels=NUM_LABELS,
+        num_labels=2 if task == "QUESTION_ANS" else NUM_LABELS,
         pad_token_id=pad,
         initializer_range=0.1,
     )
@@ -46,8 +51,8 @@ def build_tiny_bert(out_dir: str | Path, tokenizer_dir: str | Path, *, task: str
 
 
 def train_classifier_lora(base_dir: str | Path, out_dir: str | Path, *, task: str, seed: int, steps: int = 20) -> Path:
-    """A LoRA (r=8, alpha=16) on BERT's ``query`` and ``value``, trained with the class loss (PEFT keeps the
-    trained head in ``modules_to_save``)."""
+    """A LoRA (r=8, alpha=16) on BERT's ``query`` and ``value``, trained with the class loss, or the span loss of
+    question answering (PEFT keeps the trained head in ``modules_to_save``)."""
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
@@ -63,8 +68,12 @@ def train_classifier_lora(base_dir: str | Path, out_dir: str | Path, *, task: st
         for _ in range(steps):
             for text, label in TRAIN:
                 ids = encode(base, text)
-                labels = torch.tensor([label]) if task == "SEQ_CLS" else ids % NUM_LABELS
-                loss = peft_model(input_ids=ids, labels=labels).loss
+                if task == "QUESTION_ANS":  # a span of each sentence, placed by its class
+                    span = {"start_positions": torch.tensor([label + 1]), "end_positions": torch.tensor([label + 3])}
+                    loss = peft_model(input_ids=ids, **span).loss
+                else:
+                    labels = torch.tensor([label]) if task == "SEQ_CLS" else ids % NUM_LABELS
+                    loss = peft_model(input_ids=ids, labels=labels).loss
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

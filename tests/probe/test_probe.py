@@ -797,7 +797,7 @@ def test_a_model_too_large_for_the_device_is_a_clear_error_with_its_size(
 
 
 @pytest.mark.slow
-def test_feature_extraction_adapter_is_named_and_not_probed(
+def test_an_adapter_of_a_task_type_without_a_probe_is_named_and_not_probed(
     tmp_path: Path,
     tiny_llama: Path,
     tiny_llama_adapter: Path,
@@ -808,13 +808,13 @@ def test_feature_extraction_adapter_is_named_and_not_probed(
     shutil.copytree(tiny_llama_adapter, tmp_path / "adapter")
     config_path = tmp_path / "adapter" / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["task_type"] = "FEATURE_EXTRACTION"
+    config["task_type"] = "SPEECH_TO_TEXT"
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
 
     rc, out, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe")
     assert rc == 0, err
-    assert "EFFECT-TASK" in out + err and "FEATURE_EXTRACTION" in out + err  # named, never a silent skip
+    assert "EFFECT-TASK" in out + err and "SPEECH_TO_TEXT" in out + err  # named, never a silent skip
     assert "probe" not in read_lock(tmp_path / "lora.lock")
     (tmp_path / "lora.lock").unlink()
 

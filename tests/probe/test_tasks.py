@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
+from tests.probe.test_lock_schema import SCHEMA_PATH, assert_lock_documented, undocumented
 
 ADAPTER_FILE = "adapter_model.safetensors"
+ZERO = "sha256:" + "0" * 64
 
 
 def _verify(capsys: pytest.CaptureFixture[str], lock: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -115,6 +118,11 @@ def _verify_llava(llava: Llava, root: Path) -> dict[str, Any]:
 def test_a_vision_language_base_is_probed_on_its_text_path(llava_locked: Llava) -> None:
     (row,) = llava_locked.section["adapter"]
     assert row["effect-kl"] > 1e-3
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    section = {**llava_locked.section, "sidecar": "lora.lock.probe-0123456789ab.json", "sidecar-digest": ZERO}
+    probe_schema = {**schema["properties"]["probe"], "$defs": schema["$defs"]}
+    assert jsonschema.Draft202012Validator(probe_schema).is_valid(section)
+    assert undocumented(section, probe_schema, schema) == []
     for _ in range(2):  # never a false alarm on an unchanged setup
         assert set(_verify_llava(llava_locked, llava_locked.root)) == {"EFFECT-OK"}
 
@@ -141,7 +149,7 @@ def test_the_vlm_gates_fire_on_changes_and_pass_on_noise(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["FEATURE_EXTRACTION", "QUESTION_ANS"])
+@pytest.mark.parametrize("task", ["SPEECH_TO_TEXT"])
 def test_a_task_type_without_a_probe_is_a_named_finding(
     tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path, task: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -171,10 +179,10 @@ def test_a_task_type_without_a_probe_is_a_named_finding(
 # --- sequence and token classifiers, encoder-decoder LMs ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM"])
+@pytest.fixture(scope="module", params=["SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "SEQ_2_SEQ_LM"])
 def classifier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path) -> Path:
-    """A tiny BERT classifier (sequence or token) or a tiny T5, a LoRA trained on it (class loss, or copying
-    sentences), and a lock made by ``generate``."""
+    """A tiny BERT classifier (sequence, token or question answering) or a tiny T5, a LoRA trained on it (class
+    or span loss, or copying sentences), and a lock made by ``generate``."""
     pytest.importorskip("peft")
     from lora_lock.testing import tiny_cls
 
@@ -194,7 +202,7 @@ def classifier(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 @pytest.mark.slow
 def test_a_classifier_or_encoder_decoder_is_probed(classifier: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (row,) = read_lock(classifier / "lora.lock")["probe"]["adapter"]
+    (row,) = assert_lock_documented(classifier / "lora.lock")["probe"]["adapter"]
     assert row["effect-kl"] > 1e-3
     for _ in range(2):
         rc, report = _verify(capsys, classifier / "lora.lock", "--only", "effect")
