@@ -45,6 +45,8 @@ def distance(x: Vector, ref: Vector) -> float:
 
 
 def tolerance(noise: float) -> float:
+    """The drift tolerance for a recorded noise distance: ten times the noise, kept within [FLOOR, CAP] (an
+    unmeasured, NaN noise counts as none)."""
     if math.isnan(noise):
         noise = 0.0
     return min(CAP, max(FLOOR, gates.NOISE_FACTOR * noise))
