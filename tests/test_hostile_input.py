@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
@@ -23,11 +22,7 @@ from lora_lock.errors import SourceError
 from lora_lock.report import printable
 from lora_lock.report.markdown import _cell
 from lora_lock.sources.hub import HubFile, HubSnapshot, parse_spec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from tests.helpers import edit_lock
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -48,11 +43,8 @@ def repo(tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path) -> Path:
 
 
 def edited(repo: Path, name: str, change: Any) -> Path:
-    doc = tomllib.loads((repo / "lora.lock").read_text(encoding="utf-8"))
-    change(doc)
-    path = repo / name
-    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    return path
+    """``repo/lora.lock`` edited by ``change``, written next to it as ``name``."""
+    return edit_lock(repo / "lora.lock", change, to=repo / name)
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-import tomli_w
 
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.errors import InputError
 from lora_lock.hashing import hash_file
 from lora_lock.lock.io import read
+from tests.helpers import write_toml
 
 
 def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path) -> None:
@@ -68,6 +68,7 @@ with open(path, "wb") as fh:
     fh.write(header)
     fh.truncate(8 + len(header) + n)
 from lora_lock.inspect.safetensors_header import read_header
+from tests.helpers import write_toml
 start = time.perf_counter()
 tensors = len(read_header(path).tensors)
 print(json.dumps({"tensors": tensors, "seconds": time.perf_counter() - start,
@@ -105,7 +106,7 @@ def test_a_lock_with_ten_thousand_adapters(
     lock = read(out)
     template = lock["adapter"][0]
     lock["adapter"] = [{**template, "name": f"adapter-{i:05d}"} for i in range(10**4)]
-    out.write_text(tomli_w.dumps(lock), encoding="utf-8")
+    write_toml(out, lock)
     print(f"\n10**4-adapter lock: {out.stat().st_size / 1e6:.1f} MB")
 
     start = time.perf_counter()
