@@ -1,6 +1,6 @@
 """Locks, names and caches crafted to mislead: the output stays safe, the lock stays honest, the error stays clear.
 
-Each test is a reproduced problem: a pip option smuggled through ``export-env``, Hub adapters in ``diff``, glob
+Each test is one such input: a pip option smuggled through ``export-env``, Hub adapters in ``diff``, glob
 characters in a lock name, cache symlinks pointing outside the repo's blobs, Hub ids huggingface_hub refuses, and
 terminal or workflow-command sequences in file names.
 """
@@ -11,25 +11,21 @@ import hashlib
 import json
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.errors import SourceError
 from lora_lock.report import printable
 from lora_lock.report.markdown import _cell
 from lora_lock.sources.hub import HubFile, HubSnapshot, parse_spec
-from tests.helpers import edit_lock
+from tests.helpers import NO_CRASH, edit_lock, run_cli
 
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err and "internal error" not in out + err
-    return rc, out, err
+#: The shared runner; this file's input is hostile, and no run may crash on it.
+cli = partial(run_cli, forbid=NO_CRASH)
 
 
 @pytest.fixture

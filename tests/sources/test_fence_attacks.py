@@ -1,7 +1,7 @@
-"""Issue 14, repro 2: symlinks and special files where a model file, a sidecar or a golden set should be.
+"""Symlinks and special files where a model file, a sidecar or a golden set should be.
 
-The old behaviour was a hang (a FIFO, a terminal) or memory growing without end (``/dev/zero``), so every run here
-is a child process with a timeout, and the bound on memory is the child's own peak RSS.
+Reading one naively hangs (a FIFO, a terminal) or grows memory without end (``/dev/zero``), so every run here is
+a child process with a timeout, and the bound on memory is the child's own peak RSS.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 14, repros 1 and 3: files a loader reads that the lock did not see, and lock sources that leave the repo.
+"""Files a loader reads that the lock did not see, and lock sources that leave the repository.
 
 Each test is the attack as a stranger's pull request would make it, against a lock of tiny real models. The
 loaders' behaviour the attack relies on (transformers loading an adapter found in a model folder, the fast
@@ -185,7 +185,7 @@ def test_an_untracked_fast_tokenizer_file_is_drift(repo: Repo, capsys: pytest.Ca
     assert "tokenizer.4.0.0.json" in subjects(report, "TOKENIZER-FILE-EXTRA") | subjects(report, "BASE-FILE-EXTRA")
 
 
-# --- repro 3: a lock source that leaves the repository -----------------------------------------------------------
+# --- a lock source that leaves the repository --------------------------------------------------------------------
 
 
 def test_a_lock_source_outside_the_repository_is_refused_and_nothing_there_is_hashed(

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from lora_lock import hashing
-from lora_lock._cli import main
 from lora_lock.commands.check import check
 from lora_lock.commands.generate import generate
 from lora_lock.commands.outdated import outdated
@@ -32,6 +31,7 @@ from lora_lock.findings import Report
 from lora_lock.lock.io import read as read_lock
 from lora_lock.sources.hub import SMALL_FILES
 from tests.fixtures.fake_hub import FakeHub, HubEnv, HubFile, build_cache_layout, configure_huggingface_hub
+from tests.helpers import run_cli
 
 BASE = "org/base"
 ADAPTER = "org/adapter"
@@ -110,9 +110,8 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
 
     def run(*argv: str | Path) -> tuple[int, str]:
         capsys.readouterr()
-        code = main([str(a) for a in argv])
-        out = capsys.readouterr()
-        return code, out.out + out.err
+        code, out, err = run_cli(capsys, *map(str, argv), forbid=())
+        return code, out + err
 
     return run
 
@@ -864,7 +863,7 @@ def test_public_api_names_stay_functions_after_the_cli_imported_their_modules() 
     assert done.returncode == 0, done.stderr[-500:]
 
 
-# --- reproduced problems: partial caches, refs, edited locks -------------------------------------------------------
+# --- partial caches, refs, edited locks -------------------------------------------------------------------------------
 
 
 def _model_files_only(tiny_llama: Path) -> dict[str, Path]:
