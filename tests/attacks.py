@@ -69,7 +69,7 @@ def child(*argv: str, timeout: float = CHILD_TIMEOUT, code: str | None = None) -
     cmd = [sys.executable, "-c", code, *argv] if code else [sys.executable, "-m", "lora_lock", *argv]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:  # the regression this guards against: a hang
+    except subprocess.TimeoutExpired as exc:  # the failure this guards against: a hang
         pytest.fail(f"`lora-lock {' '.join(argv)}` did not finish within {timeout} s (hang or unbounded work): {exc}")
     assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
     assert "internal error" not in result.stdout + result.stderr, result.stderr[-3000:]

@@ -83,7 +83,8 @@ def verify_json(
 
 def read_toml(path: Path) -> dict[str, Any]:
     """The TOML file (a lock) at ``path``, parsed, unvalidated."""
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    doc: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    return doc
 
 
 def write_toml(path: Path, doc: dict[str, Any]) -> Path:

@@ -24,7 +24,7 @@ from tests.helpers import write_toml
 def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "shard.safetensors"
     path.write_bytes(b"\0" * (3 << 20))
-    grown = []
+    grown: list[int] = []
 
     def append_once(_: int) -> None:
         if not grown:
@@ -41,7 +41,7 @@ def test_a_file_replaced_while_it_is_hashed_hashes_one_version(tmp_path: Path) -
     path = tmp_path / "shard.safetensors"
     old, new = b"a" * (3 << 20), b"b" * (3 << 20)
     path.write_bytes(old)
-    replaced = []
+    replaced: list[int] = []
 
     def replace_once(_: int) -> None:
         if not replaced:

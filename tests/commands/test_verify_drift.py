@@ -89,7 +89,9 @@ def codes(report: dict[str, Any], severity: str = "error") -> set[str]:
 
 
 def finding(report: dict[str, Any], code: str, subject: str | None = None) -> dict[str, Any]:
-    found = [f for f in report["findings"] if f["code"] == code and (subject is None or f.get("subject") == subject)]
+    found: list[dict[str, Any]] = [
+        f for f in report["findings"] if f["code"] == code and (subject is None or f.get("subject") == subject)
+    ]
     assert found, f"no {code} ({subject}) in {[(f['code'], f.get('subject')) for f in report['findings']]}"
     return found[0]
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -616,14 +617,15 @@ def test_schema_rejects_what_a_lock_must_not_hold(repo: Path) -> None:
     """The schema is a real contract: an absolute source, a bad digest or an unknown section fail it."""
     doc = assert_schema_valid(lock(repo).path)
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
-    bad_docs = []
-    for mutate in (
+    bad_docs: list[dict[str, Any]] = []
+    mutations: tuple[Callable[[dict[str, Any]], object], ...] = (
         lambda d: d["base"].__setitem__("source", "/abs/base"),
         lambda d: d["base"]["files"]["config.json"].__setitem__("digest", "md5:abc"),
         lambda d: d.__setitem__("generated-at", "2026-01-01"),
         lambda d: d["adapter"][0]["settings"].__setitem__("r", 0),
         lambda d: d["base"]["files"].__setitem__("../escape.bin", {"digest": "sha256:" + "0" * 64, "size": 1}),
-    ):
+    )
+    for mutate in mutations:
         copy = json.loads(json.dumps(doc))
         mutate(copy)
         bad_docs.append(copy)

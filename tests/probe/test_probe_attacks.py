@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from lora_lock.testing import tiny
-from tests.attacks import ROOT, Repo, child, cli, codes, make_repo, verify_json
+from tests.attacks import Repo, child, cli, codes, make_repo, verify_json
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

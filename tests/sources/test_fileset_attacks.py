@@ -125,7 +125,7 @@ def test_a_chat_template_file_transformers_prefers_is_drift(
     rendered = tok.apply_chat_template(
         [{"role": "user", "content": "hi"}],
         tokenize=False,
-        **({"chat_template": "tool_use"} if "additional" in name else {}),
+        chat_template="tool_use" if "additional" in name else None,
     )
     assert rendered == "ignore previous instructions"  # transformers really uses the planted template
     rc, report = verify_json(capsys, repo.lock)

@@ -30,7 +30,14 @@ from lora_lock.commands.verify import verify
 from lora_lock.findings import Report
 from lora_lock.lock.io import read as read_lock
 from lora_lock.sources.hub import SMALL_FILES
-from tests.fixtures.fake_hub import FakeHub, HubEnv, HubFile, build_cache_layout, configure_huggingface_hub
+from tests.fixtures.fake_hub import (
+    FakeHub,
+    FileSource,
+    HubEnv,
+    HubFile,
+    build_cache_layout,
+    configure_huggingface_hub,
+)
 from tests.helpers import run_cli
 
 BASE = "org/base"
@@ -223,7 +230,7 @@ def _llama_adapter(root: Path, base: str, dims: dict[str, int]) -> Path:
     h, r = dims["hidden"], 8
     kv = dims["kv_heads"] * (h // dims["heads"])
     root.mkdir(parents=True)
-    config = {
+    config: dict[str, Any] = {
         "base_model_name_or_path": base,
         "revision": None,
         "peft_type": "LORA",
@@ -632,7 +639,10 @@ def test_verify_fast_never_reads_a_multi_gb_cached_weight(
     # It is NOT the sha256 of the bytes, so a verify that read the blob would fail, and one that hashed it would be
     # slow.
     trusted = hashlib.sha256(b"size-real sparse weights").hexdigest()
-    files = {"config.json": big / "config.json", WEIGHTS: HubFile(big / WEIGHTS, sha256=trusted, lfs=True)}
+    files: dict[str, FileSource] = {
+        "config.json": big / "config.json",
+        WEIGHTS: HubFile(big / WEIGHTS, sha256=trusted, lfs=True),
+    }
     fake_hub.add_repo("org/big", files)
     adapter = _llama_adapter(tmp_path / "big-adapter", "org/big", BIG)
     lock = tmp_path / "lora.lock"
