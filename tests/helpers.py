@@ -33,7 +33,7 @@ GOLDENS = TESTS / "goldens"
 ACT = TESTS / "act"
 #: JSON Schemas shipped in the package.
 SCHEMAS = ROOT / "lora_lock" / "schemas"
-#: Real adapters from the Hub (configs and headers), shared by every checkout on this machine; may be absent.
+#: Real adapters from the Hub (configs and headers), kept beside the checkout; the corpus tests skip without it.
 CORPUS = ROOT.parent / "shared" / "corpus" / "real-adapters"
 
 # --- the CLI in-process -----------------------------------------------------------------------------------------
