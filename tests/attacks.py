@@ -1,33 +1,27 @@
 """Helpers of the attack tests (tests/test_attacks_*.py, tests/cli/test_crashes.py): a locked repository copied from
 the session's tiny models, the CLI run in-process or as a child process with a timeout, and report readers.
 
-A child process is used wherever the old behaviour was a hang or a memory blow-up: the timeout turns a
-regression into a failed test, never into a stuck suite.
+A child process is used wherever a defect would show as a hang or a memory blow-up: the timeout turns it into a
+failed test, never into a stuck suite.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
-from lora_lock._cli import main
 from lora_lock.commands.generate import generate
+from tests.helpers import NO_CRASH, ROOT, edit_lock, read_toml, run_cli
+from tests.helpers import verify_json as shared_verify_json
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a child CLI run may take before the test fails: a hang (FIFO, /dev/zero, unbounded work) hits it, a
 #: correct refusal takes a second or two.
 CHILD_TIMEOUT = 120
@@ -47,14 +41,10 @@ class Repo:
         assert result.lock is not None, [f.to_dict() for f in result.report.findings]
 
     def doc(self) -> dict[str, Any]:
-        return tomllib.loads(self.lock.read_text(encoding="utf-8"))
+        return read_toml(self.lock)
 
     def edit(self, change: Callable[[dict[str, Any]], None], name: str = "lora.lock") -> Path:
-        doc = self.doc()
-        change(doc)
-        path = self.root / name
-        path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-        return path
+        return edit_lock(self.lock, change, to=self.root / name)
 
 
 def make_repo(tmp_path: Path, base: Path, adapter: Path, *, probe: bool = False) -> Repo:
@@ -66,20 +56,11 @@ def make_repo(tmp_path: Path, base: Path, adapter: Path, *, probe: bool = False)
     return repo
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; no traceback or internal error may reach either stream."""
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err and "internal error" not in out + err, out + err
-    return rc, out, err
-
-
-def verify_json(capsys: pytest.CaptureFixture[str], lock: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    """``verify --format json``: the exit code and the report, which must parse whatever happened."""
-    rc, out, _ = cli(capsys, "verify", str(lock), "--format", "json", *args)
-    report: dict[str, Any] = json.loads(out)
-    assert report["status"] == {0: "pass", 1: "fail", 2: "error"}[rc], report
-    return rc, report
+#: The CLI in-process (the shared runner); no traceback or internal error may reach either stream.
+cli = partial(run_cli, forbid=NO_CRASH)
+#: ``verify --format json`` in-process: the exit code and the report, which must parse whatever happened and whose
+#: status must match the exit code. No ``--device``: the command's default applies.
+verify_json = partial(shared_verify_json, device=None, forbid=NO_CRASH)
 
 
 def child(*argv: str, timeout: float = CHILD_TIMEOUT, code: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -88,7 +69,7 @@ def child(*argv: str, timeout: float = CHILD_TIMEOUT, code: str | None = None) -
     cmd = [sys.executable, "-c", code, *argv] if code else [sys.executable, "-m", "lora_lock", *argv]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:  # the regression this guards against: a hang
+    except subprocess.TimeoutExpired as exc:  # the failure this guards against: a hang
         pytest.fail(f"`lora-lock {' '.join(argv)}` did not finish within {timeout} s (hang or unbounded work): {exc}")
     assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
     assert "internal error" not in result.stdout + result.stderr, result.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""Shared test set-up. Fixture modules live in tests/fixtures/ and are registered here."""
+"""Shared test set-up. Fixture modules live in tests/fixtures/ and are registered here; plain helpers (asset paths,
+the in-process CLI runner, lock editors, sparse copies) live in tests/helpers.py."""
 
 from __future__ import annotations
 

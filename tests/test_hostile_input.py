@@ -1,6 +1,6 @@
 """Locks, names and caches crafted to mislead: the output stays safe, the lock stays honest, the error stays clear.
 
-Each test is a reproduced problem: a pip option smuggled through ``export-env``, Hub adapters in ``diff``, glob
+Each test is one such input: a pip option smuggled through ``export-env``, Hub adapters in ``diff``, glob
 characters in a lock name, cache symlinks pointing outside the repo's blobs, Hub ids huggingface_hub refuses, and
 terminal or workflow-command sequences in file names.
 """
@@ -11,30 +11,21 @@ import hashlib
 import json
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
-from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.errors import SourceError
 from lora_lock.report import printable
 from lora_lock.report.markdown import _cell
 from lora_lock.sources.hub import HubFile, HubSnapshot, parse_spec
+from tests.helpers import NO_CRASH, edit_lock, run_cli
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err and "internal error" not in out + err
-    return rc, out, err
+#: The shared runner; this file's input is hostile, and no run may crash on it.
+cli = partial(run_cli, forbid=NO_CRASH)
 
 
 @pytest.fixture
@@ -48,11 +39,8 @@ def repo(tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path) -> Path:
 
 
 def edited(repo: Path, name: str, change: Any) -> Path:
-    doc = tomllib.loads((repo / "lora.lock").read_text(encoding="utf-8"))
-    change(doc)
-    path = repo / name
-    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    return path
+    """``repo/lora.lock`` edited by ``change``, written next to it as ``name``."""
+    return edit_lock(repo / "lora.lock", change, to=repo / name)
 
 
 @pytest.mark.parametrize(

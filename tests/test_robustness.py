@@ -12,19 +12,19 @@ import time
 from pathlib import Path
 
 import pytest
-import tomli_w
 
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.errors import InputError
 from lora_lock.hashing import hash_file
 from lora_lock.lock.io import read
+from tests.helpers import write_toml
 
 
 def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "shard.safetensors"
     path.write_bytes(b"\0" * (3 << 20))
-    grown = []
+    grown: list[int] = []
 
     def append_once(_: int) -> None:
         if not grown:
@@ -41,7 +41,7 @@ def test_a_file_replaced_while_it_is_hashed_hashes_one_version(tmp_path: Path) -
     path = tmp_path / "shard.safetensors"
     old, new = b"a" * (3 << 20), b"b" * (3 << 20)
     path.write_bytes(old)
-    replaced = []
+    replaced: list[int] = []
 
     def replace_once(_: int) -> None:
         if not replaced:
@@ -106,7 +106,7 @@ def test_a_lock_with_ten_thousand_adapters(
     lock = read(out)
     template = lock["adapter"][0]
     lock["adapter"] = [{**template, "name": f"adapter-{i:05d}"} for i in range(10**4)]
-    out.write_text(tomli_w.dumps(lock), encoding="utf-8")
+    write_toml(out, lock)
     print(f"\n10**4-adapter lock: {out.stat().st_size / 1e6:.1f} MB")
 
     start = time.process_time()

@@ -1,11 +1,11 @@
-"""Issue 14, repros 6 and 7: crafted input that used to crash (losing the report) or to run without bound.
+"""Crafted input that must not crash the CLI (losing the report) or make it run without bound.
 
 Crashes: a tokenizer whose ``Split`` regex makes the tokenizers library panic (a pyo3 ``PanicException``, a
 ``BaseException``), and probe sidecar / golden values of the wrong shape. Each must end as an ``input`` finding
 with the JSON report intact. Bounded work: many adapter modules, many crafted regex keys (one budget per run,
 also through the Python API), a huge ``target_modules`` list, a huge ``adapter_config.json`` and an
 ``init_lora_weights`` asking for a billion power iterations. Each is a child process with a timeout far below
-what the old behaviour took, so a regression fails the test instead of stalling the suite.
+what unbounded work would take, so a defect fails the test instead of stalling the suite.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def probed(probed_once: Repo, tmp_path: Path) -> Repo:
     return Repo(tmp_path / "repo")
 
 
-# --- repro 6: crashes that lost the report -----------------------------------------------------------------------
+# --- library crashes become findings; the report survives --------------------------------------------------------
 
 
 def _panicking_tokenizer(tokenizer_json: Path) -> None:
@@ -163,15 +163,16 @@ def test_crafted_golden_values_are_findings_not_crashes(
     assert report["findings"] and all(f["message"] for f in report["findings"])
 
 
-# --- repro 7: bounded work ---------------------------------------------------------------------------------------
+# --- bounded work ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_sixteen_thousand_adapter_modules_with_distinct_prefixes_are_checked_quickly(
     tmp_path: Path, header_base: Callable[..., Path], make_adapter: Callable[..., Path]
 ) -> None:
-    """Module names with 32k distinct leading components (none in the base): the prefix alignment used to try
-    every pair of them against every module (O(N²): about 50 s for 16k, hours at the header cap)."""
+    """Module names with 32k distinct leading components (none in the base) are aligned to the base in less than
+    quadratic time (trying every pair against every module would take about 50 s for 16k, hours at the header
+    cap)."""
     base = header_base("smollm-135m")
     tensors = {
         f"base_model.model.m{i}.block.q_proj.lora_{ab}.weight": (1, 8) if ab == "A" else (8, 1)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,11 +14,7 @@ from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.errors import InputError
 from lora_lock.lock.io import read
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from tests.helpers import read_toml, verify_json
 
 
 @pytest.fixture
@@ -30,12 +24,6 @@ def project(tmp_path: Path, tiny_llama: Path, tiny_llama_adapter: Path) -> Path:
     shutil.copytree(tiny_llama_adapter, root / "adapters" / "fox")
     shutil.copytree(tiny_llama_adapter, root / "old" / "adapters" / "fox")
     return root
-
-
-def _verify(capsys: pytest.CaptureFixture[str], lock: Path) -> tuple[int, dict[str, Any]]:
-    code = main(["verify", str(lock), "--format", "json"])
-    report: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return code, report
 
 
 def test_name_gives_each_adapter_its_lock_name(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,7 +91,7 @@ def test_from_lock_regenerates_with_the_lock_s_own_arguments(
         )
         == 0
     )
-    before = tomllib.loads(lock.read_text(encoding="utf-8"))
+    before = read_toml(lock)
     prompts.unlink()  # the prompts come from the lock's sidecar, not from the file they were read from
     # An intended change to the adapter: verify fails, and its hint names the command that re-locks.
     config = project / "adapters/fox/adapter_config.json"
@@ -111,21 +99,21 @@ def test_from_lock_regenerates_with_the_lock_s_own_arguments(
     doc["lora_alpha"] = doc["lora_alpha"] * 2
     config.write_text(json.dumps(doc), encoding="utf-8")
     capsys.readouterr()
-    code, report = _verify(capsys, lock)
+    code, report = verify_json(capsys, lock, device=None, forbid=(), status_matches_exit=False)
     assert code == 1
     changed = next(f for f in report["findings"] if f["code"] == "ADAPTER-FILE-CHANGED")
     assert "lora-lock generate --from-lock" in changed["hint"]
     # From another working directory, the lock's directory argument is enough.
     monkeypatch.chdir(project.parent)
     assert main(["generate", "--from-lock", str(project)]) == 0
-    after = tomllib.loads(lock.read_text(encoding="utf-8"))
+    after = read_toml(lock)
     assert [a["name"] for a in after["adapter"]] == ["my-fox"]
     assert after["adapter"][0]["source"] == before["adapter"][0]["source"] == "adapters/fox"
     assert after["base"]["source"] == "models/base"
     for key in ("prompts", "prompts-digest", "device", "dtype"):
         assert after["probe"][key] == before["probe"][key], key
     assert after["adapter"][0]["settings"]["lora_alpha"] == doc["lora_alpha"]
-    code, report = _verify(capsys, lock)
+    code, report = verify_json(capsys, lock, device=None, forbid=(), status_matches_exit=False)
     assert code == 0, report["findings"]
     assert report["checked"]["effect"] == "pass"
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from lora_lock.commands.generate import generate
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 # The signal is sent by the process to itself once generate has resolved its sources and starts reading them.
 _INTERRUPTED = (
     "import os, signal, sys\n"

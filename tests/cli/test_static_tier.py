@@ -23,8 +23,8 @@ from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.report import Format, renderer_for
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 _WITHOUT_PROBE = (
     "import sys\n"
     "for name in ('torch', 'transformers', 'peft'):\n"

@@ -6,23 +6,17 @@ import importlib.metadata as md
 import json
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
 from lora_lock.testing.tiny import copy_tokenizer, train_bpe_tokenizer
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from tests.helpers import edit_lock, read_toml
 
 STATIC = ("base", "tokenizer", "adapter", "compat", "quantization", "environment")
 
@@ -55,12 +49,6 @@ def edit_safetensors(path: Path, change: Callable[[dict[str, Any]], dict[str, An
     tensors = load_file(str(path))
     replaced = change(tensors)
     save_file(replaced if replaced is not None else tensors, str(path), metadata=metadata)
-
-
-def edit_lock(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    change(doc)
-    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
 
 
 class Repo:
@@ -101,7 +89,9 @@ def codes(report: dict[str, Any], severity: str = "error") -> set[str]:
 
 
 def finding(report: dict[str, Any], code: str, subject: str | None = None) -> dict[str, Any]:
-    found = [f for f in report["findings"] if f["code"] == code and (subject is None or f.get("subject") == subject)]
+    found: list[dict[str, Any]] = [
+        f for f in report["findings"] if f["code"] == code and (subject is None or f.get("subject") == subject)
+    ]
     assert found, f"no {code} ({subject}) in {[(f['code'], f.get('subject')) for f in report['findings']]}"
     return found[0]
 
@@ -275,7 +265,7 @@ def test_tokenizer_swapped(repo: Repo, other_tokenizer: Path, capsys: pytest.Cap
     copy_tokenizer(other_tokenizer, repo.base)
     rc, report = repo.verify(capsys)
     assert rc == 1
-    locked = tomllib.loads(repo.lock.read_text(encoding="utf-8"))["tokenizer"]["vocab-size"]
+    locked = read_toml(repo.lock)["tokenizer"]["vocab-size"]
     f = assert_drift(report, "TOKENIZER-VOCAB", "tokenizer", clean=("base", "adapter"))
     assert f["expected"] == str(locked) and f["actual"] != str(locked)
     assert_drift(report, "TOKENIZER-FILE-CHANGED", "tokenizer", "tokenizer.json")
@@ -410,7 +400,7 @@ def test_environment_minor_policy_accepts_a_patch_release(repo: Repo, capsys: py
         versions["tokenizers"] = f"{major}.{minor}.999"
 
     edit_lock(repo.lock, bump_patch)
-    assert tomllib.loads(repo.lock.read_text(encoding="utf-8"))["environment"]["policy"]["tokenizers"] == "minor"
+    assert read_toml(repo.lock)["environment"]["policy"]["tokenizers"] == "minor"
     rc, report = repo.verify(capsys)
     assert rc == 0, report["findings"]
 

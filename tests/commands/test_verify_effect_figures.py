@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,8 +45,8 @@ def test_effect_drift_names_the_live_effect_and_ratio(
     assert "generate --from-lock" in drift["hint"]
 
 
-def _lock_rows(lock: Path) -> list[dict[str, float]]:
+def _lock_rows(lock: Path) -> list[dict[str, Any]]:
     from lora_lock.lock.io import read
 
-    rows: list[dict[str, float]] = read(lock)["probe"]["adapter"]
+    rows: list[dict[str, Any]] = read(lock)["probe"]["adapter"]
     return rows

@@ -21,8 +21,8 @@ from lora_lock import Finding, InputError, Report, Severity, Status, check
 from lora_lock.inspect.adapter import read_adapter, read_adapter_config
 from lora_lock.runtime import parse_stack
 from tests.fixtures.header_bases import HeaderBase
+from tests.helpers import CORPUS
 
-CORPUS = Path(__file__).parents[3] / "shared" / "corpus" / "real-adapters"
 if not CORPUS.is_dir():
     pytest.skip(f"the real-adapter corpus is not here ({CORPUS})", allow_module_level=True)
 

@@ -23,22 +23,29 @@ import pytest
 from lora_lock._cli import main
 from lora_lock.inspect.gguf import read_gguf
 from tests.fixtures.header_bases import write_adapter
-from tests.fixtures.tiny_models import LLAMA_SHAPE, RANK
+from tests.fixtures.tiny_models import LLAMA_SHAPE, RANK, LlamaShape
+from tests.helpers import NO_CRASH, ROOT, run_cli
 from tests.test_static_imports import run_child
 
 gguf = pytest.importorskip("gguf", reason="the GGUF tests write files with the gguf package (test extra)")
 np = pytest.importorskip("numpy")
 
-ROOT = Path(__file__).resolve().parents[2]
 Q = gguf.GGMLQuantizationType
-TINY = {**LLAMA_SHAPE, "vocab": 1000}
+
+
+class GgufShape(LlamaShape):
+    """``write_llama_gguf``'s sizes: the tiny Llama's, with a vocabulary."""
+
+    vocab: int
+
+
+TINY: GgufShape = {**LLAMA_SHAPE, "vocab": 1000}
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err and "internal error" not in out + err
+    """The shared runner with no crash allowed; stdout and stderr together."""
+    rc, out, err = run_cli(capsys, *argv, forbid=NO_CRASH)
     return rc, out + err
 
 

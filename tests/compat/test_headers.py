@@ -22,10 +22,10 @@ from tests.fixtures.header_bases import (
     HeaderBase,
     MakeAdapter,
     adapter_config,
-    copy_sparse,
     lora_tensors,
     write_header_only_base,
 )
+from tests.helpers import copy_sparse
 
 P7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from lora_lock import Report, Severity, check
 from lora_lock.runtime import parse_stack
-from tests.fixtures.header_bases import HeaderBase, MakeAdapter, adapter_config, copy_sparse, lora_tensors
+from tests.fixtures.header_bases import HeaderBase, MakeAdapter, adapter_config, lora_tensors
+from tests.helpers import copy_sparse
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 IDENTITY = "COMPAT-IDENTITY"

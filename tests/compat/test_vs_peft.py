@@ -12,7 +12,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,7 +23,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from lora_lock import Report, Severity, Status, check  # noqa: E402
 from lora_lock.testing import tiny  # noqa: E402
-from tests.fixtures.tiny_models import LLAMA_SHAPE, LLAMA_TARGETS, RANK, SEED  # noqa: E402
+from tests.fixtures.tiny_models import LLAMA_SHAPE, LLAMA_TARGETS, RANK, SEED, LlamaShape  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def rewrite_keys(adapter: Path, out: Path, renames: dict[str, str]) -> Path:
 
 
 def _variant(factory: pytest.TempPathFactory, tokenizer: Path, name: str, **changes: int) -> Path:
-    shape = {**LLAMA_SHAPE, **changes}
+    shape = cast(LlamaShape, {**LLAMA_SHAPE, **changes})
     return tiny.build_tiny_llama(factory.mktemp(name), tokenizer, seed=SEED + 1, **shape)
 
 

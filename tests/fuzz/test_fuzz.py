@@ -43,7 +43,7 @@ SMOKE = settings(
 
 #: Harnesses whose derandomized smoke run currently finds a known crash, with the reason (pin the crash in
 #: test_fuzz_regressions.py). The xfail is strict: once the readers are fixed the entry XPASSes and must go.
-#: Empty since 0fbc57c closed the crashes the first smoke runs found (deep nesting, 4301-digit integers, regexes).
+#: Empty: every crash a smoke run has found is handled, and pinned in test_fuzz_regressions.py.
 KNOWN_FAILING: dict[str, str] = {}
 
 

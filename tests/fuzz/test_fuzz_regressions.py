@@ -1,11 +1,11 @@
-"""Every crash the fuzzers found (fuzz/README.md), pinned with its minimal input, asserting the CORRECT behaviour.
+"""Minimal inputs on which a reader must keep its contract, one test per class of hostile input the fuzzers found.
 
-The contract: for any input bytes a reader returns a result or raises lora-lock's ``InputError``, in bounded time.
+The contract: for any input bytes a reader returns a result or raises lora-lock's ``InputError``, in bounded time
+(:data:`BUDGET`). Each test names the input and states what the reader must do with it; which input was found how,
+and what it raised, is in the crash table of ``fuzz/README.md``.
 
-A crash that is still open is ``@xfail(raises=<what it raises today>, ...)``, strict: once the reader is fixed the
-test passes, the strict xfail turns that into a failure, and the marker must go. A crash that a fix has closed keeps
-its test, marked ``@fixed(<what it raised>, ...)`` (documentation only: the test runs as a plain test), or for a
-parametrized case a ``# found: <exception>: ...`` comment. Most were closed by 0fbc57c ("Hardening from fuzzing").
+An input a reader does not handle yet is marked ``@xfail(raises=<what it raises>, ...)``, strict: once the reader
+handles it the strict xfail fails, and the marker must go.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from fuzz.harnesses import HarnessTimeout, time_budget
+from fuzz.harnesses import time_budget
 from lora_lock.compat import is_targeted, rank_for
 from lora_lock.errors import InputError
 from lora_lock.inspect.adapter import AdapterConfig, read_adapter_config
@@ -38,21 +38,10 @@ HEX_INT = b"0x" + b"f" * 3600  # TOML hex: parsed fine (power-of-two bases have 
 CATASTROPHIC = "(.*)*z"  # exponential backtracking on any module name that does not end in "z"
 Q_PROJ = "model.layers.0.self_attn.q_proj"
 
-Test = TypeVar("Test", bound=Callable[..., None])
-
 
 def xfail(raises: type[BaseException], reason: str) -> pytest.MarkDecorator:
-    """An open crash: the test fails today with ``raises``."""
+    """An input the reader does not handle yet: the test fails with ``raises``."""
     return pytest.mark.xfail(strict=True, raises=raises, reason=reason)
-
-
-def fixed(raises: type[BaseException], reason: str) -> Callable[[Test], Test]:
-    """A closed crash: it raised ``raises`` (``reason`` says where) until fixed; now a plain regression test."""
-
-    def keep(test: Test) -> Test:
-        return test
-
-    return keep
 
 
 def survives(call: Callable[[], object]) -> None:
@@ -78,34 +67,35 @@ def _file(tmp_path: Path, raw: bytes) -> Callable[[], object]:
     return lambda: read_header(path)
 
 
-@fixed(RecursionError, "parse_header: json.loads RecursionError is not wrapped (safetensors_header.py:119)")
 def test_header_deeply_nested_json() -> None:
+    """A safetensors header nested 1000 deep: read or refused with an InputError, never a RecursionError."""
     survives(_parse(DEEP_ARRAY))
 
 
-@fixed(RecursionError, "read_header: the same json.loads call (safetensors_header.py:119)")
 def test_header_file_deeply_nested_json(tmp_path: Path) -> None:
+    """The same header in a file: ``read_header`` reads or refuses it with an InputError."""
     survives(_file(tmp_path, DEEP_ARRAY))
 
 
-@fixed(ValueError, "parse_header: int max-str-digits ValueError from json.loads is not wrapped")
 def test_header_integer_of_4301_digits() -> None:
+    """A header integer past Python's int digit limit (4300) is read or refused with an InputError."""
     survives(_parse(BIG_INT))
 
 
-@fixed(ValueError, "read_header: the same json.loads call, with the integer as a tensor dimension")
 def test_header_file_integer_of_4301_digits(tmp_path: Path) -> None:
+    """A tensor dimension past the int digit limit, in a file, is read or refused with an InputError."""
     survives(_file(tmp_path, b'{"t":{"dtype":"U8","shape":[' + BIG_INT + b'],"data_offsets":[0,0]}}'))
 
 
-@fixed(ValueError, "_tensor puts the expected byte count (4401 digits) in its message: str(int) raises ValueError")
 def test_header_shape_product_too_long_to_print() -> None:
+    """A shape whose byte count cannot be printed (10**4400) is read or refused with an InputError."""
     dim = b"1" + b"0" * 2200  # each dimension parses; their product, 10**4400, cannot be printed
     survives(_parse(b'{"t":{"dtype":"U8","shape":[' + dim + b"," + dim + b'],"data_offsets":[0,0]}}'))
 
 
-@fixed(HarnessTimeout, "_tensor: math.prod over unbounded dimensions is quadratic (400 x 4000 digits, 1.6 MB: > 3 s)")
 def test_header_shape_product_is_bounded() -> None:
+    """The size of a shape is checked in bounded time: 400 dimensions of 4000 digits are read or refused within
+    the budget."""
     dims = b",".join([b"9" * 4000] * 400)  # a 100 MB header (allowed) with 25,000 such dims never finishes
     survives(_parse(b'{"t":{"dtype":"U8","shape":[' + dims + b'],"data_offsets":[0,0]}}'))
 
@@ -127,14 +117,14 @@ def _json_file(kind: str, tmp_path: Path, data: bytes) -> Callable[[], object]:
 
 
 @pytest.mark.parametrize("kind", JSON_FILES)
-@fixed(RecursionError, "checkpoint.read_json catches JSONDecodeError only (checkpoint.py:47)")
 def test_json_file_deeply_nested(kind: str, tmp_path: Path) -> None:
+    """Each JSON input file nested 1000 deep is read or refused with an InputError."""
     survives(_json_file(kind, tmp_path, DEEP_ARRAY))
 
 
 @pytest.mark.parametrize("kind", JSON_FILES)
-@fixed(ValueError, "checkpoint.read_json: int max-str-digits ValueError is not wrapped (checkpoint.py:47)")
 def test_json_file_integer_of_4301_digits(kind: str, tmp_path: Path) -> None:
+    """Each JSON input file holding an integer past the int digit limit is read or refused with an InputError."""
     survives(_json_file(kind, tmp_path, b'{"a":' + BIG_INT + b"}"))
 
 
@@ -144,14 +134,14 @@ def test_json_file_integer_of_4301_digits(kind: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        pytest.param(b"Infinity", id="Infinity"),  # found: OverflowError: _Reader.pattern: int(inf) (adapter.py:148)
-        pytest.param(b"1e400", id="1e400"),  # found: OverflowError: _Reader.pattern: 1e400 parses as inf; int(inf)
-        pytest.param(b"NaN", id="NaN"),  # found: ValueError: _Reader.pattern: int(nan) (adapter.py:148)
-        # found: OverflowError: _Reader.pattern: math.isfinite(10**309) overflows
+        pytest.param(b"Infinity", id="Infinity"),
+        pytest.param(b"1e400", id="1e400"),
+        pytest.param(b"NaN", id="NaN"),
         pytest.param(b"1" + b"0" * 309, id="int-10**309"),
     ],
 )
 def test_adapter_rank_pattern_not_finite(value: bytes, tmp_path: Path) -> None:
+    """A ``rank_pattern`` value that is not a finite integer of sane size is read or refused with an InputError."""
     path = write(tmp_path / "adapter_config.json", b'{"peft_type":"LORA","rank_pattern":{"q":' + value + b"}}")
     survives(lambda: read_adapter_config(path))
 
@@ -191,8 +181,8 @@ def matched(tmp_path: Path, doc: dict[str, Any], key: str = Q_PROJ) -> None:
         ),
     ],
 )
-@fixed(HarnessTimeout, "peft_rules: user regexes run unbounded (re.fullmatch / re.match); exponential backtracking")
 def test_adapter_regex_catastrophic_backtracking(doc: dict[str, Any], tmp_path: Path) -> None:
+    """A user regex that backtracks exponentially is refused, or matched within the budget."""
     matched(tmp_path, doc)
 
 
@@ -201,32 +191,30 @@ def test_adapter_regex_catastrophic_backtracking(doc: dict[str, Any], tmp_path: 
     [
         pytest.param(
             {"peft_type": "LORA", "target_modules": ["q_proj"], "layers_to_transform": [0], "layers_pattern": ["("]},
-            # found: re.error: is_targeted compiled the layers_pattern regex unguarded (peft_rules.py:127)
             id="layers_pattern-unbalanced",
         ),
         pytest.param(
             {"peft_type": "LORA", "target_modules": "a{4294967296}"},
-            # found: OverflowError: _names_match catches re.error only; re raises OverflowError for huge repeats
             id="target_modules-huge-repeat",
         ),
         pytest.param(
             {"peft_type": "LORA", "rank_pattern": {"a{4294967296}": 2}},
-            # found: OverflowError: rank_for catches re.error only; re raises OverflowError for huge repeats
             id="rank_pattern-huge-repeat",
         ),
         pytest.param(
             {"peft_type": "LORA", "target_modules": "(" * 500 + ")" * 500},
-            # found: RecursionError: _names_match catches re.error only; re's parser recurses per group
             id="target_modules-nested-groups",
         ),
     ],
 )
 def test_adapter_regex_that_does_not_compile(doc: dict[str, Any], tmp_path: Path) -> None:
+    """A user regex that does not compile (unbalanced, a repeat past ``re``'s limit, 500 nested groups) is refused
+    when the config is read (InputError), or harmless when matched: never another error while matching."""
     matched(tmp_path, doc)
 
 
-@fixed(ValueError, "is_targeted: int() of a 4301-digit layer index in a (checkpoint-supplied) module name")
 def test_module_name_with_huge_layer_index(tmp_path: Path) -> None:
+    """A module name with a 4301-digit layer index is matched within the budget."""
     doc = {"peft_type": "LORA", "target_modules": ["q_proj"], "layers_to_transform": [0]}
     matched(tmp_path, doc, key="model.layers." + "7" * 4301 + ".q_proj")
 
@@ -234,13 +222,14 @@ def test_module_name_with_huge_layer_index(tmp_path: Path) -> None:
 # --- model.safetensors.index.json -----------------------------------------------------------------------------------
 
 
-@fixed(OSError, "read_checkpoint: Path.is_file() raises ENAMETOOLONG for a 300-byte shard name (checkpoint.py:140)")
 def test_index_shard_name_too_long(tmp_path: Path) -> None:
+    """A shard name longer than the system's file-name limit is read or refused with an InputError."""
     write(tmp_path / "model.safetensors.index.json", json.dumps({"weight_map": {"a": "x" * 300}}).encode())
     survives(lambda: read_checkpoint(tmp_path))
 
 
 def test_index_shard_path_too_long(tmp_path: Path) -> None:
+    """A shard path longer than the system's path limit is read or refused with an InputError."""
     write(tmp_path / "model.safetensors.index.json", json.dumps({"weight_map": {"a": "a/" * 2100 + "x"}}).encode())
     survives(lambda: read_checkpoint(tmp_path))
 
@@ -260,32 +249,34 @@ def _lock(tmp_path: Path, data: bytes) -> Callable[[], object]:
         pytest.param(b"a = " + b"{a=" * 1000, id="inline-tables"),
     ],
 )
-@fixed(RecursionError, "lockfile.read: tomllib recurses per nesting level; RecursionError is not wrapped")
 def test_lock_deeply_nested_toml(data: bytes, tmp_path: Path) -> None:
+    """A lock nested 1000 deep (arrays or inline tables) is read or refused with an InputError."""
     survives(_lock(tmp_path, data))
 
 
-@fixed(ValueError, "lockfile.read: tomllib's int() of a 4301-digit decimal raises ValueError, not TOMLDecodeError")
 def test_lock_integer_of_4301_digits(tmp_path: Path) -> None:
+    """A lock integer past the int digit limit is read or refused with an InputError."""
     survives(_lock(tmp_path, b"a = " + BIG_INT))
 
 
-@fixed(ValueError, "validate: f-string of a 4335-digit lock-version in the 'newer lora-lock' message (lockfile.py:79)")
 def test_lock_version_too_long_to_print(tmp_path: Path) -> None:
+    """A lock whose ``lock-version`` has 4335 digits is refused with an InputError, or read."""
     survives(_lock(tmp_path, b"lock-version = " + HEX_INT))
 
 
-@fixed(ValueError, "validate: jsonschema's message repr()s a 4335-digit integer (jsonschema/_keywords.py type)")
 def test_lock_schema_error_about_huge_integer(tmp_path: Path) -> None:
+    """A lock with a 4335-digit integer where the schema wants a string is refused with an InputError, or read."""
     survives(_lock(tmp_path, b"lock-version = 1\ngenerated-by = " + HEX_INT))
 
 
-@fixed(RecursionError, "validate: dotted keys nest 1000 tables without recursion in tomllib; jsonschema repr()s them")
 def test_lock_schema_error_about_deep_table(tmp_path: Path) -> None:
+    """A lock with a table nested 1000 deep by dotted keys, where the schema wants a string, is refused with an
+    InputError, or read."""
     survives(_lock(tmp_path, b"lock-version = 1\ngenerated-by" + b".a" * 1000 + b" = 1\n"))
 
 
 def test_lock_long_dotted_key_is_fast(tmp_path: Path) -> None:
+    """A lock with a 64 kB dotted key is read or refused with an InputError within the budget."""
     survives(_lock(tmp_path, b"[tokenizer]\n" + b"a." * 32000 + b"b = 1\n"))
 
 
@@ -305,13 +296,13 @@ def scored(tmp_path: Path, data: bytes) -> None:
                 score_generation(item, "The answer is 42.")
 
 
-@fixed(RecursionError, "read_golden: json.loads RecursionError is not wrapped (golden.py:85)")
 def test_golden_deeply_nested_line(tmp_path: Path) -> None:
+    """A golden line nested 1000 deep is read or refused with an InputError."""
     scored(tmp_path, DEEP_ARRAY)
 
 
-@fixed(ValueError, "read_golden: int max-str-digits ValueError from json.loads is not wrapped (golden.py:85)")
 def test_golden_integer_of_4301_digits(tmp_path: Path) -> None:
+    """A golden line holding an integer past the int digit limit is read or refused with an InputError."""
     scored(tmp_path, BIG_INT)
 
 
@@ -320,28 +311,29 @@ def test_golden_integer_of_4301_digits(tmp_path: Path) -> None:
     [
         pytest.param(
             "a{4294967296}",
-            # found: OverflowError: read_golden checks the regex with except re.error only
             id="huge-repeat",
         ),
         pytest.param(
             "(" * 500 + ")" * 500,
-            # found: RecursionError: read_golden: re.compile recurses per group; not wrapped
             id="nested-groups",
         ),
     ],
 )
 def test_golden_regex_that_does_not_compile(expected: str, tmp_path: Path) -> None:
+    """An ``expected`` regex that does not compile (a repeat past ``re``'s limit, 500 nested groups) is refused
+    when the golden file is read (InputError), or scored without error."""
     scored(tmp_path, json.dumps({"prompt": "p", "expected": expected, "scorer": "regex"}).encode())
 
 
-@fixed(Exception, "read_golden never compiles regexes_to_ignore; normalise() then raises re.error at scoring time")
 def test_golden_regexes_to_ignore_are_checked(tmp_path: Path) -> None:
+    """A ``regexes_to_ignore`` entry that does not compile is refused when the golden file is read (InputError),
+    never an error at scoring time."""
     scored(tmp_path, b'{"prompt":"p","expected":"4","regexes_to_ignore":["("]}')
 
 
-@fixed(InputError, "read_golden splits with str.splitlines(): U+2028/U+0085 inside a JSON string break a valid line")
 def test_golden_line_separator_inside_a_string(tmp_path: Path) -> None:
-    """Not a crash: a valid JSONL file refused. JSON allows raw U+2028 in strings; JSONL lines end at \\n only."""
+    """JSONL lines end at \\n only: a raw U+2028 or U+0085 inside a JSON string is part of the string (JSON allows
+    it), not a line break."""
     path = write(tmp_path / "golden.jsonl", '{"prompt":"a\u2028b","expected":"c\x85d"}\n'.encode())
     items, _ = read_golden(path)
     assert items[0].prompt == "a\u2028b"
@@ -350,29 +342,30 @@ def test_golden_line_separator_inside_a_string(tmp_path: Path) -> None:
 # --- tokenizer ------------------------------------------------------------------------------------------------------
 
 
-@fixed(UnicodeDecodeError, "read_tokenizer_facts: chat_template.jinja read_text() unguarded (tokenizer.py:89)")
 def test_chat_template_not_utf8(tmp_path: Path) -> None:
+    """A ``chat_template.jinja`` that is not UTF-8 is read or refused with an InputError."""
     write(tmp_path / "tokenizer_config.json", b"{}")
     write(tmp_path / "chat_template.jinja", b"\xff")
     survives(lambda: read_tokenizer_facts(tmp_path))
 
 
-@fixed(Exception, "read_tokenizer_facts: tok.encode(CANARY) is outside the try; WordLevel without its unk token raises")
 def test_tokenizer_that_loads_but_cannot_encode(tmp_path: Path) -> None:
+    """A tokenizer that loads but cannot encode (WordLevel without its unknown token) is read or refused with an
+    InputError."""
     vocab = {"<unk>": 0, "hi": 1}
     model = {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>n"}  # unk_token not in vocab
     write(tmp_path / "tokenizer.json", json.dumps({"version": "1.0", "model": model}).encode())
     survives(lambda: read_tokenizer_facts(tmp_path))
 
 
-@fixed(UnicodeEncodeError, "read_tokenizer_facts: template.encode('utf-8') of a lone surrogate (tokenizer.py:92)")
 def test_chat_template_with_lone_surrogate(tmp_path: Path) -> None:
+    """A chat template holding a lone surrogate is read or refused with an InputError."""
     write(tmp_path / "tokenizer_config.json", b'{"chat_template":"\\ud800"}')
     survives(lambda: read_tokenizer_facts(tmp_path))
 
 
-@fixed(UnicodeEncodeError, "read_tokenizer_facts: tok.token_to_id() of a lone surrogate (tokenizer.py:113)")
 def test_special_token_with_lone_surrogate(tmp_path: Path) -> None:
+    """A special token holding a lone surrogate is read or refused with an InputError."""
     model = {"type": "WordLevel", "vocab": {"<unk>": 0, "hi": 1}, "unk_token": "<unk>"}
     write(tmp_path / "tokenizer.json", json.dumps({"version": "1.0", "model": model}).encode())
     write(tmp_path / "tokenizer_config.json", b'{"eos_token":"\\ud800"}')

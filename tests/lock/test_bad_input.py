@@ -6,7 +6,7 @@ import json
 import os
 import re
 import shutil
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +15,13 @@ import pytest
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
+from tests.helpers import NO_CRASH, read_toml, run_cli
 
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    assert "internal error" not in out + err, out + err
-    return rc, out, err
+#: The shared runner; this file's input is unusable on purpose, and no run may crash on it.
+run = partial(run_cli, forbid=NO_CRASH)
 
 
 def cli_error(capsys: pytest.CaptureFixture[str], rc_expected: int, *argv: str) -> str:
@@ -124,7 +115,7 @@ def test_lock_failing_the_schema_names_the_field(repo: Path, capsys: pytest.Capt
 
 def test_lock_missing_a_section_names_it(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lock = repo / "lora.lock"
-    doc = tomllib.loads(lock.read_text(encoding="utf-8"))
+    doc = read_toml(lock)
     text = lock.read_text(encoding="utf-8")
     start = text.index("[tokenizer]")
     end = text.index("[[adapter]]")

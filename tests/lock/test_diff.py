@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tomli_w
 
-from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.lock.diff import diff
 from lora_lock.lock.io import read as read_lock
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return rc, out, err
+from tests.helpers import read_toml, run_cli, write_toml
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -92,10 +78,10 @@ def shrink_rank(adapter: Path, rank: int) -> int:
 
 def test_diff_of_a_lock_with_itself(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lock(repo, "lora.lock")
-    rc, out, _ = run(capsys, "diff", "lora.lock", "lora.lock")
+    rc, out, _ = run_cli(capsys, "diff", "lora.lock", "lora.lock")
     assert rc == 0
     assert "identical" in out
-    rc, out, _ = run(capsys, "diff", "lora.lock", "lora.lock", "--format", "json")
+    rc, out, _ = run_cli(capsys, "diff", "lora.lock", "lora.lock", "--format", "json")
     assert rc == 0
     doc = json.loads(out)
     assert doc["identical"] is True and doc["changes"] == []
@@ -104,7 +90,7 @@ def test_diff_of_a_lock_with_itself(repo: Path, capsys: pytest.CaptureFixture[st
 def test_diff_of_two_locks_of_the_same_inputs(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lock(repo, "a.lock")
     lock(repo, "b.lock")
-    assert run(capsys, "diff", "a.lock", "b.lock")[0] == 0
+    assert run_cli(capsys, "diff", "a.lock", "b.lock")[0] == 0
 
 
 def test_diff_after_base_vocab_and_adapter_rank_changed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +99,7 @@ def test_diff_after_base_vocab_and_adapter_rank_changed(repo: Path, capsys: pyte
     old_rank = shrink_rank(repo / "adapter", 4)
     lock(repo, "new.lock")
 
-    rc, out, _ = run(capsys, "diff", "old.lock", "new.lock")
+    rc, out, _ = run_cli(capsys, "diff", "old.lock", "new.lock")
     assert rc == 1
     assert f"vocab size {old_vocab} → 1050" in out
     assert "base file model.safetensors changed" in out
@@ -130,7 +116,7 @@ def test_diff_after_base_vocab_and_adapter_rank_changed(repo: Path, capsys: pyte
     headings = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
     assert headings == ["base:", "adapter:", "compat:"]
 
-    rc, out, _ = run(capsys, "diff", "old.lock", "new.lock", "--format", "json")
+    rc, out, _ = run_cli(capsys, "diff", "old.lock", "new.lock", "--format", "json")
     assert rc == 1
     doc = json.loads(out)
     assert doc["identical"] is False
@@ -157,14 +143,14 @@ def test_diff_names_environment_and_tokenizer_changes(repo: Path, capsys: pytest
     config["chat_template"] = "{{ messages }}"
     write_json(repo / "base" / "tokenizer_config.json", config)
     new = lock(repo, "new.lock")
-    doc = tomllib.loads(new.read_text(encoding="utf-8"))
+    doc = read_toml(new)
     doc["environment"]["versions"]["transformers"] = "0.0.1"
-    new.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    rc, out, _ = run(capsys, "diff", "old.lock", "new.lock")
+    write_toml(new, doc)
+    rc, out, _ = run_cli(capsys, "diff", "old.lock", "new.lock")
     assert rc == 1
     assert "tokenizer file tokenizer_config.json changed" in out
     assert "chat-template" in out
-    old_version = tomllib.loads((repo / "old.lock").read_text(encoding="utf-8"))["environment"]["versions"]
+    old_version = read_toml(repo / "old.lock")["environment"]["versions"]
     assert f"transformers {old_version['transformers']} → 0.0.1" in out
 
 
@@ -172,10 +158,10 @@ def test_diff_of_added_and_removed_adapters(repo: Path, capsys: pytest.CaptureFi
     lock(repo, "one.lock")
     shutil.copytree(repo / "adapter", repo / "second")
     lock(repo, "two.lock", "adapter", "second")
-    rc, out, _ = run(capsys, "diff", "one.lock", "two.lock")
+    rc, out, _ = run_cli(capsys, "diff", "one.lock", "two.lock")
     assert rc == 1
     assert "adapter second added" in out
-    rc, out, _ = run(capsys, "diff", "two.lock", "one.lock")
+    rc, out, _ = run_cli(capsys, "diff", "two.lock", "one.lock")
     assert rc == 1
     assert "adapter second removed" in out
 
@@ -213,7 +199,7 @@ def test_rows_sharing_a_pattern_are_all_compared(repo: Path, capsys: pytest.Capt
     changes = [c for c in diff(repo / "v4.lock", repo / "v2.lock").changes if c.category.value == "compat"]
     assert len(changes) == 1 and "rank 4" in changes[0].message and "rank 2" in changes[0].message
 
-    rc, out, _ = run(capsys, "verify", "v4.lock", "--only", "compat", "--format", "json")
+    rc, out, _ = run_cli(capsys, "verify", "v4.lock", "--only", "compat", "--format", "json")
     modules = [f for f in json.loads(out)["findings"] if f["code"] == "COMPAT-MODULES"]
     assert rc == 1 and len(modules) == 1
     assert "rank 4, lora_A 4x64" in modules[0]["expected"] and "rank 2, lora_A 2x64" in modules[0]["actual"]
@@ -222,11 +208,11 @@ def test_rows_sharing_a_pattern_are_all_compared(repo: Path, capsys: pytest.Capt
 def test_a_module_row_that_became_quantized_is_a_compat_change(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every field of a module row counts, `quantized` included (it is not in the printed shapes)."""
     locked = lock(repo, "lora.lock")
-    doc = tomllib.loads(locked.read_text(encoding="utf-8"))
+    doc = read_toml(locked)
     doc["adapter"][0]["modules"][0]["quantized"] = "bitsandbytes-int8"
     edited = repo / "edited.lock"
-    edited.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    rc, out, _ = run(capsys, "verify", "edited.lock", "--only", "compat", "--format", "json")
+    write_toml(edited, doc)
+    rc, out, _ = run_cli(capsys, "verify", "edited.lock", "--only", "compat", "--format", "json")
     report = json.loads(out)
     assert rc == 1 and report["checked"]["compat"] == "fail"
     (modules,) = [f for f in report["findings"] if f["code"] == "COMPAT-MODULES"]

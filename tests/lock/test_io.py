@@ -16,24 +16,22 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import tomllib
 
-from lora_lock._cli import main
 from lora_lock.commands.generate import GenerateResult, generate
 from lora_lock.commands.verify import verify
 from lora_lock.errors import LockfileError
 from lora_lock.lock.io import read as read_lock
+from tests.helpers import SCHEMAS, read_toml, run_cli, write_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "lora_lock" / "schemas" / "lora-lock.schema.json"
+SCHEMA_PATH = SCHEMAS / "lora-lock.schema.json"
 STATIC = ("base", "tokenizer", "adapter", "compat", "quantization", "environment")
 
 
@@ -55,7 +53,7 @@ def make_repo(root: Path, base: Path, adapter: Path, *, adapters: tuple[str, ...
 
 def assert_schema_valid(lock_path: Path) -> dict[str, Any]:
     """The lock parses as TOML and validates against the JSON Schema shipped in the package."""
-    doc = tomllib.loads(lock_path.read_text(encoding="utf-8"))
+    doc = read_toml(lock_path)
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
@@ -76,10 +74,8 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".lora.lock"))
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+#: The shared runner, asserting nothing about the streams (the tests here read them).
+cli = partial(run_cli, forbid=())
 
 
 def walk(value: Any, path: str = "") -> list[tuple[str, Any]]:
@@ -312,12 +308,10 @@ def test_an_adapter_given_twice_is_refused(
     assert "adapter ./adapter/ is given twice (also as adapter)" in err
     assert not (repo / "lora.lock").exists()
 
-    import tomli_w
-
     lock(repo)
-    doc = tomllib.loads((repo / "lora.lock").read_text(encoding="utf-8"))
+    doc = read_toml(repo / "lora.lock")
     doc["adapter"].append(doc["adapter"][0])
-    (repo / "dup.lock").write_text(tomli_w.dumps(doc), encoding="utf-8")
+    write_toml(repo / "dup.lock", doc)
     rc, out, err = cli(capsys, "verify", "dup.lock")
     assert rc == 2
     assert "adapter name 'adapter' appears more than once in the lock" in out + err
@@ -623,14 +617,15 @@ def test_schema_rejects_what_a_lock_must_not_hold(repo: Path) -> None:
     """The schema is a real contract: an absolute source, a bad digest or an unknown section fail it."""
     doc = assert_schema_valid(lock(repo).path)
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
-    bad_docs = []
-    for mutate in (
+    bad_docs: list[dict[str, Any]] = []
+    mutations: tuple[Callable[[dict[str, Any]], object], ...] = (
         lambda d: d["base"].__setitem__("source", "/abs/base"),
         lambda d: d["base"]["files"]["config.json"].__setitem__("digest", "md5:abc"),
         lambda d: d.__setitem__("generated-at", "2026-01-01"),
         lambda d: d["adapter"][0]["settings"].__setitem__("r", 0),
         lambda d: d["base"]["files"].__setitem__("../escape.bin", {"digest": "sha256:" + "0" * 64, "size": 1}),
-    ):
+    )
+    for mutate in mutations:
         copy = json.loads(json.dumps(doc))
         mutate(copy)
         bad_docs.append(copy)

@@ -30,7 +30,7 @@ def _codes(report: Any) -> set[str]:
 
 def _as_0_1_0(lock: Mapping[str, Any]) -> dict[str, Any]:
     """The lock lora-lock 0.1.0 wrote for the same world: rows under checkpoint names, no runtime fields."""
-    old = json.loads(json.dumps(lock))
+    old: dict[str, Any] = json.loads(json.dumps(lock))
     old["base"].pop("runtime-rules", None)
     for section in old["adapter"]:
         section.pop("module-names", None)
@@ -136,7 +136,7 @@ def llava(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, set[str
         transformers.LlavaForConditionalGeneration.from_pretrained(root / "base"), adapter
     )
     result = set_peft_model_state_dict(loaded, load_peft_weights(str(adapter)), adapter_name="default")
-    assert result.unexpected_keys == []
+    assert result.unexpected_keys == []  # type: ignore[attr-defined]  # peft annotates a bare namedtuple
     return root / "base", adapter, built
 
 

@@ -20,6 +20,6 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
     """One oracle per session, building into a session temporary directory."""
     import transformers
 
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     warnings.filterwarnings("ignore")
     return Oracle(tmp_path_factory.mktemp("oracle"))

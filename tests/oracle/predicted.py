@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock import Report, Severity, check
+from tests.helpers import ROOT
 from tests.oracle.truth import Verdict
 
 DROP_CODES = frozenset({"COMPAT-UNMATCHED", "COMPAT-NO-MATCH", "COMPAT-UNTRAINED"})
 RAISE_CODES = frozenset({"COMPAT-NO-TARGET", "COMPAT-SHAPE", "COMPAT-RANK", "COMPAT-KIND", "COMPAT-SAVED-SHAPE"})
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _error_codes(report: Report) -> set[str]:
@@ -82,7 +82,7 @@ def cli_exit(adapter: Path, base: Path) -> int:
         [sys.executable, "-m", "lora_lock", "check", str(adapter), "--base", str(base), "--format", "json"],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=ROOT,
         timeout=60,
         check=False,
     )

@@ -155,7 +155,7 @@ def old_regex(base: Base, out: Path, current: Path | None) -> Path | None:
 def _fused_pairs(model_type: str) -> list[list[str]]:
     """Leaf names transformers fuses together (e.g. ``[w1, w3]``), from its own conversion mapping."""
     pairs = []
-    for transform in get_checkpoint_conversion_mapping(model_type) or []:
+    for transform in get_checkpoint_conversion_mapping(model_type) or []:  # type: ignore[no-untyped-call]
         sources = list(getattr(transform, "source_patterns", []) or [])
         if len(sources) > 1 and "expert" in "".join(sources):
             pairs.append([s.removesuffix(".weight").rsplit(".", 1)[-1] for s in sources])
@@ -175,7 +175,7 @@ def _per_expert(base: Base, out: Path, leaves: set[str]) -> Path:
         tensors[f"base_model.model.{module}.lora_A.weight"] = torch.randn(RANK, cols, generator=generator)
         tensors[f"base_model.model.{module}.lora_B.weight"] = torch.randn(rows, RANK, generator=generator)
     save_file(tensors, str(out / ADAPTER_FILE))
-    config = LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules=sorted(leaves)).to_dict()
+    config = LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules=sorted(leaves)).to_dict()  # type: ignore[no-untyped-call]
     config["target_modules"] = sorted(leaves)
     config["peft_type"] = "LORA"
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str), encoding="utf-8")

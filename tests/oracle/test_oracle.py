@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracle.cases import ARCHITECTURES, SCENARIOS, Oracle
+from tests.oracle.cases import ARCHITECTURES, SCENARIOS, Case, Oracle
 from tests.oracle.evaluate import compare, known_disagreements
 from tests.oracle.predicted import cli_exit
 
@@ -19,7 +19,7 @@ MIN_ARCHITECTURES = 80
 KNOWN = known_disagreements()
 
 
-def _cases_or_skip(oracle: Oracle, arch: str) -> list:
+def _cases_or_skip(oracle: Oracle, arch: str) -> list[Case]:
     try:
         return oracle.cases(arch)
     except Exception as exc:
@@ -64,9 +64,9 @@ def test_known_disagreements_name_real_cases(oracle: Oracle) -> None:
     assert not stale, f"known_disagreements.json names cases the oracle lacks: {stale} (unbuilt: {oracle.unbuilt})"
 
 
-def _cli_sample(oracle: Oracle) -> list:
+def _cli_sample(oracle: Oracle) -> list[Case]:
     """A few cases of every scenario (running the CLI on all of them would dominate the oracle's time)."""
-    picked: dict[str, list] = {}
+    picked: dict[str, list[Case]] = {}
     for arch in ARCHITECTURES:
         try:
             cases = oracle.cases(arch)

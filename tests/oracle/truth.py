@@ -77,7 +77,7 @@ def _found(needle: torch.Tensor, haystack: list[torch.Tensor]) -> bool:
     if needle.numel() == 0:
         return True
     wanted = _as_matrix(needle)
-    spaces = []
+    spaces: list[torch.Tensor] = []
     for tensor in haystack:
         if tensor.dtype == needle.dtype:
             matrix = _as_matrix(tensor)
@@ -98,7 +98,8 @@ def _inputs(base: Base, model: Any) -> dict[str, torch.Tensor] | None:
 def _output(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         out = model(**inputs)
-    return out.logits if getattr(out, "logits", None) is not None else out[0]
+    logits: torch.Tensor = out.logits if getattr(out, "logits", None) is not None else out[0]
+    return logits
 
 
 def _first_words(exc: BaseException) -> str:

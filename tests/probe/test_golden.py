@@ -36,6 +36,7 @@ from lora_lock.probe.golden import (
     score_generation,
     unpack_bits,
 )
+from tests.helpers import ROOT, run_cli, verify_json
 
 SCHEMA_PATH = Path(lora_lock.__file__).parent / "schemas" / "golden.schema.json"
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -52,20 +53,6 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 def gen(expected: str, output: str, **options: Any) -> bool:
     item = GoldenItem(line=1, prompt="p", kind="generation", expected=expected, **options)
     return score_generation(item, output)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return rc, out, err
-
-
-def verify_json(capsys: pytest.CaptureFixture[str], lock: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    rc, out, err = cli(capsys, "verify", str(lock), "--format", "json", "--device", "cpu", *args)
-    report: dict[str, Any] = json.loads(out)
-    assert report["status"] == {0: "pass", 1: "fail", 2: "error"}[rc], (rc, out, err)
-    return rc, report
 
 
 def only(report: dict[str, Any], code: str) -> dict[str, Any]:
@@ -336,7 +323,7 @@ def test_schema_and_read_golden_both_reject(tmp_path: Path, doc: Any) -> None:
 
 
 def test_the_repository_schema_is_the_packaged_one() -> None:
-    root_copy = Path(__file__).resolve().parents[2] / "schemas" / "golden.schema.json"
+    root_copy = ROOT / "schemas" / "golden.schema.json"
     assert root_copy.read_bytes() == SCHEMA_PATH.read_bytes()
 
 
@@ -810,7 +797,7 @@ def test_deleted_golden_file_is_unusable_input(golden_repo: GoldenRepo, capsys: 
 def test_max_nfr_outside_0_1_is_a_usage_error(
     golden_locked: GoldenRepo, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
-    rc, _, _ = cli(capsys, "verify", str(golden_locked.root / "lora.lock"), "--only", "golden", "--max-nfr", value)
+    rc, _, _ = run_cli(capsys, "verify", str(golden_locked.root / "lora.lock"), "--only", "golden", "--max-nfr", value)
     assert rc == 2
 
 
@@ -830,7 +817,7 @@ def test_probe_and_golden_share_one_model_load(
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", load)
     monkeypatch.chdir(golden_repo.root)
 
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", "--adapter", "adapter", "--base", "base", "--golden", "golden.jsonl", "--device", "cpu"
     )
     assert rc == 0, err
@@ -851,7 +838,7 @@ def test_a_deleted_golden_file_keeps_the_probe_findings(
 ) -> None:
     """One category's unusable input stops that category only: the probe still runs and still catches a change."""
     monkeypatch.chdir(golden_repo.root)
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", "--adapter", "adapter", "--base", "base", "--golden", "golden.jsonl", "--device", "cpu"
     )
     assert rc == 0, err
@@ -911,7 +898,7 @@ def test_generation_longer_than_the_position_table_is_unusable_input(
         encoding="utf-8",
     )
     monkeypatch.chdir(golden_repo.root)
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", "--adapter", "adapter", "--base", "base", "--golden", "long.jsonl", "-o", "long.lock"
     )
     assert rc == 2
@@ -937,7 +924,9 @@ def test_generate_refuses_a_bad_golden_file_before_loading_the_model(
     write_lines(golden_repo.root / "bad.jsonl", ['{"prompt": "a", "expected": "b"}', '{"prompt": "a", "scorer": 1}'])
     before = (golden_repo.root / "lora.lock").read_bytes()
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--golden", "bad.jsonl", "--probe")
+    rc, _, err = run_cli(
+        capsys, "generate", "--adapter", "adapter", "--base", "base", "--golden", "bad.jsonl", "--probe"
+    )
 
     assert rc == 2
     assert "bad.jsonl:2: field `expected`" in err
@@ -968,7 +957,7 @@ def test_a_row_that_ended_never_steps_past_a_learned_position_table(
     )
     shutil.copytree(tiny_gpt2, tmp_path / "base")
     shutil.copytree(tiny_gpt2_adapter, tmp_path / "adapter")
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", "--adapter", str(tmp_path / "adapter"), "--base", str(tmp_path / "base"),
         "-o", str(tmp_path / "lora.lock"), "--no-probe", "--golden", str(golden), "--device", "cpu",
     )  # fmt: skip

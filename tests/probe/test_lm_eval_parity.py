@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import TESTS
+
 LM_EVAL_PYTHON = os.environ.get("LORA_LOCK_LM_EVAL_PYTHON")
-RUNNER = Path(__file__).parents[1] / "lm_eval_runner.py"
+RUNNER = TESTS / "lm_eval_runner.py"
 
 PROMPTS = (
     "The capital of France is",

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import tomllib
 
 from lora_lock.commands.generate import generate
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "lora_lock" / "schemas" / "lora-lock.schema.json"
 
@@ -78,7 +73,7 @@ def assert_lock_documented(lock_path: Path) -> dict[str, Any]:
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
     assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
     assert undocumented(doc, schema, schema) == []
-    return doc
+    return dict(doc)
 
 
 def test_the_walk_finds_a_key_the_schema_does_not_list() -> None:

@@ -15,7 +15,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,37 +22,18 @@ from typing import Any
 
 import pytest
 
-from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
 from lora_lock.probe import gates
 from lora_lock.probe.prompts import DEFAULT_PROMPTS, prompts_digest
 from lora_lock.probe.sidecar import SIDECAR_FORMAT, sidecar_digest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from tests.helpers import ROOT, read_toml, run_cli, verify_json, write_toml
 
 ADAPTER_FILE = "adapter_model.safetensors"
 SIDECAR_NAME = re.compile(r"^lora\.lock\.probe-[0-9a-f]{12}\.json$")
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return rc, out, err
-
-
-def verify_json(capsys: pytest.CaptureFixture[str], lock: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    rc, out, err = cli(capsys, "verify", str(lock), "--format", "json", "--device", "cpu", *args)
-    report: dict[str, Any] = json.loads(out)
-    assert report["status"] == {0: "pass", 1: "fail", 2: "error"}[rc], (rc, out, err)
-    return rc, report
 
 
 def findings(report: dict[str, Any], code: str) -> list[dict[str, Any]]:
@@ -122,7 +102,7 @@ def generate_cli(
 ) -> None:
     """``lora-lock generate`` of ``adapters`` over ``root/base`` into ``root/output``, on the CPU."""
     args = [a for path in adapters for a in ("--adapter", str(path))]
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", *args, "--base", str(root / "base"), "-o", str(root / output),
         *(("--device", "cpu") if probe else ("--no-probe",)),
     )  # fmt: skip
@@ -416,7 +396,7 @@ def test_generate_warns_when_the_adapter_does_nothing_at_lock_time(
     edit_tensors(repo / "adapter" / ADAPTER_FILE, scale_lora_b(0.0))
     monkeypatch.chdir(repo)
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--device", "cpu")
+    rc, _, err = run_cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--device", "cpu")
 
     assert rc == 0, err
     assert "warning: EFFECT-NONE" in err
@@ -556,7 +536,7 @@ def test_custom_probe_prompts_are_recorded(
     (repo / name).write_text(content, encoding="utf-8")
     monkeypatch.chdir(repo)
 
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe-prompts", name, "--device", "cpu"
     )
 
@@ -604,7 +584,7 @@ def test_unusable_probe_prompts_exit_2(
         (tmp_path / name).write_text(content, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe-prompts", name)
+    rc, _, err = run_cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe-prompts", name)
 
     assert rc == 2
     assert message in err
@@ -686,7 +666,7 @@ def test_a_probe_prompt_longer_than_the_position_table_exits_2(
 ) -> None:
     (repo / "long.txt").write_text("short prompt\n" + "the fox " * 200 + "\n", encoding="utf-8")
     monkeypatch.chdir(repo)
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe-prompts", "long.txt")
+    rc, _, err = run_cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe-prompts", "long.txt")
     assert rc == 2
     assert "probe prompt 2:" in err and "exceed the model's 256 positions" in err
 
@@ -695,7 +675,7 @@ def test_a_probe_prompt_longer_than_the_position_table_exits_2(
 def test_non_finite_logits_are_refused(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """float16 logits that overflow would make every KL NaN, and NaN passes no gate: generate refuses them."""
     _scale_base(repo, lambda k: k == "lm_head.weight", 1e5)
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", "--adapter", str(repo / "adapter"), "--base", str(repo / "base"),
         "-o", str(repo / "half.lock"), "--dtype", "float16", "--device", "cpu",
     )  # fmt: skip
@@ -812,13 +792,13 @@ def test_an_adapter_of_a_task_type_without_a_probe_is_named_and_not_probed(
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
 
-    rc, out, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe")
+    rc, out, err = run_cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe")
     assert rc == 0, err
     assert "EFFECT-TASK" in out + err and "SPEECH_TO_TEXT" in out + err  # named, never a silent skip
     assert "probe" not in read_lock(tmp_path / "lora.lock")
     (tmp_path / "lora.lock").unlink()
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--no-probe")
+    rc, _, err = run_cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--no-probe")
     assert rc == 0, err
     assert "probe" not in read_lock(tmp_path / "lora.lock")
 
@@ -874,12 +854,12 @@ def test_generate_without_the_probe_stack(
     monkeypatch.chdir(tmp_path)
     _hide_torch(monkeypatch)
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base")  # default: probe when installed
+    rc, _, err = run_cli(capsys, "generate", "--adapter", "adapter", "--base", "base")  # default: probe when installed
     assert rc == 0, err
     assert "probe" not in read_lock(tmp_path / "lora.lock")
     assert sidecars(tmp_path) == []
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe", "-o", "p.lock")
+    rc, _, err = run_cli(capsys, "generate", "--adapter", "adapter", "--base", "base", "--probe", "-o", "p.lock")
     assert rc == 2
     assert "torch" in err and "pip install 'lora-lock[probe]'" in err
     assert not (tmp_path / "p.lock").exists()
@@ -975,13 +955,13 @@ def test_asking_for_cuda_without_a_gpu_exits_2(llama_locked: Path, capsys: pytes
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    rc, _, err = cli(
+    rc, _, err = run_cli(
         capsys, "generate", "--adapter", str(llama_locked / "adapter"), "--base", str(llama_locked / "base"),
         "--output", str(llama_locked / "cuda.lock"), "--device", "cuda",
     )  # fmt: skip
     assert rc == 2 and "torch sees no CUDA device here" in err
     assert not (llama_locked / "cuda.lock").exists()
-    rc, out, _ = cli(capsys, "verify", str(llama_locked / "lora.lock"), "--format", "json", "--device", "cuda:0")
+    rc, out, _ = run_cli(capsys, "verify", str(llama_locked / "lora.lock"), "--format", "json", "--device", "cuda:0")
     report = json.loads(out)
     assert rc == 2 and "torch sees no CUDA device here" in only(report, "INPUT-UNUSABLE")["message"]
     assert report["checked"]["effect"] == "error"
@@ -989,12 +969,10 @@ def test_asking_for_cuda_without_a_gpu_exits_2(llama_locked: Path, capsys: pytes
 
 @pytest.mark.slow
 def test_device_mismatch_is_a_warning(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import tomli_w
-
     path = repo / "lora.lock"
-    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    doc = read_toml(path)
     doc["probe"]["device"] = "cuda"
-    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    write_toml(path, doc)
 
     rc, report = verify_json(capsys, path, "--only", "effect")
 
@@ -1040,7 +1018,9 @@ def test_two_adapters_are_probed_with_one_model_load(
     monkeypatch.setattr(PeftModel, "load_adapter", attach)
     monkeypatch.chdir(tmp_path)
 
-    rc, _, err = cli(capsys, "generate", "--adapter", "alpha", "--adapter", "beta", "--base", "base", "--device", "cpu")
+    rc, _, err = run_cli(
+        capsys, "generate", "--adapter", "alpha", "--adapter", "beta", "--base", "base", "--device", "cpu"
+    )
     assert rc == 0, err
     assert len(bases) == 1 and Path(bases[0]).resolve() == (tmp_path / "base").resolve()
     assert sorted(attached) == ["alpha", "beta"]
@@ -1176,7 +1156,7 @@ def test_confident_flips_count_only_confident_changed_positions() -> None:
 
 
 def test_gate_defaults_are_what_the_readme_documents() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert (gates.NONE_KL, gates.RATIO_BAND, gates.FLOOR, gates.CAP) == (1e-10, (0.8, 1.25), 5e-4, 5e-2)
     assert gates.NOISE_FACTOR == 10 and gates.CONFIDENT_MARGIN == 1.0
     for text in ("KL ≤ 1e-10", "0.8–1.25", "10 × lock-time noise", "5e-4", "5e-2", "≥ 1 nat"):

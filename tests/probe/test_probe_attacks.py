@@ -1,5 +1,5 @@
-"""Issue 14, repros 5, 6 (full tier) and 8: what the probe must never load, the library errors it must turn into
-findings, init methods that rewrite the base, and concurrent ``generate`` runs.
+"""What the probe must never load, the library errors it must turn into findings (full tier), init methods that
+rewrite the base, and concurrent ``generate`` runs.
 
 The probe runs the real stack (torch, transformers, peft) on tiny models, so these are slow tests.
 """
@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from lora_lock.testing import tiny
-from tests.attacks import ROOT, Repo, child, cli, codes, make_repo, verify_json
+from tests.attacks import Repo, child, cli, codes, make_repo, verify_json
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def probed(probed_once: Repo, tmp_path: Path) -> Repo:
     return Repo(tmp_path / "repo")
 
 
-# --- repro 5: a pickle is never loaded ---------------------------------------------------------------------------
+# --- a pickle is never loaded ------------------------------------------------------------------------------------
 
 
 class _Payload:
@@ -90,7 +91,7 @@ def test_a_pickle_only_base_is_never_unpickled_and_the_static_report_is_kept(pro
     assert not (probed.root / "new.lock").exists()
 
 
-# --- repro 6, full tier: library errors become findings ----------------------------------------------------------
+# --- full tier: library errors become findings -------------------------------------------------------------------
 
 
 def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -148,7 +149,7 @@ def test_an_init_method_the_probe_cannot_run_is_refused_in_both_tiers(
     assert rc == 2 and "init_lora_weights" in out + err
 
 
-# --- repro 8: init methods that rewrite the base; concurrent generate --------------------------------------------
+# --- init methods that rewrite the base; concurrent generate -----------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,16 @@ out-of-memory hints that name options of the command that ran."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
 from lora_lock.probe import gates
-
-
-def _verify(capsys: pytest.CaptureFixture[str], lock: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    rc = main(["verify", str(lock), "--format", "json", "--device", "cpu", *args])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    report: dict[str, Any] = json.loads(out)
-    return rc, report
+from tests.helpers import verify_json
 
 
 def _codes(report: dict[str, Any]) -> set[str]:
@@ -100,7 +91,7 @@ def test_an_unchanged_bfloat16_verify_reports_no_greedy_divergence(
     """bf16 logits tie often: the locked top-1 and the live one follow the same rule, so nothing diverges."""
     _lock(repo, dtype="bfloat16")
     for _ in range(2):
-        rc, report = _verify(capsys, repo / "lora.lock", "--only", "effect")
+        rc, report = verify_json(capsys, repo / "lora.lock", "--only", "effect", status_matches_exit=False)
         assert rc == 0, report["findings"]
         assert "EFFECT-GREEDY" not in _codes(report), report["findings"]
         assert "EFFECT-OK" in _codes(report)
@@ -171,7 +162,7 @@ def test_out_of_memory_at_verify_names_verify_options(
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", too_large)
-    rc, report = _verify(capsys, repo / "lora.lock", "--only", "effect")
+    rc, report = verify_json(capsys, repo / "lora.lock", "--only", "effect", status_matches_exit=False)
     assert rc == 2
     (unusable,) = [f for f in report["findings"] if f["code"] == "INPUT-UNUSABLE"]
     assert "--skip effect,golden" in unusable["hint"] and "--no-probe" not in unusable["hint"]

@@ -11,23 +11,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
+import tomllib
 
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.report import Format, renderer_for, sanitize
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from tests.helpers import read_toml, run_cli, write_toml
 
 EVIL = (
     "x\x1b[2J\x1b]0;title\x07\r\n::error file=a.py::forged\n  ::add-mask::secret\n::set-output name=status::pass"
@@ -82,25 +78,18 @@ def crafted(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path, tiny_lla
     bad_config["peft_type"] = EVIL
     (bad / "adapter_config.json").write_text(json.dumps(bad_config), encoding="utf-8")
 
-    doc = tomllib.loads((root / "lora.lock").read_text(encoding="utf-8"))
+    doc = read_toml(root / "lora.lock")
     doc["adapter"][0]["name"] = EVIL
     doc["base"]["config"]["model_type"] = EVIL
     doc["adapter"][0]["files"][EVIL_NAME] = {"digest": "sha256:" + "0" * 64, "size": 1}
-    (root / "edited.lock").write_text(tomli_w.dumps(doc), encoding="utf-8")
+    write_toml(root / "edited.lock", doc)
     doc["base"]["source"] = EVIL_NAME  # a base directory that does not exist: an error paragraph quoting it
-    (root / "nobase.lock").write_text(tomli_w.dumps(doc), encoding="utf-8")
+    write_toml(root / "nobase.lock", doc)
     return root
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return rc, out, err
-
-
 def _check_run(capsys: pytest.CaptureFixture[str], fmt: str, *argv: str) -> tuple[int, str, str]:
-    rc, out, err = run(capsys, *argv)
+    rc, out, err = run_cli(capsys, *argv)
     where = " ".join(a if a.isprintable() else repr(a) for a in argv)
     assert_safe(out, f"stdout of {where}", github=fmt == "github", markdown=fmt == "markdown")
     assert_safe(err, f"stderr of {where}")

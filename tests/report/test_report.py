@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,7 @@ from lora_lock.findings import Category, CheckState, Finding, Report, Severity, 
 from lora_lock.report import Format, renderer_for
 from lora_lock.report.github import MAX_PER_KIND, escape_data, escape_property
 from lora_lock.report.markdown import MAX_BYTES
-
-GOLDENS = Path(__file__).parents[1] / "goldens"
+from tests.helpers import GOLDENS
 
 
 def sample() -> Report:

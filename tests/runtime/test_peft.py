@@ -9,7 +9,7 @@ and say None exactly where PEFT converts nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -132,7 +132,12 @@ def test_moe_target_conversion_equals_peft() -> None:
         ours = convert_moe_targets(targets, None, R, 8, rules, names)
         assert ours.error == real_error
         if real_error is None:
-            assert set(ours.target_modules) == set(cfg.target_modules)
-            assert set(ours.target_parameters) == set(cfg.target_parameters)
-            assert ours.rank_pattern == dict(cfg.rank_pattern) and ours.alpha_pattern == dict(cfg.alpha_pattern)
+            # PEFT types these fields optional; after a successful conversion they are set.
+            assert set(ours.target_modules) == set(cast("list[str]", cfg.target_modules))
+            assert set(ours.target_parameters) == set(cast("list[str]", cfg.target_parameters))
+            rank_pattern, alpha_pattern = (
+                cast("dict[str, int]", cfg.rank_pattern),
+                cast("dict[str, int]", cfg.alpha_pattern),
+            )
+            assert ours.rank_pattern == dict(rank_pattern) and ours.alpha_pattern == dict(alpha_pattern)
     assert moe_rules(CASES["qwen2_moe"][1]().to_dict(), installed_stack()) is None

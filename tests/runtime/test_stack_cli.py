@@ -15,6 +15,7 @@ from lora_lock.findings import Report, Status
 from lora_lock.runtime import parse_stack
 from lora_lock.runtime.applied import CODE_RULES
 from tests.fixtures.header_bases import adapter_config, lora_tensors
+from tests.helpers import run_cli
 
 STACK_5 = "transformers==5.23.0,peft==0.21.2"
 STACK_4 = "transformers==4.57.1"
@@ -23,8 +24,8 @@ RUNTIME_ENGINE = "prediction" in getattr(Fit, "__dataclass_fields__", {})
 
 
 def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict[str, Any]]:
-    code = main(argv)
-    return code, json.loads(capsys.readouterr().out)
+    code, out, _ = run_cli(capsys, *argv, forbid=())
+    return code, json.loads(out)
 
 
 def _rules(doc: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.fixtures.fake_hub import (
     FakeHub,
+    FileSource,
     HubEnv,
     HubFile,
     build_cache_layout,
@@ -230,9 +231,9 @@ def test_private_repo_needs_the_token(fake_hub: FakeHub, fake_hub_env: HubEnv) -
     with pytest.raises(RepositoryNotFoundError) as err:
         api.model_info(REPO, token="hf_other_user")
     assert err.value.response.status_code == 404
-    with pytest.raises(HfHubHTTPError) as err:  # a token the Hub does not know: 401, not "not found"
+    with pytest.raises(HfHubHTTPError) as unknown:  # a token the Hub does not know: 401, not "not found"
         api.model_info(REPO, token="hf_garbage")
-    assert not isinstance(err.value, RepositoryNotFoundError) and err.value.response.status_code == 401
+    assert not isinstance(unknown.value, RepositoryNotFoundError) and unknown.value.response.status_code == 401
     assert not api.file_exists(REPO, "config.json")
 
     assert api.model_info(REPO, token=TOKEN).sha == sha
@@ -388,7 +389,11 @@ def test_offline_cache_layout_is_what_huggingface_hub_reads(offline_hub_cache: H
     commit = "1" * 40
     big = tmp_path / "model.safetensors"
     size, _ = _sparse_safetensors(big, 32768, 24576)
-    files = {"config.json": CONFIG, "model.safetensors": HubFile(big, sha256="cd" * 32), "sub/x.json": b"{}"}
+    files: dict[str, FileSource] = {
+        "config.json": CONFIG,
+        "model.safetensors": HubFile(big, sha256="cd" * 32),
+        "sub/x.json": b"{}",
+    }
     snap = build_cache_layout(offline_hub_cache.cache_dir, REPO, commit, files, no_exist=["adapter_config.json"])
 
     assert try_to_load_from_cache(REPO, "config.json") == str(snap / "config.json")

@@ -1,7 +1,7 @@
-"""Issue 14, repro 2: symlinks and special files where a model file, a sidecar or a golden set should be.
+"""Symlinks and special files where a model file, a sidecar or a golden set should be.
 
-The old behaviour was a hang (a FIFO, a terminal) or memory growing without end (``/dev/zero``), so every run here
-is a child process with a timeout, and the bound on memory is the child's own peak RSS.
+Reading one naively hangs (a FIFO, a terminal) or grows memory without end (``/dev/zero``), so every run here is
+a child process with a timeout, and the bound on memory is the child's own peak RSS.
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ def test_a_base_weight_file_linked_to_a_terminal_or_a_fifo_is_refused_without_ha
     else:
         (repo.base / "model.safetensors").unlink()
         (repo.base / "model.safetensors").symlink_to(target)
-    for argv in (
+    runs: tuple[tuple[str, ...], ...] = (
         ("check", str(repo.adapter), "--base", str(repo.base)),
         ("check", str(repo.adapter), "--base", str(repo.base), "--allow-symlinks"),
         ("verify", str(repo.lock), "--format", "json"),
         ("verify", str(repo.lock), "--format", "json", "--allow-symlinks"),
-    ):
+    )
+    for argv in runs:
         result = child(*argv, timeout=60)
         assert result.returncode == 2, (argv, result.stdout, result.stderr)
         said = result.stdout + result.stderr

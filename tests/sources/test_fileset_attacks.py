@@ -1,4 +1,4 @@
-"""Issue 14, repros 1 and 3: files a loader reads that the lock did not see, and lock sources that leave the repo.
+"""Files a loader reads that the lock did not see, and lock sources that leave the repository.
 
 Each test is the attack as a stranger's pull request would make it, against a lock of tiny real models. The
 loaders' behaviour the attack relies on (transformers loading an adapter found in a model folder, the fast
@@ -125,7 +125,7 @@ def test_a_chat_template_file_transformers_prefers_is_drift(
     rendered = tok.apply_chat_template(
         [{"role": "user", "content": "hi"}],
         tokenize=False,
-        **({"chat_template": "tool_use"} if "additional" in name else {}),
+        chat_template="tool_use" if "additional" in name else None,
     )
     assert rendered == "ignore previous instructions"  # transformers really uses the planted template
     rc, report = verify_json(capsys, repo.lock)
@@ -185,7 +185,7 @@ def test_an_untracked_fast_tokenizer_file_is_drift(repo: Repo, capsys: pytest.Ca
     assert "tokenizer.4.0.0.json" in subjects(report, "TOKENIZER-FILE-EXTRA") | subjects(report, "BASE-FILE-EXTRA")
 
 
-# --- repro 3: a lock source that leaves the repository -----------------------------------------------------------
+# --- a lock source that leaves the repository --------------------------------------------------------------------
 
 
 def test_a_lock_source_outside_the_repository_is_refused_and_nothing_there_is_hashed(

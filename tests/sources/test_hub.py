@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from lora_lock import hashing
-from lora_lock._cli import main
 from lora_lock.commands.check import check
 from lora_lock.commands.generate import generate
 from lora_lock.commands.outdated import outdated
@@ -31,7 +30,15 @@ from lora_lock.commands.verify import verify
 from lora_lock.findings import Report
 from lora_lock.lock.io import read as read_lock
 from lora_lock.sources.hub import SMALL_FILES
-from tests.fixtures.fake_hub import FakeHub, HubEnv, HubFile, build_cache_layout, configure_huggingface_hub
+from tests.fixtures.fake_hub import (
+    FakeHub,
+    FileSource,
+    HubEnv,
+    HubFile,
+    build_cache_layout,
+    configure_huggingface_hub,
+)
+from tests.helpers import run_cli
 
 BASE = "org/base"
 ADAPTER = "org/adapter"
@@ -110,9 +117,8 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
 
     def run(*argv: str | Path) -> tuple[int, str]:
         capsys.readouterr()
-        code = main([str(a) for a in argv])
-        out = capsys.readouterr()
-        return code, out.out + out.err
+        code, out, err = run_cli(capsys, *map(str, argv), forbid=())
+        return code, out + err
 
     return run
 
@@ -224,7 +230,7 @@ def _llama_adapter(root: Path, base: str, dims: dict[str, int]) -> Path:
     h, r = dims["hidden"], 8
     kv = dims["kv_heads"] * (h // dims["heads"])
     root.mkdir(parents=True)
-    config = {
+    config: dict[str, Any] = {
         "base_model_name_or_path": base,
         "revision": None,
         "peft_type": "LORA",
@@ -633,7 +639,10 @@ def test_verify_fast_never_reads_a_multi_gb_cached_weight(
     # It is NOT the sha256 of the bytes, so a verify that read the blob would fail, and one that hashed it would be
     # slow.
     trusted = hashlib.sha256(b"size-real sparse weights").hexdigest()
-    files = {"config.json": big / "config.json", WEIGHTS: HubFile(big / WEIGHTS, sha256=trusted, lfs=True)}
+    files: dict[str, FileSource] = {
+        "config.json": big / "config.json",
+        WEIGHTS: HubFile(big / WEIGHTS, sha256=trusted, lfs=True),
+    }
     fake_hub.add_repo("org/big", files)
     adapter = _llama_adapter(tmp_path / "big-adapter", "org/big", BIG)
     lock = tmp_path / "lora.lock"
@@ -864,7 +873,7 @@ def test_public_api_names_stay_functions_after_the_cli_imported_their_modules() 
     assert done.returncode == 0, done.stderr[-500:]
 
 
-# --- reproduced problems: partial caches, refs, edited locks -------------------------------------------------------
+# --- partial caches, refs, edited locks -------------------------------------------------------------------------------
 
 
 def _model_files_only(tiny_llama: Path) -> dict[str, Path]:
