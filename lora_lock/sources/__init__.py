@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from lora_lock.errors import InputError, SourceError, brief
 from lora_lock.fence import admit, check_name, inside_repository, resolve_fence, windows_form
-from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.sources.fileset import list_local
 
 if TYPE_CHECKING:
+    from lora_lock.hashing import FileDigest
     from lora_lock.sources.hub import HubSnapshot
 
 
