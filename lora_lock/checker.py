@@ -68,13 +68,13 @@ def read_base(source: Resolved) -> BaseView:
     config = source.path / "config.json"
     if not config.is_file():
         raise InputError(f"{source.path}: no config.json; this does not look like a model directory")
-    facts = read_model_facts(config)
-    doc = read_json(config)  # already read and checked once; small, and the fence allows it
+    doc = read_json(config)  # read once: the facts and the runtime rules both come from it
+    facts = read_model_facts(config, doc)
     return BaseView(
         source=source,
         facts=facts,
         checkpoint=read_checkpoint(source.path, source.remote),
-        model_config=doc if isinstance(doc, Mapping) else {},
+        model_config=doc,
     )
 
 
