@@ -7,10 +7,10 @@ Part of ``bench/run.py``; standalone, only the Llama-3-8B base (wall time, the i
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from dataclasses import asdict, dataclass
-import argparse
 from pathlib import Path
 
 from _adapters import ALL_PROJECTIONS, write_adapter

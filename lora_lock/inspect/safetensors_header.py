@@ -169,7 +169,9 @@ def _valid_tensor(label: str, name: str, entry: Any, data_len: int) -> TensorInf
     if type(entry) is not dict:
         return None
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
+    if type(dtype) is not str:
+        return None
+    bits = DTYPE_BITS.get(dtype)
     if bits is None or type(shape) is not list or len(shape) > MAX_RANK or type(offsets) is not list:
         return None
     if len(offsets) != 2:
