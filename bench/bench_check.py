@@ -1,7 +1,13 @@
-"""Benchmark 1: ``lora-lock check`` against loading the adapter with PEFT, on size-real header-only bases."""
+"""Benchmark 1: ``lora-lock check`` against loading the adapter with PEFT, on size-real header-only bases.
+
+Part of ``bench/run.py``; standalone, only the Llama-3-8B base (wall time, the imports / work split, PEFT)::
+
+    .venv/bin/python bench/bench_check.py [--runs 10] [--peft-runs 3]
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -9,7 +15,7 @@ from pathlib import Path
 
 from _adapters import ALL_PROJECTIONS, write_adapter
 from _bases import make_base
-from _util import PY, WORK, Run, Section, child_env, log, median, spawn, spawn_many
+from _util import PY, WORK, Run, Section, child_env, log, median, spawn, spawn_many, table
 
 BASES = WORK / "bases"
 ADAPTERS = WORK / "adapters"
@@ -36,6 +42,32 @@ model = PeftModel.from_pretrained(model, sys.argv[2])
 t3 = time.perf_counter()
 wrapped = sum(1 for _, m in model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A))
 print(json.dumps({"import_s": t1 - t0, "build_s": t2 - t1, "load_s": t3 - t2, "lora_modules": wrapped}))
+"""
+
+#: ``check`` in process, as ``python -m lora_lock check ADAPTER --base BASE`` runs it (text report, discarded),
+#: its time split into imports and work: every top-level ``import`` statement is timed (nested ones count once,
+#: in their outermost import), including the lazy imports the check path makes; work is the rest.
+SPLIT_CHILD = """
+import builtins, contextlib, io, json, sys, time
+real, depth, spent = builtins.__import__, [0], [0.0]
+def timed(*args, **kwargs):
+    if depth[0]:
+        return real(*args, **kwargs)
+    depth[0] = 1
+    start = time.perf_counter()
+    try:
+        return real(*args, **kwargs)
+    finally:
+        spent[0] += time.perf_counter() - start
+        depth[0] = 0
+builtins.__import__ = timed
+t0 = time.perf_counter()
+from lora_lock._cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    rc = main(["check", *sys.argv[1:]])
+total = time.perf_counter() - t0
+builtins.__import__ = real
+print(json.dumps({"rc": rc, "import_s": spent[0], "work_s": total - spent[0], "modules": len(sys.modules)}))
 """
 
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+(?P<cum>\d+) \|(?P<indent> +)(?P<name>\S+)$")
@@ -66,6 +98,26 @@ def import_profile(adapter: Path, base: Path) -> ImportProfile:
                 top_us += int(m["cum"])
     heavy = sorted({n.split(".")[0] for n in names} & set(HEAVY))
     return ImportProfile(len(names), heavy, top_us / 1e6, r.returncode)
+
+
+def split_profile(adapter: Path, base: Path, runs: int, env: dict[str, str]) -> list[dict[str, float]]:
+    """``runs`` in-process splits of check (after one discarded run): import and work seconds of each."""
+    got = spawn_many([PY, "-c", SPLIT_CHILD, str(adapter), "--base", str(base)], runs, env=env, ok=_ok0)
+    return [json.loads(r.stdout.strip().splitlines()[-1]) for r in got]
+
+
+def add_split_rows(sec: Section, splits: list[dict[str, float]], phases: list[dict[str, float]], key: str) -> None:
+    """Rows for check's imports and work on ``key``, each beside PEFT's matching phase, with their ratios."""
+    imports = median([s["import_s"] for s in splits])
+    work = median([s["work_s"] for s in splits])
+    peft_import = median([p["import_s"] for p in phases])
+    peft_work = median([p["build_s"] + p["load_s"] for p in phases])
+    n = len(splits)
+    sec.add(f"check in process, {key}: imports", imports * 1000, "ms", f"median of {n}; lazy imports included")
+    sec.add(f"check in process, {key}: work", work * 1000, "ms", f"median of {n}; read, match, render")
+    sec.add(f"check in process, {key}: imports + work", (imports + work) * 1000, "ms", "interpreter start-up excl.")
+    sec.add("RATIO PEFT import torch/transformers/peft / check imports", peft_import / imports, "x")
+    sec.add("RATIO PEFT build meta model + load / check work", peft_work / work, "x")
 
 
 def apparent_size(base: Path) -> int:
@@ -124,6 +176,10 @@ def run(runs: int, peft_runs: int, *, sizes: tuple[str, ...]) -> Section:
     sec.add("  PEFT phases: build meta model", median([p["build_s"] for p in phases]), "s")
     sec.add("  PEFT phases: PeftModel.from_pretrained", median([p["load_s"] for p in phases]), "s")
     sec.add("RATIO PEFT load / lora-lock check (wall)", t_peft / t_check, "x", "higher = check is faster")
+    log(f"check: imports vs work of check x{runs} on {main_key} (in process)")
+    splits = split_profile(adapter, base, runs, env)
+    add_split_rows(sec, splits, phases, main_key)
+    sec.raw["check_split"] = splits
     rss_check = median([r.maxrss_kib for r in checks]) / 1024
     rss_peft = median([r.maxrss_kib for r in pefts]) / 1024
     sec.add(f"peak RSS lora-lock check, {main_key}", rss_check, "MiB")
@@ -172,3 +228,35 @@ def run(runs: int, peft_runs: int, *, sizes: tuple[str, ...]) -> Section:
 
 def _ok0(run: Run) -> bool:
     return run.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """check on the Llama-3-8B base beside PEFT's meta-device load: wall times, check's imports and work."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--peft-runs", type=int, default=3)
+    args = p.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    key, sec, env = "Llama-3-8B", Section("1 check"), child_env()
+    base, name, _ = make_base(BASES / key, key)
+    write_adapter(ADAPTERS / key, base, base_name=name, r=RANK, targets=ALL_PROJECTIONS)
+    adapter = ADAPTERS / key
+    log(f"check: lora-lock check x{args.runs} on {key}")
+    text_argv = check_argv(adapter, base)[:-2]  # the text report, as a user runs it
+    checks = spawn_many(text_argv, args.runs, env=env)
+    log(f"check: imports vs work x{args.runs} (in process)")
+    splits = split_profile(adapter, base, args.runs, env)
+    log(f"check: PEFT meta-device load x{args.peft_runs}")
+    pefts = spawn_many([PY, "-c", PEFT_CHILD, str(base), str(adapter)], args.peft_runs, env=env, ok=_ok0)
+    phases = [json.loads(r.stdout.strip().splitlines()[-1]) for r in pefts]
+    t_check, t_peft = median([r.wall_s for r in checks]), median([r.wall_s for r in pefts])
+    sec.add(f"lora-lock check, {key} (text)", t_check * 1000, "ms", f"median of {args.runs}, interpreter incl.")
+    sec.add("PEFT: meta model from config + PeftModel.from_pretrained", t_peft * 1000, "ms")
+    sec.add("RATIO PEFT load / lora-lock check (wall)", t_peft / t_check, "x", "higher = check is faster")
+    add_split_rows(sec, splits, phases, key)
+    print(table(sec.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,6 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -133,6 +132,8 @@ def hash_files(
     if n == 1:
         results = {p: hash_file(p, report) for p in order}
     else:
+        from concurrent.futures import ThreadPoolExecutor  # its import (logging, queue) is for hashing only
+
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="lora-lock-hash") as pool:
             futures = {p: pool.submit(hash_file, p, report) for p in order}
             results = {p: f.result() for p, f in futures.items()}

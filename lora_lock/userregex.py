@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, ParamSpec, TypeVar
 
-import regex
-
 from lora_lock.errors import InputError, brief
 
-IGNORECASE = int(regex.IGNORECASE)
+#: ``regex.IGNORECASE``, the same bit as ``re.IGNORECASE``; ``regex`` itself is imported on the first compile, so a
+#: run whose adapter has no user pattern (most: ``target_modules`` is usually a list) never pays its import.
+IGNORECASE = 2
 
 #: Wall time one match may take. Module names are short: a real pattern answers in microseconds.
 TIMEOUT_S = 0.25
@@ -30,7 +30,7 @@ TIMEOUT_S = 0.25
 RUN_BUDGET_S = 5.0
 #: Longest pattern compiled: real ones are a few dozen characters; compile time grows with length.
 MAX_PATTERN = 4096
-_COMPILE_ERRORS = (regex.error, OverflowError, RecursionError, ValueError, TypeError)
+_COMPILE_ERRORS: tuple[type[BaseException], ...] = (OverflowError, RecursionError, ValueError, TypeError)
 
 
 class _Budget(threading.local):
@@ -85,7 +85,15 @@ def _spent(where: str) -> InputError:
 
 @lru_cache(maxsize=512)
 def _compiled(pattern: str, flags: int) -> Any:
+    import regex
+
     return regex.compile(pattern, flags)
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    import regex
+
+    return (regex.error, *_COMPILE_ERRORS)
 
 
 def compile_user(pattern: str, where: str, flags: int = 0) -> Any:
@@ -94,7 +102,7 @@ def compile_user(pattern: str, where: str, flags: int = 0) -> Any:
         raise InputError(f"{where}: a regular expression of {len(pattern)} characters (at most {MAX_PATTERN})")
     try:
         return _compiled(pattern, flags)
-    except _COMPILE_ERRORS as exc:
+    except _compile_errors() as exc:
         raise InputError(f"{where} must be a valid regular expression, found {brief(pattern)} ({exc})") from exc
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,51 @@ def test_check_cli_reports_drift_with_heavy_libraries_blocked(tiny_gpt2: Path, t
     result = run_child(code, str(tiny_llama_adapter), str(tiny_gpt2))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "COMPAT-" in result.stdout
+
+
+#: What ``check`` on a safetensors base has no use for, imported only by the paths that need it: the lock and
+#: snapshot machinery (``observe``, ``lockfile`` with tomllib and importlib.resources), the environment and
+#: tokenizer readers (platform, subprocess, importlib.metadata), hashing (hashlib, the thread pool and its
+#: logging), the GGUF reader, and ``regex`` (compiled only when an adapter carries a user pattern).
+LAZY_ON_CHECK = (
+    "regex",
+    "lora_lock.lock.snapshot",
+    "lora_lock.lock.io",
+    "lora_lock.lock.module_table",
+    "lora_lock.hashing",
+    "lora_lock.compat.gguf",
+    "lora_lock.inspect.gguf",
+    "lora_lock.inspect.environment",
+    "lora_lock.inspect.tokenizer",
+    "concurrent.futures",
+    "logging",
+    "hashlib",
+    "tomllib",
+    "importlib.metadata",
+    "importlib.resources",
+    "subprocess",
+    "platform",
+    "tempfile",
+)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_check_on_a_safetensors_base_leaves_the_modules_it_does_not_need_out(
+    fmt: str, header_base: Any, make_adapter: Any
+) -> None:
+    from tests.fixtures.header_bases import adapter_config, lora_tensors
+
+    base = header_base("llama-3.2-1b")
+    targets = ("q_proj", "v_proj")
+    adapter = make_adapter(adapter_config("meta-llama/Llama-3.2-1B", targets), lora_tensors("llama-3.2-1b", targets))
+    code = f"""
+    import io, contextlib
+    from lora_lock._cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["check", sys.argv[1], "--base", sys.argv[2], "--format", {fmt!r}])
+    print(json.dumps({{"rc": rc, "loaded": sorted(m for m in {LAZY_ON_CHECK!r} if m in sys.modules)}}))
+    """
+    result = run_child("import json\n" + textwrap.dedent(code), str(adapter), str(base))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"rc": 0, "loaded": []}

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lora_lock.compat import Fit, fit, identity_findings
-from lora_lock.compat.gguf import GGUFBase, gguf_files, gguf_findings, read_gguf_base
+from lora_lock.compat.engine import Fit, fit
+from lora_lock.compat.identity import identity_findings
 from lora_lock.errors import InputError
-from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint, read_json
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
@@ -18,6 +18,9 @@ from lora_lock.runtime import Stack, installed_stack
 from lora_lock.runtime.applied import facts_config, resolve_stack, stack_findings
 from lora_lock.sources.resolve import Resolved, resolve
 from lora_lock.userregex import per_run
+
+if TYPE_CHECKING:
+    from lora_lock.compat.gguf import GGUFBase
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,32 @@ class BaseView:
     model_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
+def _may_be_gguf(source: Resolved) -> bool:
+    """False when the base cannot be a GGUF base: a directory with no ``.gguf`` name in it, locally or on the Hub.
+    The GGUF reader is imported only otherwise (``check`` on a safetensors base never needs it); what is GGUF and
+    what is refused stays :func:`lora_lock.compat.gguf.gguf_files`' to say."""
+    root = source.path
+    try:
+        if not root.is_dir():
+            return True
+        names = os.listdir(root)
+    except OSError:  # gguf_files says what is wrong with the directory
+        return True
+    remote = source.remote.names if source.remote is not None else ()
+    return any(n.lower().endswith(".gguf") for group in (names, remote) for n in group)
+
+
 def read_base(source: Resolved) -> BaseView:
     """The base as the static engine sees it: its GGUF files when it is a GGUF base, otherwise its
     ``config.json`` facts and safetensors headers. Raises :class:`InputError` when the directory holds neither."""
-    ggufs = gguf_files(source)
+    ggufs = None
+    if _may_be_gguf(source):
+        from lora_lock.compat.gguf import gguf_files
+
+        ggufs = gguf_files(source)
     if ggufs is not None:
+        from lora_lock.compat.gguf import read_gguf_base
+
         gguf = read_gguf_base(source, ggufs)
         identity: dict[str, Any] = {"model_type": gguf.facts.model_type}
         if gguf.facts.architecture:
@@ -45,13 +69,13 @@ def read_base(source: Resolved) -> BaseView:
     config = source.path / "config.json"
     if not config.is_file():
         raise InputError(f"{source.path}: no config.json; this does not look like a model directory")
-    facts = read_model_facts(config)
-    doc = read_json(config)  # already read and checked once; small, and the fence allows it
+    doc = read_json(config)  # read once: the facts and the runtime rules both come from it
+    facts = read_model_facts(config, doc)
     return BaseView(
         source=source,
         facts=facts,
         checkpoint=read_checkpoint(source.path, source.remote),
-        model_config=doc if isinstance(doc, Mapping) else {},
+        model_config=doc,
     )
 
 
@@ -150,8 +174,6 @@ def check(
     through the fence (symlinks out of them refused unless ``allow_symlinks``); what the base's file set says on
     its own (a planted adapter, stray weights) is reported in the ``base`` category.
     """
-    from lora_lock.lock.snapshot import base_file_findings
-
     ran: tuple[Category, ...] = (Category.ADAPTER, Category.COMPAT, Category.QUANTIZATION)
     try:
         chosen = resolve_stack(stack)
@@ -166,6 +188,8 @@ def check(
             static_findings(adapter_view, base_view, stack=chosen) if gguf is None or gguf.names else (None, [])
         )
         if gguf is not None:
+            from lora_lock.compat.gguf import gguf_findings
+
             findings += gguf_findings(gguf)
         base_findings = base_file_findings(base_view, base_source.files) if gguf is None else []
         if gguf is None:
@@ -178,6 +202,20 @@ def check(
     if base_findings:
         ran = (Category.BASE, *ran)
     return Report.build([*base_findings, *findings], ran=ran, title="lora-lock check")
+
+
+def base_file_findings(base: BaseView, names: tuple[str, ...]) -> list[Finding]:
+    """What a base's file set says on its own: an adapter planted in it, weights only some loaders read."""
+    from lora_lock.sources.fileset import planted_adapter, planted_finding, stray_weights_finding
+
+    out: list[Finding] = []
+    planted = planted_adapter(names)
+    if planted:
+        out.append(planted_finding(base.source.label, planted))
+    stray = stray_weights_finding(base.source.label, names, base.checkpoint.files)
+    if stray is not None:
+        out.append(stray)
+    return out
 
 
 def input_finding(exc: InputError) -> Finding:

@@ -86,9 +86,12 @@ class ModelFacts:
         return {k: v for k, v in out.items() if v is not None}
 
 
-def read_model_facts(path: Path) -> ModelFacts:
-    """Read ``config.json``; nested ``text_config`` (multimodal models) fills facts the top level lacks."""
-    doc = read_json(path)
+def read_model_facts(path: Path, doc: dict[str, Any] | None = None) -> ModelFacts:
+    """Read ``config.json``; nested ``text_config`` (multimodal models) fills facts the top level lacks.
+
+    ``doc``: the file's JSON object when the caller has read it already (with :func:`read_json`; not modified)."""
+    if doc is None:
+        doc = read_json(path)
     text = doc.get("text_config") if isinstance(doc.get("text_config"), dict) else {}
     assert isinstance(text, dict)
 

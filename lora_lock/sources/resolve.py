@@ -10,13 +10,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from lora_lock.errors import InputError, SourceError
-from lora_lock.hashing import FileDigest
 from lora_lock.inspect.checkpoint import Remote
 from lora_lock.sources.fence import admit, check_name, inside_repository, resolve_fence, windows_form
 from lora_lock.sources.fileset import list_local
 from lora_lock.text import brief, short_commit
 
 if TYPE_CHECKING:
+    from lora_lock.hashing import FileDigest
     from lora_lock.sources.hub import HubSnapshot
 
 
