@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lora_lock.compat.engine import Fit, fit
 from lora_lock.compat.identity import identity_findings
 from lora_lock.errors import InputError
+from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.checkpoint import Checkpoint, read_checkpoint, read_json
 from lora_lock.inspect.model_config import ModelFacts, read_model_facts
