@@ -158,8 +158,8 @@ class _Steps:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from lora_lock.commands.check import input_finding
     from lora_lock.commands.generate import generate
+    from lora_lock.findings import input_finding
 
     progress, steps = _Progress(), _Steps()
     try:

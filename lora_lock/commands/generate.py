@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.commands.check import default_base_spec
+from lora_lock.compat.base import default_base_spec
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.hashing import Progress

@@ -11,9 +11,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lora_lock.commands.check import input_finding
 from lora_lock.errors import InputError
-from lora_lock.findings import Category, Finding, Report, Severity
+from lora_lock.findings import Category, Finding, Report, Severity, input_finding
 from lora_lock.hashing import hash_file
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.lock.io import read

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.commands.check import input_finding
 from lora_lock.commands.verify_partial import intact_categories, lock_path, no_probe_recorded, nothing_checked
 from lora_lock.errors import InputError
-from lora_lock.findings import Category, Finding, Report, Severity
+from lora_lock.findings import Category, Finding, Report, Severity, input_finding
 from lora_lock.hashing import Progress, hash_files
 from lora_lock.lock.diff import row_text, rows_by_pattern
 from lora_lock.lock.drift import REGENERATE, compare_files, compare_values, environment_findings

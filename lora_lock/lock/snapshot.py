@@ -13,8 +13,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lora_lock._version import __version__
-from lora_lock.commands.check import BaseView, read_base, static_findings
 from lora_lock.compat import Fit
+from lora_lock.compat.base import BaseView, read_base
+from lora_lock.compat.static import static_findings
 from lora_lock.errors import InputError
 from lora_lock.findings import Finding
 from lora_lock.hashing import ALGORITHM, FileDigest, Progress, hash_files
