@@ -241,12 +241,13 @@ def _locator(args: argparse.Namespace) -> Any:
 def _cmd_list(args: argparse.Namespace) -> int:
     import json
 
-    from lora_lock.commands.fleet import adapter_names, matrix_json
+    from lora_lock.commands import fleet
     from lora_lock.commands.verify_partial import lock_path
+    from lora_lock.report.fleet import matrix_json, name_lines
 
     if args.format == "json":
         try:
-            text = matrix_json(lock_path(args.lockfile))
+            text = matrix_json(fleet.adapter_names(lock_path(args.lockfile)))
         except InputError as exc:
             # A machine reads this: a JSON document saying why, not plain text its parser chokes on (exit 2 still
             # fails the job, rather than an empty matrix that runs nothing).
@@ -255,17 +256,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         _write(text)
     else:
-        from lora_lock.report.sanitize import line
-
-        _write("".join(f"{line(name)}\n" for name in adapter_names(lock_path(args.lockfile))))
+        _write(name_lines(fleet.adapter_names(lock_path(args.lockfile))))
     return 0
 
 
 def _cmd_export_env(args: argparse.Namespace) -> int:
-    from lora_lock.commands.fleet import constraints
+    from lora_lock.commands.fleet import pins
     from lora_lock.lock.io import write_atomic
+    from lora_lock.report.fleet import constraints
 
-    text = constraints(args.lockfile)
+    text = constraints(pins(args.lockfile))
     from lora_lock.report.sanitize import text as clean
 
     if args.output in (None, "-"):
@@ -284,10 +284,11 @@ def _cmd_outdated(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from lora_lock.lock.diff import diff
+    from lora_lock.report import Format
+    from lora_lock.report.diff import render_diff
 
     result = diff(args.old, args.new)
-    render = {"json": result.render_json, "markdown": result.render_markdown}.get(args.format, result.render_text)
-    _write(render())
+    _write(render_diff(result, Format(args.format)))
     return 0 if result.identical else EXIT_DRIFT
 
 

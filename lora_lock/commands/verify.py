@@ -11,10 +11,10 @@ from lora_lock.commands.verify_partial import intact_categories, lock_path, no_p
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Report, Severity, input_finding
 from lora_lock.hashing import Progress, hash_files
-from lora_lock.lock.diff import row_text, rows_by_pattern
 from lora_lock.lock.drift import REGENERATE, compare_files, compare_values, environment_findings
 from lora_lock.lock.io import read
 from lora_lock.lock.module_table import aligned
+from lora_lock.lock.rows import row_text, rows_by_pattern
 from lora_lock.lock.snapshot import Observed, adapter_section, base_section, observe, tokenizer_section
 from lora_lock.lock.tokenizer_drift import fact_findings, facts_unreadable
 from lora_lock.probe.sidecar import Step
