@@ -75,6 +75,15 @@ class WorldCheck:
         return self.lock_path.parent
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """The locked sources as opened behind the fence: the base, the tokenizer, each adapter that could be read."""
+
+    base: Resolved
+    tok: Resolved
+    sources: list[tuple[str, Resolved]]
+
+
 @dataclass
 class _Tally:
     """What the file-based checks found so far: findings, categories unusable input blocked, adapters left out of
@@ -105,11 +114,12 @@ def world_findings(check: WorldCheck) -> tuple[list[Finding], set[Category], dic
     except InputError as exc:
         # Something could not be read; still compare every locked file we can, so drift is never hidden by it.
         complete: set[tuple[Category, str]] = set()
-        fallback = _file_findings(lock, base, tok, sources, check.locked_adapters, ran, complete)
-        fallback, intact = intact_categories(lock, fallback, complete, tok, check.locked_adapters, tally.blocked, ran)
+        fallback = _file_findings(lock, _Opened(base, tok, sources), check.locked_adapters, ran, complete)
+        checkable = set(ran) - tally.blocked
+        fallback, intact = intact_categories(lock, fallback, complete, tok, check.locked_adapters, checkable)
         return [*tally.findings, *fallback, input_finding(exc)], everything - intact, tally.unloadable
     if observed.unreadable:
-        _unreadable_adapters(check, tally, observed, (base, tok, sources))
+        _unreadable_adapters(check, tally, observed, _Opened(base, tok, sources))
     tally.findings += _observed_findings(check, observed, tally.blocked)
     _unloadable_adapters(check, tally, observed)
     if facts_unreadable(lock["tokenizer"], tokenizer_section(observed, check.lock_dir)):
@@ -190,7 +200,7 @@ def _unreadable_adapters(
     check: WorldCheck,
     tally: _Tally,
     observed: Observed,
-    opened: tuple[Resolved, Resolved, list[tuple[str, Resolved]]],
+    opened: _Opened,
 ) -> None:
     """An adapter that cannot be read blocks its own categories only; its locked files are still compared."""
     for name, error in sorted(observed.unreadable.items()):
@@ -198,8 +208,7 @@ def _unreadable_adapters(
         tally.unloadable[name] = LeftOut("its files could not be read", "see the input findings", True)
     tally.blocked |= {Category.ADAPTER, Category.COMPAT}
     broken = [a for a in check.locked_adapters if a["name"] in observed.unreadable]
-    base, tok, sources = opened
-    tally.findings += _file_findings(check.lock, base, tok, sources, broken, {Category.ADAPTER} & set(check.ran))
+    tally.findings += _file_findings(check.lock, opened, broken, {Category.ADAPTER} & set(check.ran))
 
 
 def _observed_findings(check: WorldCheck, observed: Observed, blocked: set[Category]) -> list[Finding]:
@@ -253,9 +262,7 @@ def _unloadable_adapters(check: WorldCheck, tally: _Tally, observed: Observed) -
 
 def _file_findings(
     lock: Mapping[str, Any],
-    base: Resolved,
-    tok: Resolved,
-    sources: list[tuple[str, Resolved]],
+    opened: _Opened,
     locked_adapters: list[Mapping[str, Any]],
     ran: Collection[Category],
     complete: set[tuple[Category, str]] | None = None,
@@ -263,10 +270,10 @@ def _file_findings(
     """Digest comparison of every locked file that can still be read (the fallback when a source is unusable).
     ``complete`` receives (category, adapter name or "") of each section whose every file could be compared."""
     plan: list[tuple[Category, str, Mapping[str, Any], Resolved, str]] = [
-        (Category.BASE, "BASE", lock["base"]["files"], base, ""),
-        (Category.TOKENIZER, "TOKENIZER", lock["tokenizer"]["files"], tok, ""),
+        (Category.BASE, "BASE", lock["base"]["files"], opened.base, ""),
+        (Category.TOKENIZER, "TOKENIZER", lock["tokenizer"]["files"], opened.tok, ""),
     ]
-    by_name = dict(sources)
+    by_name = dict(opened.sources)
     plan += [
         (Category.ADAPTER, "ADAPTER", a["files"], by_name[a["name"]], str(a["name"]))
         for a in locked_adapters
