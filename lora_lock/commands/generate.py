@@ -77,7 +77,7 @@ def _fetch(source: Resolved, download: bool) -> Resolved:
 
 
 @per_run
-def generate(
+def generate(  # noqa: PLR0913  the documented keyword options of the public API
     adapters: Sequence[str | Path],
     base: str | Path | None = None,
     output: str | Path = "lora.lock",

@@ -32,7 +32,7 @@ STATIC_CATEGORIES = (
 
 
 @per_run
-def verify(
+def verify(  # noqa: PLR0913  the documented keyword options of the public API
     lockfile: str | Path = "lora.lock",
     *,
     only: Collection[Category] | None = None,

@@ -122,7 +122,7 @@ def base_file_findings(base: BaseView, names: tuple[str, ...]) -> list[Finding]:
     return out
 
 
-def observe(
+def observe(  # noqa: PLR0913  one keyword per caller need; generate and verify share this path
     base_source: Resolved,
     adapters: Iterable[tuple[str, Resolved]],
     *,
