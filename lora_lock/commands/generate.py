@@ -149,19 +149,29 @@ def generate(  # noqa: PLR0913  the documented keyword options of the public API
         report = Report.build(findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
     if run_probe:
         options = ProbeOptions(probe_enabled(probe), probe_prompts, golden, device, dtype, probe_step)
-        section, sidecar, more = behaviour_sections(observed, out, options)
-        lock.update(section)
-        findings += more
-        report = Report.build(
-            findings,
-            ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
-            title="lora-lock generate",
-        )
-        if any(f.code == CODE_DROPPED and f.severity is Severity.ERROR for f in findings):
-            # PEFT's own load dropped adapter tensors (the static check missed it): a broken pairing, not locked.
+        report, sidecar, refused = _with_behaviour(observed, out, lock, findings, options)
+        if refused:
             return GenerateResult(path=out, report=report, written=False, lock=None)
     written = publish(out, dumps(lock), sidecar)
     return GenerateResult(path=out, report=report, written=written, lock=lock)
+
+
+def _with_behaviour(
+    observed: Observed, out: Path, lock: dict[str, Any], findings: list[Finding], options: ProbeOptions
+) -> tuple[Report, tuple[Path, str] | None, bool]:
+    """Add the behaviour sections to ``lock``: the report with their findings, the sidecar to write, and whether
+    the lock is refused because PEFT's own load dropped adapter tensors."""
+    section, sidecar, more = behaviour_sections(observed, out, options)
+    lock.update(section)
+    findings = [*findings, *more]
+    report = Report.build(
+        findings,
+        ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
+        title="lora-lock generate",
+    )
+    # PEFT's own load dropped adapter tensors (the static check missed it): a broken pairing, not locked.
+    refused = any(f.code == CODE_DROPPED and f.severity is Severity.ERROR for f in findings)
+    return report, sidecar, refused
 
 
 def _sources(

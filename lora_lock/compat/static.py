@@ -31,8 +31,15 @@ def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None
     config = facts_config(base.facts.architecture, base.facts.model_type)
     findings += stack_findings(stack or installed_stack(), config, result, findings)
     findings += identity_findings(adapter, base.source, fits=fits, facts=base.facts)
+    findings += _side_notes(adapter, base, checked_shapes=checked_shapes)
+    return result, findings
+
+
+def _side_notes(adapter: Adapter, base: BaseView, *, checked_shapes: bool) -> list[Finding]:
+    """What the fit leaves unsaid: no adapter weights, a quantized base, pre-0.3 PEFT fields."""
+    out: list[Finding] = []
     if adapter.weights is None:
-        findings.append(
+        out.append(
             Finding(
                 "ADAPTER-NO-WEIGHTS",
                 Category.ADAPTER,
@@ -48,7 +55,7 @@ def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None
             if checked_shapes
             else "the unpacked layer sizes were read, but no adapter tensors were there to check against them"
         )
-        findings.append(
+        out.append(
             Finding(
                 "QUANT-FORMAT",
                 Category.QUANTIZATION,
@@ -59,7 +66,7 @@ def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None
             )
         )
     for key in adapter.config.legacy_fields:
-        findings.append(
+        out.append(
             Finding(
                 "ADAPTER-LEGACY",
                 Category.ADAPTER,
@@ -73,4 +80,4 @@ def static_findings(adapter: Adapter, base: BaseView, stack: Stack | None = None
                 subject=key,
             )
         )
-    return result, findings
+    return out
