@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from lora_lock._version import __version__
 from lora_lock.errors import InputError, LoraLockError
 from lora_lock.findings import Category, Report, Severity
 from lora_lock.report import Format, renderer_for
@@ -34,15 +33,6 @@ def _write(text: str, stream: TextIO | None = None) -> None:
     from lora_lock.report.sanitize import text as clean
 
     (stream or sys.stdout).write(clean(text))
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on usage errors already; keep its message short and ours."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        _say(f"lora-lock: error: {message}")
-        raise SystemExit(EXIT_ERROR)
 
 
 def _use_color(stream: TextIO) -> bool:
@@ -158,8 +148,8 @@ class _Steps:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from lora_lock.commands.check import input_finding
     from lora_lock.commands.generate import generate
+    from lora_lock.findings import input_finding
 
     progress, steps = _Progress(), _Steps()
     try:
@@ -234,12 +224,13 @@ def _locator(args: argparse.Namespace) -> Any:
 def _cmd_list(args: argparse.Namespace) -> int:
     import json
 
-    from lora_lock.commands.fleet import adapter_names, matrix_json
+    from lora_lock.commands import fleet
     from lora_lock.commands.verify_partial import lock_path
+    from lora_lock.report.fleet import matrix_json, name_lines
 
     if args.format == "json":
         try:
-            text = matrix_json(lock_path(args.lockfile))
+            text = matrix_json(fleet.adapter_names(lock_path(args.lockfile)))
         except InputError as exc:
             # A machine reads this: a JSON document saying why, not plain text its parser chokes on (exit 2 still
             # fails the job, rather than an empty matrix that runs nothing).
@@ -248,17 +239,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         _write(text)
     else:
-        from lora_lock.report.sanitize import line
-
-        _write("".join(f"{line(name)}\n" for name in adapter_names(lock_path(args.lockfile))))
+        _write(name_lines(fleet.adapter_names(lock_path(args.lockfile))))
     return 0
 
 
 def _cmd_export_env(args: argparse.Namespace) -> int:
-    from lora_lock.commands.fleet import constraints
+    from lora_lock.commands.fleet import pins
     from lora_lock.lock.io import write_atomic
+    from lora_lock.report.fleet import constraints
 
-    text = constraints(args.lockfile)
+    text = constraints(pins(args.lockfile))
     from lora_lock.report.sanitize import text as clean
 
     if args.output in (None, "-"):
@@ -277,10 +267,11 @@ def _cmd_outdated(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from lora_lock.lock.diff import diff
+    from lora_lock.report import Format
+    from lora_lock.report.diff import render_diff
 
     result = diff(args.old, args.new)
-    render = {"json": result.render_json, "markdown": result.render_markdown}.get(args.format, result.render_text)
-    _write(render())
+    _write(render_diff(result, Format(args.format)))
     return 0 if result.identical else EXIT_DRIFT
 
 
@@ -292,146 +283,21 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lora-lock`` argument parser: every command with its options; ``-v`` is accepted before or after
-    the command."""
-    parser = _Parser(prog="lora-lock", description="Lock a LoRA adapter to the exact base it was trained on.")
-    parser.add_argument("--version", action="version", version=f"lora-lock {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of unexpected errors")
-    # Also accepted after the command (`lora-lock verify --verbose`); SUPPRESS keeps the top-level value otherwise.
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of unexpected errors"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    formats = [f.value for f in Format]
+    """The ``lora-lock`` argument parser, each command bound to its handler here."""
+    from lora_lock._cli_parser import build_parser as build
 
-    p = sub.add_parser("check", parents=[common], help="does an adapter fit a base? (static: headers and configs only)")
-    p.add_argument("adapter", help="adapter directory or Hub repo id org/name[@revision]")
-    p.add_argument(
-        "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
+    return build(
+        {
+            "check": _cmd_check,
+            "generate": _cmd_generate,
+            "verify": _cmd_verify,
+            "outdated": _cmd_outdated,
+            "list": _cmd_list,
+            "export-env": _cmd_export_env,
+            "diff": _cmd_diff,
+            "schema": _cmd_schema,
+        }
     )
-    p.add_argument("--format", choices=formats, default="text")
-    p.add_argument(
-        "--allow-symlinks", action="store_true", help="accept symlinks that point outside the adapter or base directory"
-    )
-    p.add_argument(
-        "--stack",
-        metavar="SPEC",
-        help="apply the load rules of this stack, e.g. transformers==5.23.0,peft==0.21.2 or transformers==4.57.1 "
-        "(default: the installed versions)",
-    )
-    p.set_defaults(func=_cmd_check)
-
-    p = sub.add_parser("generate", parents=[common], help="write lora.lock for one or more adapters over one base")
-    p.add_argument(
-        "--adapter",
-        action="append",
-        metavar="SRC",
-        help="adapter: directory or org/name[@revision] (repeat for several adapters over one base)",
-    )
-    p.add_argument(
-        "--name",
-        action="append",
-        metavar="NAME",
-        help="the lock's name of each --adapter, in order (default: its directory or repo name)",
-    )
-    p.add_argument(
-        "--from-lock",
-        nargs="?",
-        const="lora.lock",
-        metavar="LOCK",
-        help="regenerate LOCK (default lora.lock, or a directory holding it) from its own sources, adapter names, "
-        "probe prompts, golden file and probe device/dtype; options given as well override the lock's",
-    )
-    p.add_argument(
-        "--base", metavar="SRC", help="base: directory or org/name[@revision] (default: what the adapter names)"
-    )
-    p.add_argument("--tokenizer", metavar="SRC", help="tokenizer: directory or org/name[@revision] (default: the base)")
-    p.add_argument("-o", "--output", help="lock file to write (default: lora.lock, or the --from-lock lock)")
-    p.add_argument(
-        "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
-    )
-    p.add_argument("--format", choices=formats, default="text", help="format of the report when refused")
-    p.add_argument(
-        "--download",
-        action="store_true",
-        help="download Hub weights into the cache and hash them (default: digests from Hub metadata, no download)",
-    )
-    p.add_argument(
-        "--probe",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="record the adapter-effect probe (default: on when torch, transformers and peft are installed)",
-    )
-    p.add_argument("--probe-prompts", metavar="FILE", help="probe prompts: one per line, or JSONL with `prompt`")
-    p.add_argument("--golden", metavar="FILE", help="golden dataset (JSONL) whose per-item results to lock")
-    p.add_argument("--device", help="device for the probe: auto (default), cpu, cuda or cuda:N")
-    p.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="dtype for the probe (auto: float32 on CPU, bfloat16 on CUDA)",
-    )
-    p.set_defaults(func=_cmd_generate)
-
-    cats = ",".join(c.value for c in Category if c is not Category.INPUT)
-    p = sub.add_parser("verify", parents=[common], help="re-check everything a lock pins; exit 1 on drift")
-    p.add_argument("lockfile", nargs="?", default="lora.lock", help="the lock (default: lora.lock)")
-    p.add_argument("--only", metavar="CATS", help=f"comma-separated categories to check ({cats})")
-    p.add_argument("--skip", metavar="CATS", help="comma-separated categories to skip")
-    p.add_argument("--adapter", action="append", metavar="NAME", help="verify only this adapter (repeatable)")
-    p.add_argument(
-        "--allow-symlinks", action="store_true", help="accept symlinks that point outside the locked directories"
-    )
-    p.add_argument(
-        "--allow-outside-sources",
-        action="store_true",
-        help="accept lock sources outside the lock's repository (its git top-level, or the lock's directory)",
-    )
-    p.add_argument("--format", choices=formats, default="text")
-    p.add_argument(
-        "--deep",
-        action="store_true",
-        help="re-hash every byte, also of Hub cache files whose blob names already prove their digest",
-    )
-    p.add_argument("--device", default="auto", help="device for the effect probe: auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--max-nfr",
-        type=float,
-        metavar="RATE",
-        help="golden set: highest allowed negative flip rate, 0..1 (default 0.01)",
-    )
-    p.set_defaults(func=_cmd_verify)
-
-    p = sub.add_parser(
-        "outdated", parents=[common], help="has a Hub branch or tag the lock was resolved from moved? exit 1 if so"
-    )
-    p.add_argument("lockfile", nargs="?", default="lora.lock", help="the lock (default: lora.lock)")
-    p.add_argument("--format", choices=formats, default="text")
-    p.set_defaults(func=_cmd_outdated)
-
-    p = sub.add_parser(
-        "list", parents=[common], help="the adapters of a lock (one per line, or a CI matrix with --format json)"
-    )
-    p.add_argument("lockfile", nargs="?", default="lora.lock")
-    p.add_argument("--format", choices=["text", "json"], default="text")
-    p.set_defaults(func=_cmd_list)
-
-    p = sub.add_parser(
-        "export-env", parents=[common], help="pip constraints pinning the lock's environment (for containers)"
-    )
-    p.add_argument("lockfile", nargs="?", default="lora.lock")
-    p.add_argument("-o", "--output", help="file to write (default: standard output)")
-    p.set_defaults(func=_cmd_export_env)
-
-    p = sub.add_parser("diff", parents=[common], help="what changed between two locks; exit 1 when they differ")
-    p.add_argument("old")
-    p.add_argument("new")
-    p.add_argument("--format", choices=["text", "json", "markdown"], default="text", help="markdown: for a PR comment")
-    p.set_defaults(func=_cmd_diff)
-
-    p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of lora.lock")
-    p.set_defaults(func=_cmd_schema)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lora_lock._version import __version__
+
+if TYPE_CHECKING:
+    from lora_lock.errors import InputError
 
 
 class Category(str, enum.Enum):
@@ -198,3 +201,8 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "checked": {cat.value: state.value for cat, state in self.checked.items()},
         }
+
+
+def input_finding(exc: InputError) -> Finding:
+    """The ``input`` finding (status ``error``) that stands for unusable input in a report."""
+    return Finding(exc.code, Category.INPUT, Severity.ERROR, exc.message, hint=exc.hint)

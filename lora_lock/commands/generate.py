@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock.commands.check import default_base_spec
+from lora_lock.compat.base import default_base_spec
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.hashing import Progress
@@ -78,7 +78,7 @@ def _fetch(source: Resolved, download: bool) -> Resolved:
 
 
 @per_run
-def generate(
+def generate(  # noqa: PLR0913  the documented keyword options of the public API
     adapters: Sequence[str | Path],
     base: str | Path | None = None,
     output: str | Path = "lora.lock",
@@ -103,38 +103,25 @@ def generate(
     adapter does not fit the base: a lock of a broken pairing protects nothing. Unusable input raises
     :class:`InputError`.
 
+    ``adapters``: one source per adapter to lock (at least one). ``base``: the base model (default: the base the
+    adapter configs name; they must agree). ``output``: the lock file to write (its directory must exist; a sidecar
+    with the probe's fingerprints goes next to it). ``tokenizer``: a tokenizer source of its own (default: the
+    base's). ``allow_symlinks``: follow symlinks that lead out of a source. ``download``: fetch Hub files into the
+    cache and hash them, rather than trusting the Hub's metadata.
+
     ``probe`` (default: on when torch, transformers and peft are installed) loads the base once with every
     adapter and records the adapter-effect fingerprints (``[probe]`` + a sidecar file next to the lock);
-    ``golden`` (a JSONL file) records per-item correctness for the golden-set gate. ``names``: the lock's name
-    of each adapter (None or a missing entry: named by its directory or repo).
+    ``probe_prompts``: a prompts file for the probe instead of the built-in prompts; ``device`` / ``dtype``: where
+    and in which dtype the probe loads the model (``auto``: the best available); ``golden`` (a JSONL file) records
+    per-item correctness for the golden-set gate. ``progress``: called as files are hashed; ``probe_step``: called
+    at each step of the probe. ``names``: the lock's name of each adapter (None or a missing entry: named by its
+    directory or repo).
 
     When the probe is left to its default and the probe stack is not installed, the report carries an
     ``EFFECT-NOT-LOCKED`` warning: the lock then has no ``[probe]``, so verify cannot check the effect.
     """
     out = Path(output)
-    if not adapters:
-        raise InputError("no adapter given", hint="pass --adapter DIR (repeat it to lock several adapters)")
-    sources = [_fetch(resolve(a, what="adapter", allow_symlinks=allow_symlinks), download) for a in adapters]
-    if base is None:
-        named = {default_base_spec(read_adapter(s.path, require_weights=False, remote=s.remote)) for s in sources}
-        if len(named) > 1:
-            raise InputError(
-                f"the adapters name different bases ({', '.join(sorted(named))})",
-                hint="pass --base to say which base they are locked to",
-            )
-        base_source = resolve(named.pop(), relative_to=sources[0].path, what="base", allow_symlinks=allow_symlinks)
-    else:
-        base_source = resolve(base, what="base", allow_symlinks=allow_symlinks)
-    base_source = _fetch(base_source, download)
-    tok_source = (
-        _fetch(resolve(tokenizer, what="tokenizer", allow_symlinks=allow_symlinks), download)
-        if tokenizer is not None
-        else None
-    )
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: the directory {out.parent} does not exist")
-    writable_or_raise(out)
-
+    base_source, sources, tok_source = _sources(adapters, base, tokenizer, out, allow_symlinks, download)
     run_probe = probe_enabled(probe) or golden is not None
     env = current_environment()
     observed = observe(
@@ -162,28 +149,65 @@ def generate(
         findings.append(not_locked_warning())
         report = Report.build(findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
     if run_probe:
-        section, sidecar, more = behaviour_sections(
-            observed,
-            out,
-            probe=probe_enabled(probe),
-            prompts_file=probe_prompts,
-            golden=golden,
-            device=device,
-            dtype=dtype,
-            step=probe_step,
-        )
-        lock.update(section)
-        findings += more
-        report = Report.build(
-            findings,
-            ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
-            title="lora-lock generate",
-        )
-        if any(f.code == CODE_DROPPED and f.severity is Severity.ERROR for f in findings):
-            # PEFT's own load dropped adapter tensors (the static check missed it): a broken pairing, not locked.
+        options = ProbeOptions(probe_enabled(probe), probe_prompts, golden, device, dtype, probe_step)
+        report, sidecar, refused = _with_behaviour(observed, out, lock, findings, options)
+        if refused:
             return GenerateResult(path=out, report=report, written=False, lock=None)
     written = publish(out, dumps(lock), sidecar)
     return GenerateResult(path=out, report=report, written=written, lock=lock)
+
+
+def _with_behaviour(
+    observed: Observed, out: Path, lock: dict[str, Any], findings: list[Finding], options: ProbeOptions
+) -> tuple[Report, tuple[Path, str] | None, bool]:
+    """Add the behaviour sections to ``lock``: the report with their findings, the sidecar to write, and whether
+    the lock is refused because PEFT's own load dropped adapter tensors."""
+    section, sidecar, more = behaviour_sections(observed, out, options)
+    lock.update(section)
+    findings = [*findings, *more]
+    report = Report.build(
+        findings,
+        ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
+        title="lora-lock generate",
+    )
+    # PEFT's own load dropped adapter tensors (the static check missed it): a broken pairing, not locked.
+    refused = any(f.code == CODE_DROPPED and f.severity is Severity.ERROR for f in findings)
+    return report, sidecar, refused
+
+
+def _sources(
+    adapters: Sequence[str | Path],
+    base: str | Path | None,
+    tokenizer: str | Path | None,
+    out: Path,
+    allow_symlinks: bool,
+    download: bool,
+) -> tuple[Resolved, list[Resolved], Resolved | None]:
+    """The base, adapter and tokenizer sources resolved (and fetched with ``download``); refuses an output
+    directory that does not exist or cannot be written before anything is hashed."""
+    if not adapters:
+        raise InputError("no adapter given", hint="pass --adapter DIR (repeat it to lock several adapters)")
+    sources = [_fetch(resolve(a, what="adapter", allow_symlinks=allow_symlinks), download) for a in adapters]
+    if base is None:
+        named = {default_base_spec(read_adapter(s.path, require_weights=False, remote=s.remote)) for s in sources}
+        if len(named) > 1:
+            raise InputError(
+                f"the adapters name different bases ({', '.join(sorted(named))})",
+                hint="pass --base to say which base they are locked to",
+            )
+        base_source = resolve(named.pop(), relative_to=sources[0].path, what="base", allow_symlinks=allow_symlinks)
+    else:
+        base_source = resolve(base, what="base", allow_symlinks=allow_symlinks)
+    base_source = _fetch(base_source, download)
+    tok_source = (
+        _fetch(resolve(tokenizer, what="tokenizer", allow_symlinks=allow_symlinks), download)
+        if tokenizer is not None
+        else None
+    )
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: the directory {out.parent} does not exist")
+    writable_or_raise(out)
+    return base_source, sources, tok_source
 
 
 def _vocab_findings(observed: Observed, tokenizer: Resolved) -> list[Finding]:
@@ -313,16 +337,21 @@ def publish(out: Path, lock_text: str, sidecar: tuple[Path, str] | None) -> bool
     return written
 
 
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How ``generate`` runs the behaviour checks: the effect probe on or off, its prompts file, the golden set,
+    the device and dtype of the model load, and the progress step."""
+
+    probe: bool
+    prompts_file: str | Path | None
+    golden: str | Path | None
+    device: str
+    dtype: str
+    step: Step | None
+
+
 def behaviour_sections(
-    observed: Observed,
-    out: Path,
-    *,
-    probe: bool,
-    prompts_file: str | Path | None,
-    golden: str | Path | None,
-    device: str,
-    dtype: str,
-    step: Step | None,
+    observed: Observed, out: Path, options: ProbeOptions
 ) -> tuple[dict[str, Any], tuple[Path, str] | None, list[Finding]]:
     """Run the probe and the golden set with one model load; return lock sections, the sidecar, findings."""
     from lora_lock.probe.api import lock_behaviour
@@ -333,13 +362,13 @@ def behaviour_sections(
         base_dir,
         tok_dir,
         adapters,
-        probe=probe,
-        prompts_file=prompts_file,
-        golden=golden,
+        probe=options.probe,
+        prompts_file=options.prompts_file,
+        golden=options.golden,
         lock_dir=out.parent,
-        device=device,
-        dtype=dtype,
-        step=step,
+        device=options.device,
+        dtype=options.dtype,
+        step=options.step,
     )
     sections: dict[str, Any] = {}
     sidecar = None

@@ -11,13 +11,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lora_lock.commands.check import input_finding
 from lora_lock.errors import InputError
-from lora_lock.findings import Category, Finding, Report, Severity
+from lora_lock.findings import Category, Finding, Report, Severity, input_finding
 from lora_lock.hashing import digest_text, hash_file
 from lora_lock.inspect.model_config import read_model_facts
 from lora_lock.lock.io import read
-from lora_lock.sources.hub import is_offline
+from lora_lock.sources.hub import HubSnapshot, is_offline
 from lora_lock.text import short_commit
 
 
@@ -73,6 +72,17 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
             "the adapter (and its effect) again",
         )
     ]
+    out += _file_changes(category, f"{what} {repo}", ref, locked_files, snap)
+    if "config" in section:
+        out += _config_changes(category, f"{what} {repo}", ref, section["config"], snap.snapshot_dir / "config.json")
+    return out
+
+
+def _file_changes(
+    category: Category, where: str, ref: str, locked_files: Mapping[str, Any], snap: HubSnapshot
+) -> list[Finding]:
+    """The locked files of a moved ref that changed, went away or (weights) were added at ``ref`` now."""
+    out: list[Finding] = []
     now: dict[str, str] = {}
     for name, meta in snap.files.items():
         if meta.sha256:
@@ -90,7 +100,7 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
                     f"{category.value.upper()}-FILE-CHANGED",
                     category,
                     Severity.WARNING,
-                    f"{what} {repo}: {name} {'removed' if new is None else 'changed'} at {ref}",
+                    f"{where}: {name} {'removed' if new is None else 'changed'} at {ref}",
                     subject=name,
                     expected=old,
                     actual=new or "absent",
@@ -102,26 +112,32 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
                 f"{category.value.upper()}-FILE-EXTRA",
                 category,
                 Severity.WARNING,
-                f"{what} {repo}: {name} added at {ref}",
+                f"{where}: {name} added at {ref}",
                 subject=name,
             )
         )
-    config = snap.snapshot_dir / "config.json"
-    if "config" in section and config.is_file():
-        facts = read_model_facts(config).identity()
-        for key in sorted(set(facts) | set(section["config"])):
-            if facts.get(key) != section["config"].get(key):
-                out.append(
-                    Finding(
-                        "BASE-CONFIG",
-                        category,
-                        Severity.WARNING,
-                        f"{what} {repo}: {key} {section['config'].get(key)} → {facts.get(key)} at {ref}",
-                        subject=key,
-                        expected=str(section["config"].get(key)),
-                        actual=str(facts.get(key)),
-                    )
+    return out
+
+
+def _config_changes(category: Category, where: str, ref: str, locked: Mapping[str, Any], config: Path) -> list[Finding]:
+    """The locked config identity against the config.json at ``ref`` now."""
+    out: list[Finding] = []
+    if not config.is_file():
+        return out
+    facts = read_model_facts(config).identity()
+    for key in sorted(set(facts) | set(locked)):
+        if facts.get(key) != locked.get(key):
+            out.append(
+                Finding(
+                    "BASE-CONFIG",
+                    category,
+                    Severity.WARNING,
+                    f"{where}: {key} {locked.get(key)} → {facts.get(key)} at {ref}",
+                    subject=key,
+                    expected=str(locked.get(key)),
+                    actual=str(facts.get(key)),
                 )
+            )
     return out
 
 

@@ -54,14 +54,14 @@ def intact_categories(
     complete: set[tuple[Category, str]],
     tok: Resolved,
     locked_adapters: list[Mapping[str, Any]],
-    blocked: set[Category],
-    ran: Collection[Category],
+    checkable: Collection[Category],
 ) -> tuple[list[Finding], set[Category]]:
     """When another source (a base shard, say) could not be read: the tokenizer and adapter categories whose own
     files were all compared are still checked — the tokenizer's facts from its own files, the adapter's settings
-    from files proven identical — rather than reported as unusable input."""
+    from files proven identical — rather than reported as unusable input. ``checkable``: the categories that run
+    and that no unusable input blocked."""
     intact: set[Category] = set()
-    if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked and (Category.TOKENIZER, "") in complete:
+    if Category.TOKENIZER in checkable and (Category.TOKENIZER, "") in complete:
         own = [f for f in fallback if f.category is Category.TOKENIZER]
         version = lock["environment"]["versions"].get("transformers")
         found = standalone_findings(lock["tokenizer"], tok.path, tok.files, own, version)
@@ -70,8 +70,7 @@ def intact_categories(
             intact.add(Category.TOKENIZER)
     names = [str(a["name"]) for a in locked_adapters]
     if (
-        Category.ADAPTER in ran
-        and Category.ADAPTER not in blocked
+        Category.ADAPTER in checkable
         and all((Category.ADAPTER, n) in complete for n in names)
         and not any(f.category is Category.ADAPTER and f.severity is Severity.ERROR for f in fallback)
     ):

@@ -15,7 +15,7 @@ from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
 
 if TYPE_CHECKING:
-    from lora_lock.commands.check import BaseView
+    from lora_lock.compat.base import BaseView
 
 #: Where transformers models keep the input embedding (the checkpoint's name ends with one of these).
 _EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight", "shared.weight")

@@ -1,37 +1,22 @@
-"""``diff``: what changed between two locks, in a reviewer's words."""
+"""``diff``: what changed between two locks, as data (the changed rows); :mod:`lora_lock.report.diff` words it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lock._version import __version__
 from lora_lock.findings import Category
 from lora_lock.lock.io import read
 from lora_lock.lock.module_table import aligned
-from lora_lock.report.sanitize import cell, document, line
-
-#: What a change of each category means for the adapter: the reviewer's summary of ``diff``.
-REVIEW = {
-    Category.INPUT: "the locks differ in a way lora-lock does not interpret",
-    Category.BASE: "the base model changed: the adapter now runs on other weights or another configuration",
-    Category.TOKENIZER: "the tokenizer changed: token ids or prompt formatting may differ from training",
-    Category.ADAPTER: "the adapter's files, settings or source changed",
-    Category.COMPAT: "the resolved module table changed: check every LoRA module still lands on a base layer",
-    Category.QUANTIZATION: "the base's dtype or quantization changed: the adapter's numerics change with it",
-    Category.ENVIRONMENT: "library versions changed: module names and scaling rules can change between releases",
-    Category.EFFECT: "the recorded adapter-effect baseline changed: check it was re-measured, not loosened "
-    "(tolerances, prompts)",
-    Category.GOLDEN: "the golden-set baseline changed: compare the accuracies above",
-}
+from lora_lock.lock.rows import row_text, rows_by_pattern
+from lora_lock.lock.rows import value_text as _v
 
 
 @dataclass(frozen=True)
 class Change:
-    """One difference between two locks: a sentence for the reader, the field it is about, and both values."""
+    """One changed row between two locks: its category, the sentence saying what changed, and both values."""
 
     category: Category
     message: str
@@ -52,7 +37,7 @@ class Change:
 
 @dataclass(frozen=True)
 class LockDiff:
-    """Every difference between two locks, in report category order, with a reviewer's summary."""
+    """Every change between two locks, in report order; :mod:`lora_lock.report.diff` renders it."""
 
     changes: tuple[Change, ...]
 
@@ -67,77 +52,6 @@ class LockDiff:
         for c in self.changes:
             out[c.category] = out.get(c.category, 0) + 1
         return {c: out[c] for c in Category if c in out}
-
-    def review(self) -> list[str]:
-        """The reviewer's summary: one sentence per changed category saying what it means for the adapter."""
-        return [f"{c.value}: {REVIEW[c]}" for c in self.counts()]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The diff as JSON data: whether identical, counts per category, the review sentences, every change."""
-        return {
-            "lora_lock_version": __version__,
-            "identical": self.identical,
-            "summary": {
-                "changes": len(self.changes),
-                "categories": {c.value: n for c, n in self.counts().items()},
-                "review": self.review(),
-            },
-            "changes": [c.to_dict() for c in self.changes],
-        }
-
-    def _headline(self) -> str:
-        n = len(self.changes)
-        return f"{n} change{'s' if n != 1 else ''}: " + ", ".join(f"{c.value} {k}" for c, k in self.counts().items())
-
-    def render_markdown(self) -> str:
-        """A PR comment: the headline, what each changed category means for review, then every change."""
-        if self.identical:
-            return "## lora-lock diff\n\n✅ the locks are identical\n"
-        lines = ["## lora-lock diff", "", f"**{self._headline()}**", "", "| category | changes | for review |"]
-        lines.append("|---|---|---|")
-        lines += [f"| {c.value} | {k} | {cell(REVIEW[c])} |" for c, k in self.counts().items()]
-        current: Category | None = None
-        for change in self.changes:
-            if change.category is not current:
-                current = change.category
-                lines += ["", f"### {current.value}", ""]
-            lines.append(f"- {cell(change.message)}")
-        return "\n".join(lines) + "\n"
-
-    def render_json(self) -> str:
-        """The diff as a JSON document, safe to print (raw control characters escaped)."""
-        # default=str: a hand-edited lock may hold TOML dates or times, which JSON has no type for.
-        return document(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)) + "\n"
-
-    def render_text(self) -> str:
-        """The diff for a terminal: changes grouped under their category, one line each, then the headline and the
-        review sentences."""
-        if self.identical:
-            return "the locks are identical\n"
-        lines: list[str] = []
-        current: Category | None = None
-        for change in self.changes:
-            if change.category is not current:
-                current = change.category
-                lines.append(f"{current.value}:")
-            # One line per change, whatever the locks' strings hold: an ESC, CR or line feed in a value must not
-            # hide or fake a line (a drift tolerance set to 1e9 stays visible).
-            lines.append(f"  {line(change.message)}")
-        lines.append(self._headline())
-        lines += [f"  - {line(sentence)}" for sentence in self.review()]
-        return "\n".join(lines) + "\n"
-
-
-def _v(value: Any) -> str:
-    if value is None:
-        return "absent"
-    if isinstance(value, str) and value.startswith("sha256:"):
-        return value[7:19] + "…"
-    if isinstance(value, list):
-        return "[" + ", ".join(_v(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={_v(v)}" for k, v in sorted(value.items())) + "}"
-    return str(value)
 
 
 def _walk(old: Any, new: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
@@ -182,23 +96,6 @@ def _section(
         key = ".".join(path)
         out.append(Change(category, f"{what} {key} {_v(a)} → {_v(b)}", key, a, b))
     return out
-
-
-def rows_by_pattern(rows: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Module table rows per pattern: one pattern has several rows when its layers differ (``rank_pattern``)."""
-    out: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
-        out.setdefault(str(row["pattern"]), []).append(row)
-    return out
-
-
-def row_text(row: Mapping[str, Any]) -> str:
-    """One lock module row in a sentence: layers, count, kind, base shape, rank and LoRA shapes."""
-    quantized = f" ({row['quantized']})" if row.get("quantized") else ""
-    return (
-        f"layers {row['layers']}: {row['count']}× {row['kind']}{quantized} base {_v(row['base-shape'])}, "
-        f"rank {row['rank']}, lora_A {_v(row['lora-a'])}, lora_B {_v(row['lora-b'])}"
-    )
 
 
 def _one_or_all(rows: list[Mapping[str, Any]]) -> Any:
@@ -256,8 +153,7 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
 
 
 def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
-    """Every difference between two parsed locks: base, tokenizer, adapters (added, removed, changed) with
-    their module tables, behaviour records and environment."""
+    """The changes between two lock documents, as read by :func:`lora_lock.lock.io.read`."""
     changes: list[Change] = []
     ob, nb = old["base"], new["base"]
     if ob.get("revision") != nb.get("revision"):
@@ -363,7 +259,7 @@ def _behaviour_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[C
 
 
 def diff(old: str | Path, new: str | Path) -> LockDiff:
-    """The differences between two lock files, each read and validated (:class:`LockfileError` on a bad one)."""
+    """The changes from the lock file ``old`` to the lock file ``new``."""
     return diff_locks(read(Path(old)), read(Path(new)))
 
 

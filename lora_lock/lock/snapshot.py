@@ -13,8 +13,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lora_lock._version import __version__
-from lora_lock.commands.check import BaseView, read_base, static_findings
 from lora_lock.compat import Fit
+from lora_lock.compat.base import BaseView, base_file_findings, read_base
+from lora_lock.compat.static import static_findings
 from lora_lock.errors import InputError
 from lora_lock.findings import Finding
 from lora_lock.hashing import ALGORITHM, FileDigest, Progress, hash_files
@@ -31,7 +32,7 @@ from lora_lock.lock.io import LOCK_VERSION
 from lora_lock.lock.module_table import RUNTIME, ModuleNames, module_names, runtime_rows
 from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources.fence import admit, resolve_fence
-from lora_lock.sources.fileset import excluding_lock, planted_adapter, planted_finding, stray_weights_finding
+from lora_lock.sources.fileset import excluding_lock, planted_adapter
 from lora_lock.sources.resolve import Resolved
 from lora_lock.text import shape_token
 
@@ -110,19 +111,7 @@ def section_names(
     return tuple(sorted(names))
 
 
-def base_file_findings(base: BaseView, names: tuple[str, ...]) -> list[Finding]:
-    """What a base's file set says on its own: an adapter planted in it, weights only some loaders read."""
-    out: list[Finding] = []
-    planted = planted_adapter(names)
-    if planted:
-        out.append(planted_finding(base.source.label, planted))
-    stray = stray_weights_finding(base.source.label, names, base.checkpoint.files)
-    if stray is not None:
-        out.append(stray)
-    return out
-
-
-def observe(
+def observe(  # noqa: PLR0913  one keyword per caller need; generate and verify share this path
     base_source: Resolved,
     adapters: Iterable[tuple[str, Resolved]],
     *,

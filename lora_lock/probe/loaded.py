@@ -139,7 +139,8 @@ def compare(name: str, loaded: LoadResult, predicted: Prediction, stack: str) ->
 def loaded_findings(session: Any, adapters: Sequence[tuple[str, Path]], base_dir: Path) -> list[Finding]:
     """For each adapter of a probe session: PEFT's real load result against ``check``'s prediction for the
     installed stack. Run after the session's measurements (it sets each adapter's weights once more)."""
-    from lora_lock.commands.check import read_base, static_findings
+    from lora_lock.compat.base import read_base
+    from lora_lock.compat.static import static_findings
     from lora_lock.errors import InputError
     from lora_lock.inspect.adapter import read_adapter
     from lora_lock.runtime import installed_stack

@@ -207,7 +207,7 @@ def test_shapes_are_checked_against_the_reversed_gguf_dims(
 
 
 def test_facts_come_from_the_gguf_metadata_without_a_config(gguf_dir: Path) -> None:
-    from lora_lock.commands.check import read_base
+    from lora_lock.compat.base import read_base
     from lora_lock.sources.resolve import resolve
 
     view = read_base(resolve(gguf_dir))
@@ -462,7 +462,7 @@ def test_transformers_loads_the_gguf_into_the_parameters_lora_lock_predicts(tiny
     from safetensors.numpy import load_file
     from transformers import AutoModelForCausalLM
 
-    from lora_lock.commands.check import read_base
+    from lora_lock.compat.base import read_base
     from lora_lock.sources.resolve import resolve
 
     weights = load_file(str(tiny_llama / "model.safetensors"))

@@ -102,7 +102,8 @@ def test_a_newer_transformers_than_the_table_is_warned(header_base: HeaderBase, 
 
 
 def test_the_stack_is_honoured_by_the_prediction(header_base: HeaderBase, make_adapter: MakeAdapter) -> None:
-    from lora_lock.commands.check import read_base, static_findings
+    from lora_lock.compat.base import read_base
+    from lora_lock.compat.static import static_findings
     from lora_lock.inspect.adapter import read_adapter
     from lora_lock.sources.resolve import resolve
 

@@ -13,6 +13,7 @@ import pytest
 from lora_lock.commands.generate import generate
 from lora_lock.lock.diff import diff
 from lora_lock.lock.io import read as read_lock
+from lora_lock.report.diff import diff_document
 from tests.helpers import read_toml, run_cli, write_toml
 
 
@@ -134,7 +135,7 @@ def test_diff_after_base_vocab_and_adapter_rank_changed(repo: Path, capsys: pyte
     }
     assert all(c["old"]["rank"] == old_rank and c["new"]["rank"] == 4 for c in modules)
     # The API gives the same object.
-    assert diff(repo / "old.lock", repo / "new.lock").to_dict() == doc
+    assert diff_document(diff(repo / "old.lock", repo / "new.lock")) == doc
 
 
 def test_diff_names_environment_and_tokenizer_changes(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

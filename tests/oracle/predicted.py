@@ -31,7 +31,8 @@ def _describe(report: Report) -> str:
 def _engine_prediction(adapter: Path, base: Path) -> Any | None:
     """The engine's prediction for the pair (``Fit.prediction``), reached the way ``check`` reaches it; ``None``
     when the installed lora_lock has no prediction or the input is unusable (check's report then says why)."""
-    from lora_lock.commands.check import read_base, static_findings
+    from lora_lock.compat.base import read_base
+    from lora_lock.compat.static import static_findings
     from lora_lock.errors import InputError
     from lora_lock.inspect.adapter import read_adapter
     from lora_lock.sources.resolve import resolve
