@@ -13,7 +13,7 @@ from lora_lock.report.text import TextRenderer, report_lines
 
 #: Text that exercises rich's markup and layout: brackets and backslashes (markup), line breaks, trailing spaces,
 #: wide and combining characters, control characters (sanitised first). Tabs are rich's to lay out (below).
-_ALPHABET = st.sampled_from(list("ab [/]\\\n =:#@") + ["[bold]", "[/]", "\\[", "界", "e\u0301", "\x1b", "\r", "😀"])
+_ALPHABET = st.sampled_from([*"ab [/]\\\n =:#@", "[bold]", "[/]", "\\[", "界", "e\u0301", "\x1b", "\r", "😀"])
 _TEXT = st.lists(_ALPHABET, max_size=30).map("".join)
 _FINDING = st.builds(
     Finding,
@@ -38,7 +38,9 @@ def _rich(report: Report) -> str:
     ran=st.lists(st.sampled_from(list(Category)), max_size=4),
     title=_TEXT,
 )
-def test_plain_text_is_what_rich_prints_without_colour(findings: list[Finding], ran: list[Category], title: str) -> None:
+def test_plain_text_is_what_rich_prints_without_colour(
+    findings: list[Finding], ran: list[Category], title: str
+) -> None:
     report = Report.build(findings, ran=ran, title=title)
     assert TextRenderer(color=False).render(report) == _rich(report)
 
