@@ -111,9 +111,11 @@ def test_check_cli_reports_drift_with_heavy_libraries_blocked(tiny_gpt2: Path, t
 #: What ``check`` on a safetensors base has no use for, imported only by the paths that need it: the lock and
 #: snapshot machinery (``observe``, ``lockfile`` with tomllib and importlib.resources), the environment and
 #: tokenizer readers (platform, subprocess, importlib.metadata), hashing (hashlib, the thread pool and its
-#: logging), the GGUF reader, and ``regex`` (compiled only when an adapter carries a user pattern).
+#: logging), the GGUF reader, ``regex`` (compiled only when an adapter carries a user pattern), and ``rich``
+#: (it colours a terminal's report; plain text is written without it).
 LAZY_ON_CHECK = (
     "regex",
+    "rich",
     "lora_lock.lock.snapshot",
     "lora_lock.lock.io",
     "lora_lock.lock.module_table",
