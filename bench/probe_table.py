@@ -188,29 +188,39 @@ def main() -> None:
 
 
 def task_types() -> None:
-    """The same perturbations on one tiny model per task type the probe measures (effect findings only)."""
-    from lora_lock.probe.api import lock_probe, verify_probe
-    from lora_lock.probe.classify import open_session
-    from lora_lock.probe.prompts import DEFAULT_PROMPTS
-    from lora_lock.testing import tiny_cls
+    """The same perturbations on one tiny model per task type the probe measures (effect findings only), through
+    the public ``generate`` and ``verify``."""
+    from lora_lock import Category, generate, verify
+    from lora_lock.lock.io import read
+    from lora_lock.testing import tiny_cls, tiny_fe
     from lora_lock.testing.tiny import train_lora
     from lora_lock.testing.tiny_vlm import build_tiny_llava
 
     tok = WORK / "tok"
 
     def build_it(task: str, r: Path) -> None:
-        if task.startswith(("SEQ_CLS", "TOKEN_CLS")):
-            kind = task.split()[0]
+        kind = task.split()[0]
+        if kind in ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"):
             tiny_cls.build_tiny_bert(r / "base", tok, task=kind, seed=0)
             tiny_cls.train_classifier_lora(r / "base", r / "adapter", task=kind, seed=0)
-        elif task.startswith("SEQ_2_SEQ_LM"):
+        elif kind == "SEQ_2_SEQ_LM":
             tiny_cls.build_tiny_t5(r / "base", tok, seed=0)
             tiny_cls.train_seq2seq_lora(r / "base", r / "adapter", seed=0)
+        elif kind == "FEATURE_EXTRACTION":
+            tiny_fe.build_tiny_encoder(r / "base", tok, seed=0)
+            tiny_fe.train_embedding_lora(r / "base", r / "adapter", seed=0)
         else:
             build_tiny_llava(r / "base", tok, seed=0)
             train_lora(r / "base", r / "adapter", target_modules=r".*language_model.*\.(q_proj|v_proj)", seed=0)
 
-    builders = ("SEQ_CLS (BERT)", "TOKEN_CLS (BERT)", "SEQ_2_SEQ_LM (T5)", "VLM text path (Llava)")
+    builders = (
+        "SEQ_CLS (BERT)",
+        "TOKEN_CLS (BERT)",
+        "QUESTION_ANS (BERT)",
+        "SEQ_2_SEQ_LM (T5)",
+        "VLM text path (Llava)",
+        "FEATURE_EXTRACTION (BERT, embedding distance)",
+    )
     changes: list[tuple[str, Callable[[dict[str, Any]], None] | None]] = [
         ("none", None),
         ("lora_B × 0.5", _scale(".lora_B.", 0.5)),
@@ -218,15 +228,17 @@ def task_types() -> None:
         ("+ 1e-7 noise", _noise(1e-7)),
     ]
     print()
-    print("| task type | locked effect KL | " + " | ".join(label for label, _ in changes) + " |")
+    print("| task type | locked effect | " + " | ".join(label for label, _ in changes) + " |")
     print("|---|---|" + "---|" * len(changes))
     for task in builders:
         root = WORK.parent / ("probe-task-" + task.split()[0].lower())
-        if not (root / "adapter").exists():
+        if not (root / "lora.lock").exists():
             shutil.rmtree(root, ignore_errors=True)
             build_it(task, root)
-        pairs = [("adapter", root / "adapter")]
-        locked = lock_probe(open_session(root / "base", root / "base", pairs, device="cpu"), pairs, DEFAULT_PROMPTS)
+            made = generate([root / "adapter"], root / "base", root / "lora.lock", device="cpu", probe=True)
+            assert made.lock is not None, [f.to_dict() for f in made.report.findings]
+        (row,) = read(root / "lora.lock")["probe"]["adapter"]
+        locked = f"{row['effect-distance']} (distance)" if "effect-distance" in row else str(row["effect-kl"])
         cells = []
         for _, change in changes:
             case = WORK.parent / "probe-task-case"
@@ -234,11 +246,10 @@ def task_types() -> None:
             shutil.copytree(root, case)
             if change is not None:
                 _edit(case / "adapter" / "adapter_model.safetensors", change)
-            live = open_session(case / "base", case / "base", [("adapter", case / "adapter")], device="cpu")
-            found = verify_probe(live, locked.section, locked.sidecar, [("adapter", case / "adapter")])
+            found = verify(case / "lora.lock", only={Category.EFFECT}, device="cpu").findings
             errors = [f.code.removeprefix("EFFECT-") for f in found if f.severity.value == "error"]
             cells.append(", ".join(errors) or "OK")
-        print(f"| {task} | {locked.section['adapter'][0]['effect-kl']} | " + " | ".join(cells) + " |")
+        print(f"| {task} | {locked} | " + " | ".join(cells) + " |")
     shutil.rmtree(WORK.parent / "probe-task-case", ignore_errors=True)
 
 
