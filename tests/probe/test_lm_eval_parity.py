@@ -20,7 +20,7 @@ import pytest
 from tests.helpers import TESTS
 
 LM_EVAL_PYTHON = os.environ.get("LORA_LOCK_LM_EVAL_PYTHON")
-RUNNER = TESTS / "lm_eval_runner.py"
+RUNNER = TESTS / "probe" / "lm_eval_runner.py"
 
 PROMPTS = (
     "The capital of France is",
@@ -68,7 +68,9 @@ def test_golden_scores_equal_lm_eval_per_item(tmp_path: Path, tiny_llama: Path, 
     path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in _items()), encoding="utf-8")
     assert LM_EVAL_PYTHON is not None
     done = subprocess.run(
-        [LM_EVAL_PYTHON, str(RUNNER), str(base), str(adapter), str(path), str(tmp_path / "work")],
+        # -P: the runner's folder is not put first on sys.path (a test folder named like a stdlib module, such
+        # as tests/inspect/, would shadow it in lm-eval's imports).
+        [LM_EVAL_PYTHON, "-P", str(RUNNER), str(base), str(adapter), str(path), str(tmp_path / "work")],
         capture_output=True,
         text=True,
         timeout=900,
