@@ -11,7 +11,9 @@ from typing import Any
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding
 from lora_lock.probe.classify import open_session
+from lora_lock.probe.effect import ProbeSession
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
+from lora_lock.probe.golden import GoldenItem
 from lora_lock.probe.golden_gate import lock_golden, verify_golden
 from lora_lock.probe.loaded import loaded_findings
 from lora_lock.probe.sidecar import Step
@@ -44,7 +46,7 @@ class Behaviour:
     findings: list[Finding]
 
 
-def lock_behaviour(
+def lock_behaviour(  # noqa: PLR0913  the keyword interface generate calls: one keyword per behaviour option
     base_dir: Path,
     tokenizer_dir: Path,
     adapters: Sequence[tuple[str, Path]],
@@ -134,7 +136,21 @@ def _merge_probes(probes: list[ProbeLock], order: Mapping[str, int]) -> ProbeLoc
     )
 
 
-def verify_behaviour(
+@dataclass(frozen=True)
+class _Locked:
+    """What verify measures against, read before any model loads: the probe's lock section with its sidecar and
+    the golden section with its items (``None``: that category does not run), and the dtype the lock records."""
+
+    probe: tuple[Mapping[str, Any], dict[str, Any]] | None
+    golden: tuple[Mapping[str, Any], tuple[list[GoldenItem], str]] | None
+    dtype: str
+
+    def categories(self) -> list[Category]:
+        """The categories that run."""
+        return [c for c, part in ((Category.EFFECT, self.probe), (Category.GOLDEN, self.golden)) if part is not None]
+
+
+def verify_behaviour(  # noqa: PLR0913  the keyword interface verify calls: one keyword per behaviour option
     lock: Mapping[str, Any],
     lock_dir: Path,
     base_dir: Path,
@@ -153,67 +169,89 @@ def verify_behaviour(
     exempts its unstable items). Each category's own input (the sidecar,
     the golden file) is read before the model loads, and an error in one never discards the other's findings;
     an error loading the model (raised) stops both."""
+    locked, failures = _read_locked(lock, lock_dir, effect=effect, golden=golden)
+    if not locked.categories():
+        return [], failures
+    adapters, skipped = split_by_task(adapters)
+    findings: list[Finding] = list(skipped)
+    groups = load_groups(adapters)
+    for group in groups:
+        try:
+            session = open_session(
+                base_dir, tokenizer_dir, group, device=device, dtype=dtype or locked.dtype, command="verify"
+            )
+        except InputError as exc:
+            if len(groups) == 1:
+                raise  # nothing was measured: the caller reports it for both categories
+            # A later load failing keeps what the earlier loads found (drift still wins over unusable input).
+            for category in locked.categories():
+                failures.setdefault(category, exc)
+            continue
+        findings += _verify_group(session, group, locked, failures, max_nfr=max_nfr, step=step)
+        if effect:  # PEFT's load result is an effect finding: not reported when effect was skipped
+            findings += loaded_findings(session, group, base_dir)
+        del session
+    # A device warning is said once, however many model loads there were.
+    return list(dict.fromkeys(findings)), failures
+
+
+def _read_locked(
+    lock: Mapping[str, Any], lock_dir: Path, *, effect: bool, golden: bool
+) -> tuple[_Locked, dict[Category, InputError]]:
+    """Each category's lock section with its own input, and the categories whose input is unusable (that
+    category then does not run; the other still does)."""
     from lora_lock.probe.golden import read_golden
     from lora_lock.probe.sidecar import read_sidecar
 
     failures: dict[Category, InputError] = {}
     section = lock.get("probe") if effect else None
     golden_section = lock.get("golden") if golden else None
-    dataset = None
-    sidecar = None
+    probe: tuple[Mapping[str, Any], dict[str, Any]] | None = None
+    dataset: tuple[Mapping[str, Any], tuple[list[GoldenItem], str]] | None = None
     if section:
         try:
-            sidecar = read_sidecar(lock_dir / str(section["sidecar"]), str(section["sidecar-digest"]))
+            probe = section, read_sidecar(lock_dir / str(section["sidecar"]), str(section["sidecar-digest"]))
         except InputError as exc:
             failures[Category.EFFECT] = exc
     if golden_section:
         try:
-            dataset = read_golden(named_by_lock(lock_dir, str(golden_section["dataset"]), "golden dataset"))
+            items = read_golden(named_by_lock(lock_dir, str(golden_section["dataset"]), "golden dataset"))
+            dataset = golden_section, items
         except InputError as exc:
             failures[Category.GOLDEN] = exc
             golden_section = None
-    if sidecar is None and not golden_section:
-        return [], failures
-    adapters, skipped = split_by_task(adapters)
-    locked = section or golden_section or {}
-    findings: list[Finding] = list(skipped)
-    groups = load_groups(adapters)
-    for group in groups:
+    # A probe section whose sidecar is unusable still says the dtype the lock was made in.
+    dtype = str((section or golden_section or {}).get("dtype", "auto"))
+    return _Locked(probe=probe, golden=dataset, dtype=dtype), failures
+
+
+def _verify_group(
+    session: ProbeSession,
+    group: Sequence[tuple[str, Path]],
+    locked: _Locked,
+    failures: dict[Category, InputError],
+    *,
+    max_nfr: float,
+    step: Step | None,
+) -> list[Finding]:
+    """The effect and golden findings of one model load; a category that cannot run on it is recorded in
+    ``failures`` (the first reason wins) and the other still runs."""
+    findings: list[Finding] = []
+    if locked.probe is not None:
+        section, sidecar = locked.probe
         try:
-            session = open_session(
-                base_dir,
-                tokenizer_dir,
-                group,
-                device=device,
-                dtype=dtype or str(locked.get("dtype", "auto")),
-                command="verify",
-            )
+            findings += verify_probe(session, section, sidecar, group, step=step)
         except InputError as exc:
-            if len(groups) == 1:
-                raise  # nothing was measured: the caller reports it for both categories
-            # A later load failing keeps what the earlier loads found (drift still wins over unusable input).
-            if section and sidecar is not None:
-                failures.setdefault(Category.EFFECT, exc)
-            if golden_section and dataset is not None:
-                failures.setdefault(Category.GOLDEN, exc)
-            continue
-        if section and sidecar is not None:
-            try:
-                findings += verify_probe(session, section, sidecar, group, step=step)
-            except InputError as exc:
-                failures.setdefault(Category.EFFECT, exc)
-        if golden_section and dataset is not None and not session.scores_golden:
-            findings += [_golden_task(name) for name, _ in group]
-        elif golden_section and dataset is not None:
-            try:
-                findings += verify_golden(session, golden_section, dataset, group, max_nfr=max_nfr, step=step)
-            except InputError as exc:
-                failures.setdefault(Category.GOLDEN, exc)
-        if effect:  # PEFT's load result is an effect finding: not reported when effect was skipped
-            findings += loaded_findings(session, group, base_dir)
-        del session
-    # A device warning is said once, however many model loads there were.
-    return list(dict.fromkeys(findings)), failures
+            failures.setdefault(Category.EFFECT, exc)
+    if locked.golden is not None and not session.scores_golden:
+        findings += [_golden_task(name) for name, _ in group]
+    elif locked.golden is not None:
+        golden_section, dataset = locked.golden
+        try:
+            findings += verify_golden(session, golden_section, dataset, group, max_nfr=max_nfr, step=step)
+        except InputError as exc:
+            failures.setdefault(Category.GOLDEN, exc)
+    return findings
 
 
 def _golden_task(name: str) -> Finding:

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, ProbeMemoryError, ProbeUnavailableError, library_failure
+from lora_lock.probe.decode import Decoding, Stop, decode_batch
+from lora_lock.probe.model_load import StackRequest, load_stack, out_of_memory
 from lora_lock.probe.numerics import (  # re-exported: the probe's modules and tests import them from here
     DIGITS,
     _device,
     _dtype_name,
     _first_line,
-    _quiet_libraries,
     finite,
     gather,
     kl,
@@ -33,33 +34,9 @@ from lora_lock.probe.numerics import (  # re-exported: the probe's modules and t
     top_k,
 )
 
-#: ``stop(row, tokens)``: does the generation of ``row`` end with its newest token ``tokens[-1]`` (kept)?
-Stop = Callable[[int, list[int]], bool]
-
-
 #: Prompts decoded together at lock time: bounded, so the KV cache and the kept log-probs stay small on big models,
 #: and in prompt order, so the batches are the same on every run.
 DECODE_BATCH = 16
-
-
-def _out_of_memory(torch: Any, exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, and what a CPU allocation failure looks like (MemoryError, an allocator error)."""
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
-
-
-def _weights_text(base_dir: Path, itemsize: int, dtype: str) -> str:
-    """What the base's weights need in the dtype they load in, from the safetensors headers (no tensor read)."""
-    from lora_lock.inspect.checkpoint import read_checkpoint
-
-    try:
-        params = sum(t.numel for t in read_checkpoint(base_dir).tensors.values())
-    except InputError:
-        size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
-        return f"{size / 2**30:.2f} GiB of weight files"
-    return f"{params:,} parameters: {params * itemsize / 2**30:.2f} GiB in {dtype}, before activations"
 
 
 def require_probe_stack(*, without: str = "--no-probe") -> None:
@@ -107,77 +84,13 @@ class ProbeSession:
         require_probe_stack()
         self.command = command
         import torch
-        import transformers
-        from peft import PeftModel
-        from transformers import AutoTokenizer
-
-        from lora_lock.probe.preflight import refuse_unsafe_load
-        from lora_lock.probe.tasks import OWN_CLASS_TASKS, auto_class_name, task_of
 
         self.torch = torch
-        self.device = _device(torch, device)
-        self.dtype_name = _dtype_name(torch, self.device, dtype)
-        torch_dtype = getattr(torch, self.dtype_name)
-        refuse_unsafe_load(base_dir, adapters)  # before any library opens a file: no pickle, no Hub code
-        _quiet_libraries()
-        try:
-            self.tokenizer: Any = AutoTokenizer.from_pretrained(
-                str(tokenizer_dir), trust_remote_code=False, local_files_only=True
-            )
-            # A vision-language base loads with its ForConditionalGeneration class; its text path is what is scored.
-            task = task_of(adapters[0][1]) if adapters else None
-            auto: Any = getattr(transformers, OWN_CLASS_TASKS.get(task or "") or auto_class_name(base_dir))
-            # A classifier head the checkpoint lacks is initialised at load: the same way on every load.
-            torch.manual_seed(0)
-            model: Any = auto.from_pretrained(
-                str(base_dir),
-                dtype=torch_dtype,
-                trust_remote_code=False,
-                local_files_only=True,
-                use_safetensors=True,  # never a pickle, whatever else the folder holds
-            )
-            model.to(self.device)
-            # PEFT names adapters inside module paths and refuses names with "." ("llama-3.1-lora"): it gets
-            # names of its own, and the lock's names are mapped onto them.
-            self._peft_names = {name: f"lora_lock_{index}" for index, (name, _) in enumerate(adapters)}
-            (first, first_path), *rest = adapters
-            # Randomised initialisations that PEFT runs again at load (pissa_niter_N) give the same model each run.
-            torch.manual_seed(0)
-            with warnings.catch_warnings():
-                # Deprecation notices between peft and transformers releases are not findings about the adapter.
-                warnings.simplefilter("ignore", FutureWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                peft_model: Any = PeftModel.from_pretrained(
-                    model, str(first_path), adapter_name=self._peft_names[first], is_trainable=False
-                )
-                for name, path in rest:
-                    peft_model.load_adapter(str(path), adapter_name=self._peft_names[name], is_trainable=False)
-        except BaseException as exc:
-            if not library_failure(exc):
-                raise
-            if _out_of_memory(torch, exc):
-                raise InputError(
-                    f"{base_dir}: the model does not fit on {self.device} "
-                    f"({_weights_text(base_dir, torch_dtype.itemsize, self.dtype_name)})",
-                    hint=memory_hint(command, "use a larger device"),
-                ) from exc
-            if isinstance(exc, ImportError):
-                raise InputError(
-                    f"{base_dir}: loading the model and adapter for the probe needs a package that is not installed "
-                    f"here: {_first_line(exc)}",
-                    hint="install it in the environment the lock was made for (see the environment findings), or "
-                    "skip the behaviour checks (--no-probe / --skip effect,golden)",
-                ) from exc
-            # A RuntimeError here is PEFT refusing the adapter (e.g. a size mismatch on a changed base): the
-            # static checks say why; the probe cannot measure an adapter that does not load. Anything else (a
-            # crafted config value, a native panic in the tokenizer) is unusable input as well.
-            raise InputError(
-                f"{base_dir}: transformers/peft cannot load the model and adapter for the probe: "
-                f"{type(exc).__name__}: {_first_line(exc)}",
-                hint="see the compat findings (lora-lock check ADAPTER --base BASE)",
-            ) from exc
-        peft_model.eval()
-        self.model = peft_model
+        stack = load_stack(torch, StackRequest(base_dir, tokenizer_dir, adapters, device, dtype, command))
+        self.device, self.dtype_name = stack.device, stack.dtype_name
+        self.tokenizer: Any = stack.tokenizer
+        self._peft_names = stack.peft_names
+        self.model: Any = stack.model
         self.names = [name for name, _ in adapters]
 
     @contextmanager
@@ -190,7 +103,7 @@ class ProbeSession:
         except BaseException as exc:
             if not library_failure(exc):
                 raise
-            if _out_of_memory(self.torch, exc):
+            if out_of_memory(self.torch, exc):
                 raise ProbeMemoryError(
                     f"{what} ran out of memory on {self.device} in {self.dtype_name}",
                     hint=memory_hint(self.command, "use a device with more memory, shorter prompts"),
@@ -351,49 +264,9 @@ class ProbeSession:
         """Batched greedy decoding with the KV cache: per row its tokens and, without ``stop``, the log-prob rows
         of every step (``None`` with ``stop``: generation keeps no distributions). ``stop`` numbers rows from
         ``first_row``."""
-        torch = self.torch
         self.check_fits_model(prompts, "the prompts to decode")
-        width = max(len(ids) for ids in prompts)
-        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        extra: dict[str, Any] = {}
-        if len(prompts) > 1:
-            extra["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
-        first = {"logits_to_keep": 1} if self._accepts("logits_to_keep") else {}
-        positions = self._positions()
-        steps: list[Any] = []
-        rows: list[list[int]] = [[] for _ in prompts]
-        open_rows = set(range(len(prompts)))
-        with torch.inference_mode(), self.fits(f"greedy decoding of {len(prompts)} prompt(s)"):
-            out = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **first)
-            for step in range(limit):
-                logits = finite(out.logits[:, -1].float(), self.dtype_name)
-                if stop is None:
-                    steps.append(torch.log_softmax(logits, dim=-1))
-                token = logits.argmax(-1, keepdim=True)
-                for i, t in enumerate(token[:, 0].tolist()):
-                    if i not in open_rows:
-                        continue
-                    if t in eos:  # an end-of-sequence token is not part of the output
-                        open_rows.discard(i)
-                        continue
-                    rows[i].append(int(t))
-                    if stop is not None and stop(first_row + i, rows[i]):
-                        open_rows.discard(i)
-                if step + 1 == limit or not open_rows:
-                    break
-                mask = torch.cat([mask, torch.ones_like(token)], dim=-1)
-                if "position_ids" in extra:
-                    # A row that has ended still steps along with the batch; its output is dropped, but a learned
-                    # position table must not be indexed past its end (each open row was checked to fit).
-                    extra["position_ids"] = extra["position_ids"][:, -1:] + 1
-                    if positions is not None:
-                        extra["position_ids"] = extra["position_ids"].clamp_max(positions - 1)
-                out = self.model(
-                    input_ids=token, attention_mask=mask, past_key_values=out.past_key_values, use_cache=True, **extra
-                )
-        logps = torch.stack(steps, dim=1) if steps else None
-        return [(rows[i], None if logps is None else logps[i]) for i in range(len(prompts))]
+        last_logits = self._accepts("logits_to_keep")
+        return decode_batch(self, Decoding(prompts, limit, stop, eos, first_row, last_logits, self._positions()))
 
     def passes(
         self, name: str, items: list[tuple[list[int], list[int]]], tick: Callable[[], None] | None = None

@@ -96,76 +96,78 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: the golden dataset is not UTF-8 text") from exc
-    items: list[GoldenItem] = []
     # JSONL lines end at "\n" only: str.splitlines() would also split at U+2028 inside a JSON string.
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except RecursionError as exc:
-            raise InputError(f"{path}:{number}: JSON nested too deeply") from exc
-        except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
-            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number too long"
-            raise InputError(f"{path}:{number}: not valid JSON ({detail})") from exc
-        if not isinstance(doc, dict):
-            raise InputError(f"{path}:{number}: each line must be a JSON object")
-        prompt = doc.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise _fail(path, number, "prompt", "a non-empty string", prompt)
-        if "choices" in doc:
-            choices = doc["choices"]
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
-                raise _fail(path, number, "choices", "a list of at least 2 non-empty strings", choices)
-            answer = doc.get("answer")
-            if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
-                raise _fail(path, number, "answer", f"an index into choices (0..{len(choices) - 1})", answer)
-            delimiter = doc.get("target_delimiter", DEFAULT_DELIMITER)
-            if not isinstance(delimiter, str):
-                raise _fail(path, number, "target_delimiter", "a string (may be empty)", delimiter)
-            items.append(
-                GoldenItem(
-                    line=number,
-                    prompt=prompt,
-                    kind="choice",
-                    choices=tuple(choices),
-                    answer=answer,
-                    target_delimiter=delimiter,
-                )
-            )
-            continue
-        expected = doc.get("expected")
-        if not isinstance(expected, str):
-            raise _fail(path, number, "expected", "a string (or give `choices` and `answer`)", expected)
-        scorer = doc.get("scorer", "exact")
-        if scorer not in SCORERS:
-            raise InputError(f"{path}:{number}: unknown scorer {brief(scorer)}; choose from {', '.join(SCORERS)}")
-        ignore_case = _flag(path, number, doc, "ignore_case")
-        if scorer == "regex":
-            userregex.compile_user(expected, f"{path}:{number}: field `expected`", _case(ignore_case))
-        regexes_to_ignore = _strings(path, number, doc, "regexes_to_ignore")
-        for pattern in regexes_to_ignore:
-            userregex.compile_user(pattern, f"{path}:{number}: field `regexes_to_ignore`")
-        max_new = doc.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
-        if not isinstance(max_new, int) or isinstance(max_new, bool) or not 1 <= max_new <= 4096:
-            raise _fail(path, number, "max_new_tokens", "an integer from 1 to 4096", max_new)
-        items.append(
-            GoldenItem(
-                line=number,
-                prompt=prompt,
-                kind="generation",
-                expected=expected,
-                scorer=scorer,
-                max_new_tokens=max_new,
-                until=_strings(path, number, doc, "until"),
-                ignore_case=ignore_case,
-                ignore_punctuation=_flag(path, number, doc, "ignore_punctuation"),
-                regexes_to_ignore=regexes_to_ignore,
-            )
-        )
+    items = [_item(path, number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not items:
         raise InputError(f"{path}: the golden dataset has no items")
     return items, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _item(path: Path, number: int, line: str) -> GoldenItem:
+    """The item on line ``number``: a multiple-choice item when it gives ``choices``, a generation item else."""
+    try:
+        doc = json.loads(line)
+    except RecursionError as exc:
+        raise InputError(f"{path}:{number}: JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number too long"
+        raise InputError(f"{path}:{number}: not valid JSON ({detail})") from exc
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}:{number}: each line must be a JSON object")
+    prompt = doc.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise _fail(path, number, "prompt", "a non-empty string", prompt)
+    if "choices" in doc:
+        return _choice_item(path, number, doc, prompt)
+    return _generation_item(path, number, doc, prompt)
+
+
+def _choice_item(path: Path, number: int, doc: dict[str, Any], prompt: str) -> GoldenItem:
+    """A multiple-choice item: at least two non-empty choices, the index of the right one, the delimiter."""
+    choices = doc["choices"]
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+        raise _fail(path, number, "choices", "a list of at least 2 non-empty strings", choices)
+    answer = doc.get("answer")
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+        raise _fail(path, number, "answer", f"an index into choices (0..{len(choices) - 1})", answer)
+    delimiter = doc.get("target_delimiter", DEFAULT_DELIMITER)
+    if not isinstance(delimiter, str):
+        raise _fail(path, number, "target_delimiter", "a string (may be empty)", delimiter)
+    return GoldenItem(
+        line=number, prompt=prompt, kind="choice", choices=tuple(choices), answer=answer, target_delimiter=delimiter
+    )
+
+
+def _generation_item(path: Path, number: int, doc: dict[str, Any], prompt: str) -> GoldenItem:
+    """A generation item: the expected text, its scorer and the lm-eval ``exact_match`` options; each pattern is
+    compiled here, so a bad one fails before any model loads."""
+    expected = doc.get("expected")
+    if not isinstance(expected, str):
+        raise _fail(path, number, "expected", "a string (or give `choices` and `answer`)", expected)
+    scorer = doc.get("scorer", "exact")
+    if scorer not in SCORERS:
+        raise InputError(f"{path}:{number}: unknown scorer {brief(scorer)}; choose from {', '.join(SCORERS)}")
+    ignore_case = _flag(path, number, doc, "ignore_case")
+    if scorer == "regex":
+        userregex.compile_user(expected, f"{path}:{number}: field `expected`", _case(ignore_case))
+    regexes_to_ignore = _strings(path, number, doc, "regexes_to_ignore")
+    for pattern in regexes_to_ignore:
+        userregex.compile_user(pattern, f"{path}:{number}: field `regexes_to_ignore`")
+    max_new = doc.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    if not isinstance(max_new, int) or isinstance(max_new, bool) or not 1 <= max_new <= 4096:
+        raise _fail(path, number, "max_new_tokens", "an integer from 1 to 4096", max_new)
+    return GoldenItem(
+        line=number,
+        prompt=prompt,
+        kind="generation",
+        expected=expected,
+        scorer=scorer,
+        max_new_tokens=max_new,
+        until=_strings(path, number, doc, "until"),
+        ignore_case=ignore_case,
+        ignore_punctuation=_flag(path, number, doc, "ignore_punctuation"),
+        regexes_to_ignore=regexes_to_ignore,
+    )
 
 
 def normalise(text: str, item: GoldenItem) -> str:

@@ -13,6 +13,7 @@ NFR gate; on the lock's own numerics every flip counts.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,17 @@ def _numerics_changed(session: ProbeSession, section: Mapping[str, Any]) -> list
     return [f"{key} {section[key]} → {now[key]}" for key in NUMERICS if key in section and section[key] != now[key]]
 
 
+@dataclass(frozen=True)
+class _Scoring:
+    """What the golden check of every adapter shares: the runner under the lock's convention, the items, the
+    numerics changed since the lock (unstable items are exempt only then), and the NFR gate."""
+
+    runner: GoldenRunner
+    items: list[GoldenItem]
+    changed: list[str]
+    max_nfr: float
+
+
 def verify_golden(
     session: ProbeSession,
     section: Mapping[str, Any],
@@ -163,41 +175,13 @@ def verify_golden(
     step: Step | None = None,
 ) -> list[Finding]:
     """``dataset``: the items and digest :func:`~lora_lock.probe.golden.read_golden` gave for the locked file."""
-    from lora_lock.probe.golden import unpack_bits
-
     items, digest = dataset
     if digest != section["dataset-digest"]:
-        return [
-            Finding(
-                "GOLDEN-DATASET",
-                Category.GOLDEN,
-                Severity.ERROR,
-                f"{section['dataset']} changed since the lock was generated; its baseline no longer applies",
-                subject=str(section["dataset"]),
-                expected=str(section["dataset-digest"]),
-                actual=digest,
-                hint="regenerate the lock with --golden to record a new baseline",
-            )
-        ]
+        return [_dataset_changed(section, digest)]
     runner = GoldenRunner(session, str(section.get("convention", LEGACY)))
     rows = {r["name"]: r for r in section["adapter"]}
-    out: list[Finding] = []
-    device = session.runtime().device
-    if "device" in section and device != section["device"]:
-        out.append(
-            Finding(
-                "GOLDEN-DEVICE",
-                Category.GOLDEN,
-                Severity.WARNING,
-                f"the golden set was scored on {section['device']} at lock time and on {device} now: near-ties "
-                "may resolve differently",
-                subject="device",
-                expected=str(section["device"]),
-                actual=device,
-                hint="verify on the same kind of device the lock was generated on",
-            )
-        )
-    changed = _numerics_changed(session, section)
+    out = _device_changed(session, section)
+    scoring = _Scoring(runner, items, _numerics_changed(session, section), max_nfr)
     n = len(items)
     for index, (name, _) in enumerate(adapters):
         row = rows.get(name)
@@ -213,46 +197,116 @@ def verify_golden(
                 )
             )
             continue
-        then = unpack_bits(str(row["correct"]), n, f"the lock's golden `correct` of adapter {name}")
-        shaky = [False] * n
-        if changed and "unstable" in row:
-            shaky = unpack_bits(str(row["unstable"]), n, f"the lock's golden `unstable` of adapter {name}")
-        now = [r[0] for r in runner.run_all(name, items, _progress(step, index * n, len(adapters) * n))]
-        negative = [items[i].line for i in range(n) if then[i] and not now[i] and not shaky[i]]
-        unstable = [items[i].line for i in range(n) if then[i] and not now[i] and shaky[i]]
-        positive = [items[i].line for i in range(n) if not then[i] and now[i]]
-        nfr = len(negative) / n
-        summary = (
-            f"adapter {name}: accuracy {sum(then) / n:.1%} → {sum(now) / n:.1%}; negative flips {len(negative)}/{n} "
-            f"(NFR {nfr:.2%}), positive flips {len(positive)}/{n}"
+        out += _verify_adapter(scoring, name, row, _progress(step, index * n, len(adapters) * n))
+    return out
+
+
+def _dataset_changed(section: Mapping[str, Any], digest: str) -> Finding:
+    """The golden file is not the one the lock scored: its baseline says nothing about today's items."""
+    return Finding(
+        "GOLDEN-DATASET",
+        Category.GOLDEN,
+        Severity.ERROR,
+        f"{section['dataset']} changed since the lock was generated; its baseline no longer applies",
+        subject=str(section["dataset"]),
+        expected=str(section["dataset-digest"]),
+        actual=digest,
+        hint="regenerate the lock with --golden to record a new baseline",
+    )
+
+
+def _device_changed(session: ProbeSession, section: Mapping[str, Any]) -> list[Finding]:
+    """A warning when the set is scored on another kind of device than at lock time."""
+    device = session.runtime().device
+    if "device" not in section or device == section["device"]:
+        return []
+    return [
+        Finding(
+            "GOLDEN-DEVICE",
+            Category.GOLDEN,
+            Severity.WARNING,
+            f"the golden set was scored on {section['device']} at lock time and on {device} now: near-ties "
+            "may resolve differently",
+            subject="device",
+            expected=str(section["device"]),
+            actual=device,
+            hint="verify on the same kind of device the lock was generated on",
         )
-        if unstable:
-            out.append(
-                Finding(
-                    "GOLDEN-UNSTABLE",
-                    Category.GOLDEN,
-                    Severity.INFO,
-                    f"adapter {name}: {len(unstable)} item(s) inside the numerical noise flipped with the changed "
-                    f"numerics ({', '.join(changed)}), not counted in the NFR: lines {_lines(unstable)}",
-                    subject=name,
-                    hint="their locked margin was within the noise measured at lock time; see the README's rule",
-                )
+    ]
+
+
+@dataclass(frozen=True)
+class _Flips:
+    """One adapter's item correctness at lock time and now, as the lines of the items that flipped: negative
+    (counted), negative but inside the noise under changed numerics (not counted), and positive."""
+
+    then: list[bool]
+    now: list[bool]
+    negative: list[int]
+    unstable: list[int]
+    positive: list[int]
+
+
+def _flips(scoring: _Scoring, name: str, row: Mapping[str, Any], progress: Callable[[int], None] | None) -> _Flips:
+    """Score adapter ``name`` on the items and compare with its lock ``row``."""
+    from lora_lock.probe.golden import unpack_bits
+
+    items = scoring.items
+    n = len(items)
+    then = unpack_bits(str(row["correct"]), n, f"the lock's golden `correct` of adapter {name}")
+    shaky = [False] * n
+    if scoring.changed and "unstable" in row:
+        shaky = unpack_bits(str(row["unstable"]), n, f"the lock's golden `unstable` of adapter {name}")
+    now = [r[0] for r in scoring.runner.run_all(name, items, progress)]
+    return _Flips(
+        then=then,
+        now=now,
+        negative=[items[i].line for i in range(n) if then[i] and not now[i] and not shaky[i]],
+        unstable=[items[i].line for i in range(n) if then[i] and not now[i] and shaky[i]],
+        positive=[items[i].line for i in range(n) if not then[i] and now[i]],
+    )
+
+
+def _verify_adapter(
+    scoring: _Scoring, name: str, row: Mapping[str, Any], progress: Callable[[int], None] | None
+) -> list[Finding]:
+    """The golden findings of one adapter: the unstable items that flipped, then the NFR gate."""
+    flips = _flips(scoring, name, row, progress)
+    n, max_nfr = len(scoring.items), scoring.max_nfr
+    negative = flips.negative
+    nfr = len(negative) / n
+    summary = (
+        f"adapter {name}: accuracy {sum(flips.then) / n:.1%} → {sum(flips.now) / n:.1%}; negative flips "
+        f"{len(negative)}/{n} (NFR {nfr:.2%}), positive flips {len(flips.positive)}/{n}"
+    )
+    out: list[Finding] = []
+    if flips.unstable:
+        out.append(
+            Finding(
+                "GOLDEN-UNSTABLE",
+                Category.GOLDEN,
+                Severity.INFO,
+                f"adapter {name}: {len(flips.unstable)} item(s) inside the numerical noise flipped with the changed "
+                f"numerics ({', '.join(scoring.changed)}), not counted in the NFR: lines {_lines(flips.unstable)}",
+                subject=name,
+                hint="their locked margin was within the noise measured at lock time; see the README's rule",
             )
-        if nfr > max_nfr:
-            out.append(
-                Finding(
-                    "GOLDEN-NFR",
-                    Category.GOLDEN,
-                    Severity.ERROR,
-                    f"{summary}: above the allowed NFR {max_nfr:.2%} (items on lines {_lines(negative)})",
-                    subject=name,
-                    expected=f"NFR ≤ {max_nfr:.2%}",
-                    actual=f"NFR {nfr:.2%}",
-                    hint="items the adapter answered right at lock time are now wrong; inspect those "
-                    "lines, or raise --max-nfr if the change is accepted",
-                )
+        )
+    if nfr > max_nfr:
+        out.append(
+            Finding(
+                "GOLDEN-NFR",
+                Category.GOLDEN,
+                Severity.ERROR,
+                f"{summary}: above the allowed NFR {max_nfr:.2%} (items on lines {_lines(negative)})",
+                subject=name,
+                expected=f"NFR ≤ {max_nfr:.2%}",
+                actual=f"NFR {nfr:.2%}",
+                hint="items the adapter answered right at lock time are now wrong; inspect those "
+                "lines, or raise --max-nfr if the change is accepted",
             )
-        else:
-            listed = f" (negative flips on lines {_lines(negative)})" if negative else ""
-            out.append(Finding("GOLDEN-OK", Category.GOLDEN, Severity.INFO, summary + listed, subject=name))
+        )
+    else:
+        listed = f" (negative flips on lines {_lines(negative)})" if negative else ""
+        out.append(Finding("GOLDEN-OK", Category.GOLDEN, Severity.INFO, summary + listed, subject=name))
     return out
