@@ -25,13 +25,14 @@ from lora_lock.compat.drops import (
     unmatched_findings,
     untrained_finding,
 )
-from lora_lock.compat.keys import LoraModule, split_keys, unwrap_param_module
+from lora_lock.compat.keys import AdapterKeys, LoraModule, split_keys, unwrap_param_module
 from lora_lock.compat.model import RuntimeModel, align, runtime_model, to_base, to_model
-from lora_lock.compat.saved import check_saved
+from lora_lock.compat.saved import SavedResult, check_saved
 from lora_lock.compat.shapes import (
     DESCRIBE,
     Grouper,
     ModuleGroup,
+    Placement,
     RowKey,
     base_shape,
     check_module,
@@ -66,8 +67,24 @@ class Fit:
 _SIZE_MISMATCH = "RuntimeError: Error(s) in loading state_dict for PeftModel: size mismatch for "
 
 
+@dataclass(frozen=True)
+class _Aligned:
+    """One fit's inputs once the adapter's keys are split and aligned to the base: what the load and drop steps
+    read."""
+
+    config: AdapterConfig
+    facts: ModelFacts
+    model: RuntimeModel
+    keys: AdapterKeys
+    targets: Targets
+    alignment: tuple[str, str]
+    #: the base modules PEFT wraps with a LoRA layer (``targets.modules`` as a set, for lookups)
+    wrapped: frozenset[str]
+
+
 class _Load:
-    """The load step: where each adapter LoRA module goes and how many saved tensors land nowhere."""
+    """The load step: where each adapter LoRA module goes and how many saved tensors land nowhere; the per-module
+    problems and the module table rows."""
 
     def __init__(self, origin: Mapping[str, tuple[str, ...]]) -> None:
         self.origin = origin
@@ -77,6 +94,8 @@ class _Load:
         self.not_targeted: list[str] = []
         self.kind_drops: list[str] = []
         self.not_targeted_tensors = 0
+        self.grouper = Grouper()
+        self.rows: dict[RowKey, list[str]] = defaultdict(list)
 
     def count(self, lm: LoraModule) -> int:
         """Saved tensors behind one (converted) LoRA module."""
@@ -86,56 +105,61 @@ class _Load:
         if self.raises is None:
             self.raises = _SIZE_MISMATCH + key
 
+    def untargeted(self, path: str, lm: LoraModule) -> None:
+        """A module of the base that PEFT builds no LoRA layer in: its tensors are dropped."""
+        self.not_targeted.append(path)
+        self.not_targeted_tensors += self.count(lm)
 
-def _load_lora(
-    config: AdapterConfig,
-    facts: ModelFacts,
-    model: RuntimeModel,
-    lora: dict[str, LoraModule],
-    targets: Targets,
-    alignment: tuple[str, str],
-    load: _Load,
-    grouper: Grouper,
-    rows: dict[RowKey, list[str]],
+
+def _load_lora(ctx: _Aligned, load: _Load) -> None:
+    """Every adapter LoRA module into the layer PEFT built for it (a module, or a ``ParamWrapper`` level)."""
+    for path, lm in sorted(ctx.keys.lora.items()):
+        base_path = to_base(path, ctx.alignment)
+        params = ctx.targets.parameters.get(unwrap_param_module(base_path))
+        if params and base_path not in ctx.wrapped:
+            _load_param_level(ctx, load, path, lm, base_path, params)
+        else:
+            _load_module(ctx, load, path, lm, base_path)
+
+
+def _load_param_level(
+    ctx: _Aligned, load: _Load, path: str, lm: LoraModule, base_path: str, params: tuple[str, ...]
 ) -> None:
-    wrapped = set(targets.modules)
-    for path, lm in sorted(lora.items()):
-        base_path = to_base(path, alignment)
-        holder = unwrap_param_module(base_path)
-        params = targets.parameters.get(holder)
-        if params and base_path not in wrapped:
-            level = (len(base_path) - len(holder)) // len(".base_layer")
-            if level >= len(params):
-                load.not_targeted.append(path)
-                load.not_targeted_tensors += load.count(lm)
-                continue
-            wanted = [
-                (
-                    name,
-                    model.params[f"{holder}.{name}"],
-                    rank_for(config, to_model(f"{holder}.{name}", alignment), targets.rank_pattern),
-                )
-                for name in params
-            ]
-            if check_param_module(path, lm, wanted, grouper, rows) == "shape":
-                load.mismatch(f"{path}.lora_A")
-            continue
-        base = model.modules.get(base_path)
-        if base is None:
-            load.unmatched.append(path)
-            load.dropped += load.count(lm)
-            continue
-        if base_path not in wrapped:
-            load.not_targeted.append(path)
-            load.not_targeted_tensors += load.count(lm)
-            continue
-        rank = rank_for(config, path, targets.rank_pattern)
-        status = check_module(config, facts, path, lm, base, rank, grouper, rows)
-        if status == "shape":
-            load.mismatch(f"{path}.lora_A")
-        elif status == "kind":
-            load.kind_drops.append(path)
-            load.dropped += load.count(lm)
+    """One ``ParamWrapper`` level of a module with targeted parameters (one level per parameter)."""
+    holder = unwrap_param_module(base_path)
+    level = (len(base_path) - len(holder)) // len(".base_layer")
+    if level >= len(params):
+        load.untargeted(path, lm)
+        return
+    wanted = [
+        (
+            name,
+            ctx.model.params[f"{holder}.{name}"],
+            rank_for(ctx.config, to_model(f"{holder}.{name}", ctx.alignment), ctx.targets.rank_pattern),
+        )
+        for name in params
+    ]
+    if check_param_module(path, lm, wanted, load.grouper, load.rows) == "shape":
+        load.mismatch(f"{path}.lora_A")
+
+
+def _load_module(ctx: _Aligned, load: _Load, path: str, lm: LoraModule, base_path: str) -> None:
+    """One adapter LoRA module into the base module of its name, if PEFT wrapped it."""
+    base = ctx.model.modules.get(base_path)
+    if base is None:
+        load.unmatched.append(path)
+        load.dropped += load.count(lm)
+        return
+    if base_path not in ctx.wrapped:
+        load.untargeted(path, lm)
+        return
+    rank = rank_for(ctx.config, path, ctx.targets.rank_pattern)
+    status = check_module(ctx.config, ctx.facts, Placement(path, lm, base, rank), load.grouper, load.rows)
+    if status == "shape":
+        load.mismatch(f"{path}.lora_A")
+    elif status == "kind":  # COMPAT-KIND (from the shape checks) names them
+        load.kind_drops.append(path)
+        load.dropped += load.count(lm)
 
 
 def _config_rows(
@@ -189,21 +213,18 @@ def fit(
     targets = resolve_targets(config, model, alignment, model_config, stack)
     if targets.converted:
         rules.append(f"peft {stack.peft or 'unknown'} per-expert → fused target conversion")
+    ctx = _Aligned(config, facts, model, keys, targets, alignment, frozenset(targets.modules))
 
-    grouper = Grouper()
-    rows: dict[RowKey, list[str]] = defaultdict(list)
     load = _Load(converted.origin)
     if tensors is not None:
-        _load_lora(config, facts, model, keys.lora, targets, alignment, load, grouper, rows)
+        _load_lora(ctx, load)
     else:
-        _config_rows(config, model, targets, alignment, rows)
+        _config_rows(config, model, targets, alignment, load.rows)
     saved = check_saved(config, facts, keys.saved, model, alignment, frozenset(keys.lora))
     findings += target_findings(config, model.modules, alignment, targets)
     if tensors is not None and targets.raises is None:
-        findings += _drop_findings(
-            config, facts, model, keys, targets, alignment, load, saved.dropped, saved.dropped_biases
-        )
-    findings += grouper.findings(DESCRIBE)
+        findings += _drop_findings(ctx, load, saved)
+    findings += load.grouper.findings(DESCRIBE)
     findings += saved.findings
     if any(f.code == "COMPAT-SAVED-SHAPE" and f.severity.value == "error" for f in saved.findings):
         load.mismatch(next(f"{m}" for m, _ in saved.table))
@@ -217,7 +238,7 @@ def fit(
         prediction = predict(stack, tuple(rules), len(originals), dropped, raises)
     return Fit(
         findings=tuple(findings),
-        modules=table(rows),
+        modules=table(load.rows),
         saved=saved.table,
         alignment=alignment,
         lora_modules=len(keys.lora),
@@ -226,18 +247,10 @@ def fit(
     )
 
 
-def _drop_findings(
-    config: AdapterConfig,
-    facts: ModelFacts,
-    model: RuntimeModel,
-    keys: Any,
-    targets: Targets,
-    alignment: tuple[str, str],
-    load: _Load,
-    saved_dropped: list[str],
-    saved_biases: list[str],
-) -> list[Finding]:
-    findings = unmatched_findings(load.unmatched, keys.lora, model.modules, alignment, facts)
+def _drop_findings(ctx: _Aligned, load: _Load, saved: SavedResult) -> list[Finding]:
+    """What PEFT's ``strict=False`` load drops without a word, and the targeted modules left untrained."""
+    keys, model, alignment = ctx.keys, ctx.model, ctx.alignment
+    findings = unmatched_findings(load.unmatched, keys.lora, model.modules, alignment, ctx.facts)
     if keys.named:
         findings.append(named_keys_finding(keys.named))
     if load.not_targeted:
@@ -251,16 +264,14 @@ def _drop_findings(
                 "was saved with another configuration than the one next to it",
             )
         )
-    if load.kind_drops:
-        pass  # COMPAT-KIND (from the shape checks) names them
-    biases = set(saved_biases)
-    others = [p for p in saved_dropped if p not in biases]
-    if saved_biases:
+    biases = set(saved.dropped_biases)
+    others = [p for p in saved.dropped if p not in biases]
+    if saved.dropped_biases:
         findings.append(
             dropped_finding(
                 'bias="all" saved biases of layers that have none in this base',
-                saved_biases,
-                len(saved_biases),
+                saved.dropped_biases,
+                len(saved.dropped_biases),
                 "the adapter was trained on a base whose layers have biases (another architecture or variant)",
             )
         )
@@ -284,7 +295,7 @@ def _drop_findings(
                 "the adapter was trained on another architecture",
             )
         )
-    wrapped_paths = {to_model(p, alignment) for p in targets.modules}
+    wrapped_paths = {to_model(p, alignment) for p in ctx.targets.modules}
     trained = set(keys.lora)
     untrained = sorted(p for p in wrapped_paths if p not in trained)
     if untrained:

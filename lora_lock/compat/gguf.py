@@ -69,22 +69,9 @@ def gguf_files(source: Resolved) -> list[Path] | None:
         return [root]
     if not root.is_dir():
         return None
-    try:
-        names = sorted(p.name for p in root.iterdir())
-    except OSError as exc:
-        raise InputError(f"{root}: cannot list the directory: {exc.strerror or exc}") from exc
-    if source.remote is not None:
-        local = set(names)
-        remote = sorted(n for n in source.remote.names if "/" not in n and n not in local)
-        if any(n.endswith(".safetensors") for n in [*names, *remote]):
-            return None
-        if any(is_gguf_name(n) for n in remote):
-            raise InputError(
-                f"{source.label}: the base's weights are GGUF files on the Hub "
-                f"({', '.join(n for n in remote if is_gguf_name(n))[:200]}); lora-lock reads GGUF headers from "
-                "local files only",
-                hint=f"download the one you serve (hf download {source.repo_id} FILE.gguf) and pass --base FILE.gguf",
-            )
+    names = _listing(root)
+    if source.remote is not None and _remote_safetensors(source, names):
+        return None
     if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
         return None
     ggufs = [n for n in names if is_gguf_name(n) and not n.lower().startswith("mmproj")]
@@ -97,21 +84,48 @@ def gguf_files(source: Resolved) -> list[Path] | None:
             hint=f"name the file you serve: --base {root / ggufs[0]}",
         )
     fence = (source.contain or root).resolve()
-    out = []
-    for name in ggufs:
-        path = root / name
-        if path.is_symlink():
-            try:
-                target = path.resolve(strict=True)
-            except (OSError, RuntimeError) as exc:
-                raise InputError(f"{path}: broken or looping symlink ({exc})") from exc
-            if not target.is_relative_to(fence):
-                raise InputError(
-                    f"{path}: symlink points outside the base directory {fence} (to {target})",
-                    hint="copy the file into the directory, or pass the file itself as --base",
-                )
-        out.append(path)
-    return out
+    return [_contained(root / name, fence) for name in ggufs]
+
+
+def _listing(root: Path) -> list[str]:
+    """The directory's entry names, sorted."""
+    try:
+        return sorted(p.name for p in root.iterdir())
+    except OSError as exc:
+        raise InputError(f"{root}: cannot list the directory: {exc.strerror or exc}") from exc
+
+
+def _remote_safetensors(source: Resolved, names: list[str]) -> bool:
+    """Whether a Hub base has safetensors weights (here or not yet downloaded); a Hub base whose weights are GGUF
+    files not downloaded is refused, since only local GGUF headers are read."""
+    assert source.remote is not None
+    local = set(names)
+    remote = sorted(n for n in source.remote.names if "/" not in n and n not in local)
+    if any(n.endswith(".safetensors") for n in [*names, *remote]):
+        return True
+    if any(is_gguf_name(n) for n in remote):
+        raise InputError(
+            f"{source.label}: the base's weights are GGUF files on the Hub "
+            f"({', '.join(n for n in remote if is_gguf_name(n))[:200]}); lora-lock reads GGUF headers from "
+            "local files only",
+            hint=f"download the one you serve (hf download {source.repo_id} FILE.gguf) and pass --base FILE.gguf",
+        )
+    return False
+
+
+def _contained(path: Path, fence: Path) -> Path:
+    """``path``, refused when it is a symlink that is broken, loops, or points outside ``fence``."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise InputError(f"{path}: broken or looping symlink ({exc})") from exc
+        if not target.is_relative_to(fence):
+            raise InputError(
+                f"{path}: symlink points outside the base directory {fence} (to {target})",
+                hint="copy the file into the directory, or pass the file itself as --base",
+            )
+    return path
 
 
 def _one_split_set(names: list[str]) -> bool:

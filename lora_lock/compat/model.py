@@ -168,6 +168,28 @@ def _shortest_first(item: tuple[str, int]) -> tuple[int, str]:
     return len(item[0]), item[0]
 
 
+def _add_scores(base_paths: set[str], wanted: set[str]) -> dict[str, int]:
+    """Prefix to add → how many adapter paths it turns into base paths (a base's first segment)."""
+    scores: dict[str, int] = {}
+    for name in base_paths:
+        head, dot, rest = name.partition(".")
+        if dot and rest in wanted:
+            scores[head + "."] = scores.get(head + ".", 0) + 1
+    return scores
+
+
+def _strip_scores(paths: list[str], base_paths: set[str]) -> dict[str, int]:
+    """Prefix to strip → how many adapter paths it turns into base paths (an adapter's first one or two segments)."""
+    scores: dict[str, int] = {}
+    for path in paths:
+        parts = path.split(".")
+        for k in range(1, min(2, len(parts) - 1) + 1):
+            strip = ".".join(parts[:k]) + "."
+            if path[len(strip) :] in base_paths:
+                scores[strip] = scores.get(strip, 0) + 1
+    return scores
+
+
 def align(
     adapter_paths: Iterable[str], base_paths: set[str], movable: tuple[str, ...] | None = None
 ) -> tuple[str, str]:
@@ -188,19 +210,8 @@ def align(
     # crafted adapter with 16k distinct leading names took minutes). transformers adds or strips the base-model
     # prefix; it never swaps one for another, so a candidate adds a base's first segment or strips an adapter's
     # first one or two.
-    wanted = set(paths)
-    add_scores: dict[str, int] = {}
-    for name in base_paths:
-        head, dot, rest = name.partition(".")
-        if dot and rest in wanted:
-            add_scores[head + "."] = add_scores.get(head + ".", 0) + 1
-    strip_scores: dict[str, int] = {}
-    for path in paths:
-        parts = path.split(".")
-        for k in range(1, min(2, len(parts) - 1) + 1):
-            strip = ".".join(parts[:k]) + "."
-            if path[len(strip) :] in base_paths:
-                strip_scores[strip] = strip_scores.get(strip, 0) + 1
+    add_scores = _add_scores(base_paths, set(paths))
+    strip_scores = _strip_scores(paths, base_paths)
     candidates = [("", add, n) for add, n in sorted(add_scores.items(), key=_shortest_first)]
     candidates += [(strip, "", n) for strip, n in sorted(strip_scores.items(), key=_shortest_first)]
     for strip, add, score in candidates:

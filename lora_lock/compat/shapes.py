@@ -50,36 +50,46 @@ class ModuleGroup:
     quantized: str | None = None
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One module's mismatch, before grouping: modules with the same problem and pattern share a finding."""
+
+    code: str
+    category: Category
+    severity: Severity
+    expected: str
+    actual: str
+    hint: str = ""
+
+
 class Grouper:
     """Collects per-module problems and folds those sharing a pattern into one finding with a count."""
 
     def __init__(self) -> None:
-        self.groups: dict[tuple[str, Category, Severity, str, str, str, str], list[str]] = defaultdict(list)
+        self.groups: dict[tuple[Problem, str], list[str]] = defaultdict(list)
 
-    def add(
-        self, code: str, category: Category, severity: Severity, path: str, expected: str, actual: str, hint: str = ""
-    ) -> None:
-        """Record one module's mismatch; modules with the same code, pattern, expected and actual values share a
-        finding."""
-        self.groups[(code, category, severity, pattern_of(path), expected, actual, hint)].append(path)
+    def add(self, path: str, problem: Problem) -> None:
+        """Record one module's mismatch; modules with the same problem (code, expected and actual values) and
+        pattern share a finding."""
+        self.groups[(problem, pattern_of(path))].append(path)
 
     def findings(self, describe: dict[str, str]) -> list[Finding]:
         """One finding per group, in the order groups were first seen: the message (from ``describe``, by code)
         names the module pattern and the layers it covers."""
         out = []
-        for (code, category, severity, pattern, expected, actual, hint), paths in self.groups.items():
+        for (problem, pattern), paths in self.groups.items():
             located = where(paths)
+            text = describe[problem.code].format(expected=problem.expected, actual=problem.actual)
             out.append(
                 Finding(
-                    code=code,
-                    category=category,
-                    severity=severity,
-                    message=f"{pattern.rpartition('.')[2]}: {describe[code].format(expected=expected, actual=actual)}"
-                    f" {located}",
+                    code=problem.code,
+                    category=problem.category,
+                    severity=problem.severity,
+                    message=f"{pattern.rpartition('.')[2]}: {text} {located}",
                     subject=pattern,
-                    expected=expected,
-                    actual=actual,
-                    hint=hint or None,
+                    expected=problem.expected,
+                    actual=problem.actual,
+                    hint=problem.hint or None,
                 )
             )
         return out
@@ -134,115 +144,147 @@ def expected_lora(base: BaseModule, rank: int) -> tuple[tuple[int, ...], tuple[i
     return (rank, base.in_features or 0), (base.out_features or 0, rank)
 
 
-def check_module(
-    config: AdapterConfig,
-    facts: ModelFacts,
-    path: str,
-    lm: LoraModule,
-    base: BaseModule,
-    configured: int,
-    grouper: Grouper,
-    rows: dict[RowKey, list[str]],
-) -> str:
-    """Check one adapter LoRA module against the base layer PEFT wraps; problems go to ``grouper``, the row to
-    ``rows``. ``configured`` is the rank PEFT builds the layer with.
+@dataclass(frozen=True)
+class Placement:
+    """One adapter LoRA module (``path`` in the adapter's namespace), the base layer PEFT wraps for it, and the
+    rank PEFT builds that layer with."""
 
-    Returns ``ok``, ``incomplete`` (a part is missing), ``kind`` (the tensors are for another layer type: PEFT
-    drops them) or ``shape`` (PEFT's load raises ``size mismatch``)."""
-    a, b = lm.parts.get("A"), lm.parts.get("B")
-    if a is None or b is None:
-        have = ", ".join(sorted(lm.parts))
-        grouper.add(
-            "ADAPTER-INCOMPLETE",
-            Category.ADAPTER,
-            Severity.ERROR,
-            path,
-            "lora_A and lora_B",
-            have,
-            "the adapter file is damaged or was saved by a tool that drops tensors; re-save it with PEFT",
-        )
-        return "incomplete"
+    path: str
+    lora: LoraModule
+    base: BaseModule
+    rank: int
+
+
+def _incomplete(lm: LoraModule) -> Problem:
+    return Problem(
+        "ADAPTER-INCOMPLETE",
+        Category.ADAPTER,
+        Severity.ERROR,
+        "lora_A and lora_B",
+        ", ".join(sorted(lm.parts)),
+        "the adapter file is damaged or was saved by a tool that drops tensors; re-save it with PEFT",
+    )
+
+
+def _kind_problem(lm: LoraModule, base: BaseModule) -> Problem | None:
+    """The tensors are for another layer type than the base's: PEFT drops them."""
     if base.kind not in _LORA_KINDS:
-        grouper.add(
+        return Problem(
             "COMPAT-KIND",
             Category.COMPAT,
             Severity.ERROR,
-            path,
             f"a {shape_brackets(base.weight_shape)} parameter PEFT cannot wrap",
             "LoRA weights",
             "the module of this name is something else in this base (renamed architecture?)",
         )
-        return "kind"
     if (base.kind is Kind.EMBEDDING) != lm.embedding_style:
-        expected = "an embedding" if base.kind is Kind.EMBEDDING else f"a {base.kind.value} layer"
-        actual = "embedding LoRA (lora_embedding_A/B)" if lm.embedding_style else "linear LoRA (lora_A/B)"
-        grouper.add(
+        return Problem(
             "COMPAT-KIND",
             Category.COMPAT,
             Severity.ERROR,
-            path,
-            expected,
-            actual,
+            "an embedding" if base.kind is Kind.EMBEDDING else f"a {base.kind.value} layer",
+            "embedding LoRA (lora_embedding_A/B)" if lm.embedding_style else "linear LoRA (lora_A/B)",
             "the module changed type between the adapter's base and this one",
         )
+    return None
+
+
+def _inconsistent_rank(ra: int, rb: int) -> Problem:
+    return Problem(
+        "COMPAT-RANK",
+        Category.ADAPTER,
+        Severity.ERROR,
+        f"lora_B rank {ra} (as lora_A)",
+        f"lora_B rank {rb}",
+        "the adapter file is inconsistent; re-save it with PEFT",
+    )
+
+
+def _config_rank(configured: int, ra: int) -> Problem:
+    return Problem(
+        "COMPAT-RANK",
+        Category.ADAPTER,
+        Severity.ERROR,
+        f"r={configured} (adapter_config.json)",
+        f"r={ra} (tensors)",
+        "PEFT builds layers from the config's r / rank_pattern and fails to load "
+        "tensors of another rank; fix r or rank_pattern in adapter_config.json",
+    )
+
+
+def _feature_problem(facts: ModelFacts, place: Placement, a: TensorInfo, b: TensorInfo) -> Problem | None:
+    """``lora_A``'s input or ``lora_B``'s output features differ from the base layer's: a ``size mismatch``."""
+    base = place.base
+    exp_a, exp_b = expected_lora(base, a.shape[0] if a.shape else 0)
+    in_actual = a.shape[1] if len(a.shape) > 1 else -1
+    out_actual = b.shape[0]
+    if in_actual == exp_a[1] and out_actual == exp_b[0]:
+        return None
+    axis, got, want = ("in", in_actual, exp_a[1]) if in_actual != exp_a[1] else ("out", out_actual, exp_b[0])
+    if base.kind is Kind.EMBEDDING:
+        axis = "out" if axis == "in" else "in"  # embedding: A spans the vocabulary, B the embedding size
+    return Problem(
+        "COMPAT-SHAPE",
+        Category.COMPAT,
+        Severity.ERROR,
+        f"lora_A {shape_brackets(exp_a)}, lora_B {shape_brackets(exp_b)} (base {shape_brackets(base_shape(base))})",
+        f"lora_A {shape_brackets(a.shape)}, lora_B {shape_brackets(b.shape)}",
+        _shape_hint(place.path.rpartition(".")[2], axis, got, want, facts),
+    )
+
+
+def _per_output_problems(lm: LoraModule, out: int) -> list[Problem]:
+    """DoRA magnitude and LoRA bias tensors that do not have one entry per output."""
+    problems = []
+    for part in ("magnitude", "B_bias"):
+        extra = lm.parts.get(part)
+        if extra is not None and not _per_output(tuple(extra.shape), out):
+            problems.append(
+                Problem(
+                    "COMPAT-SHAPE",
+                    Category.COMPAT,
+                    Severity.ERROR,
+                    f"{part} {shape_brackets((out,))}",
+                    f"{part} {shape_brackets(extra.shape)}",
+                    "DoRA magnitude and LoRA bias have one entry per output",
+                )
+            )
+    return problems
+
+
+def check_module(
+    config: AdapterConfig, facts: ModelFacts, place: Placement, grouper: Grouper, rows: dict[RowKey, list[str]]
+) -> str:
+    """Check one adapter LoRA module against the base layer PEFT wraps; problems go to ``grouper``, the row to
+    ``rows``.
+
+    Returns ``ok``, ``incomplete`` (a part is missing), ``kind`` (the tensors are for another layer type: PEFT
+    drops them) or ``shape`` (PEFT's load raises ``size mismatch``)."""
+    path, lm, base = place.path, place.lora, place.base
+    a, b = lm.parts.get("A"), lm.parts.get("B")
+    if a is None or b is None:
+        grouper.add(path, _incomplete(lm))
+        return "incomplete"
+    kind = _kind_problem(lm, base)
+    if kind is not None:
+        grouper.add(path, kind)
         return "kind"
     ra = a.shape[0] if a.shape else 0
     rb = b.shape[1] if len(b.shape) > 1 else -1
-    leaf = path.rpartition(".")[2]
     if ra != rb:
-        grouper.add(
-            "COMPAT-RANK",
-            Category.ADAPTER,
-            Severity.ERROR,
-            path,
-            f"lora_B rank {ra} (as lora_A)",
-            f"lora_B rank {rb}",
-            "the adapter file is inconsistent; re-save it with PEFT",
-        )
+        grouper.add(path, _inconsistent_rank(ra, rb))
         return "shape"
     status = "ok"
-    if config.peft_type == "LORA" and ra != configured:
+    if config.peft_type == "LORA" and ra != place.rank:
         status = "shape"
-        grouper.add(
-            "COMPAT-RANK",
-            Category.ADAPTER,
-            Severity.ERROR,
-            path,
-            f"r={configured} (adapter_config.json)",
-            f"r={ra} (tensors)",
-            "PEFT builds layers from the config's r / rank_pattern and fails to load "
-            "tensors of another rank; fix r or rank_pattern in adapter_config.json",
-        )
-    exp_a, exp_b = expected_lora(base, ra)
-    in_actual = a.shape[1] if len(a.shape) > 1 else -1
-    out_actual = b.shape[0]
-    if in_actual != exp_a[1] or out_actual != exp_b[0]:
-        axis, got, want = ("in", in_actual, exp_a[1]) if in_actual != exp_a[1] else ("out", out_actual, exp_b[0])
-        if base.kind is Kind.EMBEDDING:
-            axis = "out" if axis == "in" else "in"  # embedding: A spans the vocabulary, B the embedding size
-        grouper.add(
-            "COMPAT-SHAPE",
-            Category.COMPAT,
-            Severity.ERROR,
-            path,
-            f"lora_A {shape_brackets(exp_a)}, lora_B {shape_brackets(exp_b)} (base {shape_brackets(base_shape(base))})",
-            f"lora_A {shape_brackets(a.shape)}, lora_B {shape_brackets(b.shape)}",
-            _shape_hint(leaf, axis, got, want, facts),
-        )
+        grouper.add(path, _config_rank(place.rank, ra))
+    features = _feature_problem(facts, place, a, b)
+    if features is not None:
+        grouper.add(path, features)
         return "shape"
-    for part in ("magnitude", "B_bias"):
-        extra = lm.parts.get(part)
-        if extra is not None and not _per_output(tuple(extra.shape), exp_b[0]):
-            status = "shape"
-            grouper.add(
-                "COMPAT-SHAPE",
-                Category.COMPAT,
-                Severity.ERROR,
-                path,
-                f"{part} {shape_brackets((exp_b[0],))}",
-                f"{part} {shape_brackets(extra.shape)}",
-                "DoRA magnitude and LoRA bias have one entry per output",
-            )
+    for problem in _per_output_problems(lm, expected_lora(base, ra)[1][0]):
+        status = "shape"
+        grouper.add(path, problem)
     rows[
         (pattern_of(path), base.kind.value, base_shape(base), ra, tuple(a.shape), tuple(b.shape), base.quantized)
     ].append(path)
@@ -284,15 +326,7 @@ def check_param_module(
     that module: ``params`` is (parameter name, its tensor, the rank PEFT builds it with)."""
     a, b = lm.parts.get("A"), lm.parts.get("B")
     if a is None or b is None:
-        grouper.add(
-            "ADAPTER-INCOMPLETE",
-            Category.ADAPTER,
-            Severity.ERROR,
-            path,
-            "lora_A and lora_B",
-            ", ".join(sorted(lm.parts)),
-            "the adapter file is damaged or was saved by a tool that drops tensors; re-save it with PEFT",
-        )
+        grouper.add(path, _incomplete(lm))
         return "incomplete"
     sa, sb = tuple(a.shape), tuple(b.shape)
     for name, info, rank in params:
@@ -306,14 +340,16 @@ def check_param_module(
         for name, info, rank in params
     )
     grouper.add(
-        "COMPAT-SHAPE",
-        Category.COMPAT,
-        Severity.ERROR,
         path,
-        f"a LoRA pair for one of the wrapped parameters ({wanted})",
-        f"lora_A {shape_brackets(sa)}, lora_B {shape_brackets(sb)}",
-        "target_parameters LoRA has rank × experts rows; the adapter was trained on a base with other expert "
-        "shapes or another number of experts",
+        Problem(
+            "COMPAT-SHAPE",
+            Category.COMPAT,
+            Severity.ERROR,
+            f"a LoRA pair for one of the wrapped parameters ({wanted})",
+            f"lora_A {shape_brackets(sa)}, lora_B {shape_brackets(sb)}",
+            "target_parameters LoRA has rank × experts rows; the adapter was trained on a base with other expert "
+            "shapes or another number of experts",
+        ),
     )
     return "shape"
 

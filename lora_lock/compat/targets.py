@@ -223,38 +223,63 @@ def _param_wrapper_refusal(config: AdapterConfig) -> str | None:
     return None
 
 
-def resolve_targets(
+@dataclass(frozen=True)
+class _Request:
+    """What matching runs on: ``target_modules`` and ``target_parameters`` after PEFT's MoE conversion."""
+
+    target_modules: tuple[str, ...] | str | None
+    params: tuple[str, ...]
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    converted: bool = False
+
+
+def _convert_moe(
     config: AdapterConfig,
     model: RuntimeModel,
     alignment: tuple[str, str],
     model_config: Mapping[str, Any],
     stack: Stack,
-) -> Targets:
-    """The modules and parameters PEFT wraps for ``config`` on ``model``, or the error it raises building them."""
-    target_modules: tuple[str, ...] | str | None = config.target_modules
-    params = target_parameters(config)
-    rank_pattern: dict[str, int] = {}
-    converted = False
+) -> _Request | Targets:
+    """transformers 5's per-expert → fused conversion of the config's targets, or the Targets of its refusal."""
+    request = _Request(config.target_modules, target_parameters(config))
     rules = moe_rules(model_config, stack) if config.peft_type == "LORA" else None
-    if rules is not None and target_modules is not None:
-        names = [to_model(p, alignment) for p in model.params]
-        wanted = target_modules
-        if wanted == "all-linear":
-            # PEFT resolves the shorthand by module type, then adds the v4 expert names the fused tensors replaced
-            linear = {p.rpartition(".")[2] for p in _all_linear(model, alignment)}
-            wanted = tuple(sorted(linear | set(rules.target_module_mapping)))
-        conversion = convert_moe_targets(wanted, params, config.r, int(config.lora_alpha), rules, runtime_names=names)
-        if conversion.error is not None:
-            return Targets((), {}, raises=f"ValueError: {conversion.error}", target_modules=target_modules)
-        nothing_resolved = isinstance(wanted, str) and conversion.target_modules == frozenset({wanted})
-        if not conversion.unresolved and not nothing_resolved:
-            target_modules = tuple(sorted(conversion.target_modules))
-            params = tuple(sorted(conversion.target_parameters))
-            rank_pattern = dict(conversion.rank_pattern)
-            converted = True
-    if target_modules == "all-linear":
-        target_modules = _all_linear(model, alignment)
-    matcher = _Matcher(config, target_modules)
+    if rules is None or request.target_modules is None:
+        return request
+    names = [to_model(p, alignment) for p in model.params]
+    wanted = request.target_modules
+    if wanted == "all-linear":
+        # PEFT resolves the shorthand by module type, then adds the v4 expert names the fused tensors replaced
+        linear = {p.rpartition(".")[2] for p in _all_linear(model, alignment)}
+        wanted = tuple(sorted(linear | set(rules.target_module_mapping)))
+    conversion = convert_moe_targets(
+        wanted, request.params, config.r, int(config.lora_alpha), rules, runtime_names=names
+    )
+    if conversion.error is not None:
+        return Targets((), {}, raises=f"ValueError: {conversion.error}", target_modules=request.target_modules)
+    nothing_resolved = isinstance(wanted, str) and conversion.target_modules == frozenset({wanted})
+    if conversion.unresolved or nothing_resolved:
+        return request
+    return _Request(
+        tuple(sorted(conversion.target_modules)),
+        tuple(sorted(conversion.target_parameters)),
+        dict(conversion.rank_pattern),
+        converted=True,
+    )
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """The modules matching wraps (base namespace), those it cannot wrap, and whether an exclusion applied."""
+
+    wrapped: tuple[str, ...]
+    unsupported: tuple[str, ...]
+    excluded: bool
+
+
+def _match_modules(
+    matcher: _Matcher, model: RuntimeModel, alignment: tuple[str, str], target_modules: tuple[str, ...] | str | None
+) -> _Matched:
+    """``inject_adapter``'s walk over the built model's modules."""
     wrapped: list[str] = []
     unsupported: list[str] = []
     excluded = False
@@ -273,38 +298,66 @@ def resolve_targets(
         # a name that matches a module holding others (``self_attn``) makes PEFT try to wrap a container
         holders = containers(model.modules) - set(model.modules)
         unsupported = sorted(k for k in (to_model(h, alignment) for h in holders) if matcher.targeted(k))
-    if unsupported:
-        return Targets(
-            tuple(sorted(wrapped)),
-            {},
-            raises=f"ValueError: Target module {unsupported[0]} is not supported. Currently, only the following "
-            "modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, "
-            "`torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`.",
-            rank_pattern=rank_pattern,
-            target_modules=target_modules,
-            converted=converted,
+    return _Matched(tuple(sorted(wrapped)), tuple(unsupported), excluded)
+
+
+def _unsupported_message(key: str) -> str:
+    return (
+        f"ValueError: Target module {key} is not supported. Currently, only the following "
+        "modules are supported: `torch.nn.Linear`, `torch.nn.Embedding`, `torch.nn.Conv1d`, `torch.nn.Conv2d`, "
+        "`torch.nn.Conv3d`, `transformers.pytorch_utils.Conv1D`, `torch.nn.MultiheadAttention.`."
+    )
+
+
+def _nothing_targeted(
+    config: AdapterConfig, target_modules: tuple[str, ...] | str | None, params: tuple[str, ...], excluded: bool
+) -> str | None:
+    """What PEFT raises when neither a module nor a parameter is wrapped (nothing when nothing was asked for)."""
+    if target_modules is None and not params:
+        return None if config.target_modules is None else _no_target_message(config, target_modules, excluded)
+    if not target_modules and not excluded:
+        return (
+            "NoMatchingPeftModuleError: No `target_modules` passed but also no `target_parameters` found. "
+            "Please check the values for these arguments."
         )
-    wrapped_params = _match_parameters(model, params, alignment)
-    raises = None
-    if wrapped_params:
-        raises = _param_wrapper_refusal(config)
-    if not wrapped and not wrapped_params and raises is None:
-        if target_modules is None and not params:
-            raises = None if config.target_modules is None else _no_target_message(config, target_modules, excluded)
-        elif not target_modules and not excluded:
-            raises = (
-                "NoMatchingPeftModuleError: No `target_modules` passed but also no `target_parameters` found. "
-                "Please check the values for these arguments."
-            )
-        else:
-            raises = _no_target_message(config, target_modules, excluded)
+    return _no_target_message(config, target_modules, excluded)
+
+
+def resolve_targets(
+    config: AdapterConfig,
+    model: RuntimeModel,
+    alignment: tuple[str, str],
+    model_config: Mapping[str, Any],
+    stack: Stack,
+) -> Targets:
+    """The modules and parameters PEFT wraps for ``config`` on ``model``, or the error it raises building them."""
+    request = _convert_moe(config, model, alignment, model_config, stack)
+    if isinstance(request, Targets):
+        return request
+    target_modules = request.target_modules
+    if target_modules == "all-linear":
+        target_modules = _all_linear(model, alignment)
+    matched = _match_modules(_Matcher(config, target_modules), model, alignment, target_modules)
+    if matched.unsupported:
+        return Targets(
+            matched.wrapped,
+            {},
+            raises=_unsupported_message(matched.unsupported[0]),
+            rank_pattern=request.rank_pattern,
+            target_modules=target_modules,
+            converted=request.converted,
+        )
+    wrapped_params = _match_parameters(model, request.params, alignment)
+    raises = _param_wrapper_refusal(config) if wrapped_params else None
+    if not matched.wrapped and not wrapped_params and raises is None:
+        raises = _nothing_targeted(config, target_modules, request.params, matched.excluded)
     return Targets(
-        tuple(sorted(wrapped)),
+        matched.wrapped,
         wrapped_params,
         raises=raises,
-        rank_pattern=rank_pattern,
+        rank_pattern=request.rank_pattern,
         target_modules=target_modules,
-        converted=converted,
+        converted=request.converted,
     )
 
 

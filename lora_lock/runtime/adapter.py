@@ -22,10 +22,10 @@ from lora_lock import userregex
 from lora_lock.errors import Unmodelled
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.safetensors_header import TensorInfo
-from lora_lock.runtime import rename, shapes
+from lora_lock.runtime import rename
 from lora_lock.runtime.stack import Stack, release
 from lora_lock.runtime.tables import PeftTable, peft_table, transformers_table
-from lora_lock.runtime.view import config_identity, resolve_model
+from lora_lock.runtime.view import Groups, config_identity, convert_group, resolve_model
 
 #: The first PEFT release that converts adapter keys for transformers 5 (``transformers_weight_conversion``).
 PEFT_CONVERSION_SINCE = (0, 19)
@@ -108,29 +108,30 @@ def _serialised(key: str, adapter_name: str) -> str:
     return key
 
 
-def convert_adapter_keys(
-    tensors: Mapping[str, TensorInfo],
-    conversion: AdapterConversion | None,
-    config: Mapping[str, Any] | None = None,
-) -> ConvertedKeys:
-    """Apply PEFT's conversion to an adapter's tensors; with ``conversion`` None, the keys are kept."""
-    if conversion is None:
-        return ConvertedKeys(dict(tensors), {k: (k,) for k in tensors}, frozenset())
+@dataclass
+class _Converting:
+    """The converted keys as they are built up: each final key's tensor and the adapter keys it came from."""
+
+    adapter_name: str
+    out: dict[str, TensorInfo] = field(default_factory=dict)
+    origin: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    notes: list[Finding] = field(default_factory=list)
+
+    def keep(self, key: str, info: TensorInfo) -> None:
+        """Pass a tensor through under its stored key (a converted key of that name wins)."""
+        self.out.setdefault(key, info)
+        self.origin.setdefault(key, (key,))
+
+
+def _rename_lora(tensors: Mapping[str, TensorInfo], conversion: AdapterConversion, acc: _Converting) -> Groups:
+    """Rename the ``.lora_`` keys in PEFT's order; keys a converter gathers are grouped for it."""
     name = conversion.adapter_name
     state = rename.RenameState()
-    out: dict[str, TensorInfo] = {}
-    origin: dict[str, tuple[str, ...]] = {}
-    groups: dict[tuple[str, int], tuple[rename.Transform, list[tuple[str, str, TensorInfo]]]] = {}
-    notes: list[Finding] = []
-    lora = [k for k in tensors if ".lora_" in k]
-    for key, info in tensors.items():
-        if ".lora_" not in key:
-            out[key] = info
-            origin[key] = (key,)
-    for key in sorted(lora, key=rename.natural_key):
+    groups: Groups = {}
+    for key in sorted((k for k in tensors if ".lora_" in k), key=rename.natural_key):
         info = tensors[key]
         if len(key) > 1024:
-            out[key], origin[key] = info, (key,)
+            acc.out[key], acc.origin[key] = info, (key,)
             continue
         renamed, conv, source = rename.rename_key(key, conversion.transforms, state)
         if renamed not in tensors and key.endswith(_rreplace_once(renamed, f".{name}", "")):
@@ -139,49 +140,69 @@ def convert_adapter_keys(
             groups.setdefault((renamed, id(conv)), (conv, []))[1].append((key, source, info))
             continue
         final = _serialised(renamed, name)
-        out.setdefault(final, replace(info, name=final))
-        origin.setdefault(final, (key,))
+        acc.out.setdefault(final, replace(info, name=final))
+        acc.origin.setdefault(final, (key,))
+    return groups
+
+
+def _missing_half(conv: rename.Transform, members: list[tuple[str, str, TensorInfo]]) -> str | None:
+    """PEFT collects each source pattern's tensors and concatenates them: a pattern with none (``gate_proj``
+    without ``up_proj``) is an empty list, which torch.cat refuses."""
+    present = {source for _, source, _ in members}
+    if len(conv.sources) > 1 and any(s not in present for s in conv.sources):
+        return "ValueError: torch.cat(): expected a non-empty list of Tensors"
+    return None
+
+
+def _unmodelled_note(layer_name: str, conv: rename.Transform, count: int, exc: Unmodelled) -> Finding:
+    return Finding(
+        CODE_ADAPTER_UNMODELLED,
+        Category.COMPAT,
+        Severity.WARNING,
+        f"PEFT converts {count} adapter tensor(s) into {layer_name} by "
+        f"{conv.describe()}; this cannot be modelled statically ({exc})",
+        subject=layer_name,
+        hint="the probe tier loads the adapter and confirms",
+    )
+
+
+def _convert_groups(groups: Groups, config: Mapping[str, Any], acc: _Converting) -> str | None:
+    """Run each converter on its group; returns what PEFT raises converting (the first group missing a half)."""
     error: str | None = None
     for (layer_name, _), (conv, members) in groups.items():
-        data: dict[str, shapes.Value] = {}
-        for _, source, info in members:
-            value = data.setdefault(source, [])
-            assert isinstance(value, list)
-            value.append(info.shape)
-        if error is None and len(conv.sources) > 1 and any(s not in data for s in conv.sources):
-            # PEFT collects each source pattern's tensors and concatenates them: a pattern with none (``gate_proj``
-            # without ``up_proj``) is an empty list, which torch.cat refuses
-            error = "ValueError: torch.cat(): expected a non-empty list of Tensors"
+        error = error or _missing_half(conv, members)
         try:
-            result = shapes.apply_ops(
-                conv.ops, data, conv.sources, conv.targets, layer_name=layer_name, config=config or {}
-            )
+            produced = convert_group(conv, layer_name, members, config)
         except Unmodelled as exc:
-            notes.append(
-                Finding(
-                    CODE_ADAPTER_UNMODELLED,
-                    Category.COMPAT,
-                    Severity.WARNING,
-                    f"PEFT converts {len(members)} adapter tensor(s) into {layer_name} by "
-                    f"{conv.describe()}; this cannot be modelled statically ({exc})",
-                    subject=layer_name,
-                    hint="the probe tier loads the adapter and confirms",
-                )
-            )
+            acc.notes.append(_unmodelled_note(layer_name, conv, len(members), exc))
             for key, _, info in members:
-                out.setdefault(key, info)
-                origin.setdefault(key, (key,))
+                acc.keep(key, info)
             continue
-        full = layer_name.replace("*.", "0.") if "*." in layer_name else layer_name
-        split = next((full.partition(k) for k in result if k and k in full), None)
-        first = members[0][2]
-        for key, value in result.items():
-            produced = split[0] + key + split[2] if split is not None else key
-            final = _serialised(produced, name)
-            out[final] = TensorInfo(final, first.dtype, shapes._single(value), first.file, 0, 0)
-            origin[final] = tuple(k for k, _, _ in members)
-    changed = frozenset(k for k, src in origin.items() if src != (k,))
-    return ConvertedKeys(dict(sorted(out.items())), dict(sorted(origin.items())), changed, tuple(notes), error)
+        for key, (shape, first, origins) in produced.items():
+            final = _serialised(key, acc.adapter_name)
+            acc.out[final] = TensorInfo(final, first.dtype, shape, first.file, 0, 0)
+            acc.origin[final] = origins
+    return error
+
+
+def convert_adapter_keys(
+    tensors: Mapping[str, TensorInfo],
+    conversion: AdapterConversion | None,
+    config: Mapping[str, Any] | None = None,
+) -> ConvertedKeys:
+    """Apply PEFT's conversion to an adapter's tensors; with ``conversion`` None, the keys are kept."""
+    if conversion is None:
+        return ConvertedKeys(dict(tensors), {k: (k,) for k in tensors}, frozenset())
+    acc = _Converting(conversion.adapter_name)
+    for key, info in tensors.items():
+        if ".lora_" not in key:
+            acc.out[key], acc.origin[key] = info, (key,)
+    groups = _rename_lora(tensors, conversion, acc)
+    error = _convert_groups(groups, config or {}, acc)
+    changed = frozenset(k for k, src in acc.origin.items() if src != (k,))
+    return ConvertedKeys(
+        dict(sorted(acc.out.items())), dict(sorted(acc.origin.items())), changed, tuple(acc.notes), error
+    )
 
 
 @dataclass(frozen=True)

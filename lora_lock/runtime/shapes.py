@@ -10,7 +10,8 @@ An operation whose result depends on the built model (``Split`` sizes its pieces
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Union
 
 from lora_lock.errors import Unmodelled
@@ -150,6 +151,33 @@ def _peft_concat(data: dict[str, Value], sources: list[str], layer_name: str) ->
     raise Unmodelled(f"PEFT's block-diagonal concatenation refuses shapes {ordered}")
 
 
+@dataclass(frozen=True)
+class _Call:
+    """What a converter's operations share besides the shapes: its patterns, the layer and the model config."""
+
+    sources: list[str]
+    targets: list[str]
+    layer_name: str
+    config: Mapping[str, Any]
+
+
+_Op = Callable[[Mapping[str, Any], dict[str, Value], _Call], dict[str, Value]]
+
+#: Operation name → its shape rule (``Split`` and unknown names are :class:`Unmodelled`).
+_OPS: dict[str, _Op] = {
+    "MergeModulelist": lambda op, data, call: _merge(op, data, call.sources, call.targets),
+    "Concatenate": lambda op, data, call: _concat(op, data, call.sources, call.targets),
+    "Chunk": lambda op, data, call: _chunk(op, data, call.targets, call.config),
+    "Transpose": lambda op, data, call: _transpose(op, data, call.sources, call.targets),
+    "PermuteForRope": lambda op, data, call: _same_shape(data, call.sources, call.targets),
+    "Interleave": lambda op, data, call: {call.targets[0]: _single(next(iter(data.values())))},
+    "Conv3dToLinear": lambda op, data, call: _conv3d_to_linear(data, call.sources, call.targets),
+    "FlattenDims": lambda op, data, call: _flatten(op, data),
+    "PermuteDims": lambda op, data, call: _permute(op, data),
+    "PeftConcatenate": lambda op, data, call: _peft_concat(data, call.sources, call.layer_name),
+}
+
+
 def apply_ops(
     ops: Sequence[Mapping[str, Any]],
     data: dict[str, Value],
@@ -160,32 +188,13 @@ def apply_ops(
     config: Mapping[str, Any],
 ) -> dict[str, Value]:
     """Run a converter's operations on collected shapes; output keys are patterns (or ``layer_name`` for PEFT)."""
+    call = _Call(sources, targets, layer_name, config)
     for op in ops:
         name = op.get("op")
-        if name == "MergeModulelist":
-            data = _merge(op, data, sources, targets)
-        elif name == "Concatenate":
-            data = _concat(op, data, sources, targets)
-        elif name == "Chunk":
-            data = _chunk(op, data, targets, config)
-        elif name == "Transpose":
-            data = _transpose(op, data, sources, targets)
-        elif name in ("PermuteForRope", "Interleave"):
-            data = (
-                _same_shape(data, sources, targets)
-                if name == "PermuteForRope"
-                else {targets[0]: _single(next(iter(data.values())))}
-            )
-        elif name == "Conv3dToLinear":
-            data = _conv3d_to_linear(data, sources, targets)
-        elif name == "FlattenDims":
-            data = _flatten(op, data)
-        elif name == "PermuteDims":
-            data = _permute(op, data)
-        elif name == "PeftConcatenate":
-            data = _peft_concat(data, sources, layer_name)
-        elif name == "Split":
+        if name == "Split":
             raise Unmodelled("Split sizes its pieces from the built model's parameters")
-        else:
+        rule = _OPS.get(name) if isinstance(name, str) else None
+        if rule is None:
             raise Unmodelled(f"operation {name} is not modelled statically")
+        data = rule(op, data, call)
     return data

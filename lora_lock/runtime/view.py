@@ -150,12 +150,18 @@ def _v4_transforms(transforms: tuple[rename.Transform, ...], table: Transformers
     return tuple(anchored) if is_vlm else ()
 
 
-def _convert_group(
+#: (runtime name, converter) → the converter and the checkpoint tensors it gathers: (name, source pattern, tensor).
+Groups = dict[tuple[str, int], tuple[rename.Transform, list[tuple[str, str, TensorInfo]]]]
+
+
+def convert_group(
     conv: rename.Transform,
     layer_name: str,
     members: list[tuple[str, str, TensorInfo]],
     config: Mapping[str, Any],
 ) -> dict[str, tuple[tuple[int, ...], TensorInfo, tuple[str, ...]]]:
+    """One converter on the tensors it gathered for ``layer_name``: produced name → (shape, the first member's
+    tensor, the member names it was built from). Raises :class:`Unmodelled` when the shapes cannot be known."""
     data: dict[str, shapes.Value] = {}
     for _, source, info in members:
         existing = data.setdefault(source, [])
@@ -173,18 +179,25 @@ def _convert_group(
     return out
 
 
-def apply_transforms(
-    tensors: Mapping[str, TensorInfo],
-    transforms: tuple[rename.Transform, ...],
-    config: Mapping[str, Any],
-) -> tuple[dict[str, TensorInfo], dict[str, tuple[str, ...]], frozenset[str], list[Finding]]:
-    """Rename and convert checkpoint tensors the way transformers' loader does."""
-    out: dict[str, TensorInfo] = {}
-    origin: dict[str, tuple[str, ...]] = {}
-    fused: set[str] = set()
-    notes: list[Finding] = []
+@dataclass
+class _Built:
+    """The runtime tensors as the loader builds them up: each name's tensor, its checkpoint origins, the names
+    fused from several tensors, and the notes on what could not be modelled."""
+
+    out: dict[str, TensorInfo] = field(default_factory=dict)
+    origin: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fused: set[str] = field(default_factory=set)
+    notes: list[Finding] = field(default_factory=list)
+
+
+def _rename_all(
+    tensors: Mapping[str, TensorInfo], transforms: tuple[rename.Transform, ...], built: _Built
+) -> tuple[Groups, int]:
+    """Rename every tensor in the loader's visiting order; tensors a converter gathers are grouped for it.
+
+    Returns the groups and how many names were too long to rename."""
     state = rename.RenameState()
-    groups: dict[tuple[str, int], tuple[rename.Transform, list[tuple[str, str, TensorInfo]]]] = {}
+    groups: Groups = {}
     long_names = 0
     for name in rename.visit_order(tensors, transforms):
         info = tensors[name]
@@ -196,14 +209,19 @@ def apply_transforms(
         if conv is not None and source is not None:
             groups.setdefault((runtime, id(conv)), (conv, []))[1].append((name, source, info))
             continue
-        if runtime not in out:  # the loader keeps the first tensor that claims a name
-            out[runtime] = info if runtime == name else replace(info, name=runtime)
-            origin[runtime] = (name,)
+        if runtime not in built.out:  # the loader keeps the first tensor that claims a name
+            built.out[runtime] = info if runtime == name else replace(info, name=runtime)
+            built.origin[runtime] = (name,)
+    return groups, long_names
+
+
+def _convert_all(groups: Groups, config: Mapping[str, Any], built: _Built) -> None:
+    """Run each converter on its group; a group that cannot be modelled keeps its checkpoint names, with a note."""
     for (layer_name, _), (conv, members) in groups.items():
         try:
-            produced = _convert_group(conv, layer_name, members, config)
+            produced = convert_group(conv, layer_name, members, config)
         except Unmodelled as exc:
-            notes.append(
+            built.notes.append(
                 _note(
                     CODE_UNMODELLED,
                     f"transformers converts {len(members)} checkpoint tensor(s) into "
@@ -214,23 +232,34 @@ def apply_transforms(
                 )
             )
             for name, _, info in members:
-                out.setdefault(name, info)
-                origin.setdefault(name, (name,))
+                built.out.setdefault(name, info)
+                built.origin.setdefault(name, (name,))
             continue
         for runtime, (shape, first, origins) in produced.items():
-            out[runtime] = TensorInfo(runtime, first.dtype, shape, first.file, 0, 0)
-            origin[runtime] = origins
+            built.out[runtime] = TensorInfo(runtime, first.dtype, shape, first.file, 0, 0)
+            built.origin[runtime] = origins
             if len(origins) > 1:
-                fused.add(runtime)
+                built.fused.add(runtime)
+
+
+def apply_transforms(
+    tensors: Mapping[str, TensorInfo],
+    transforms: tuple[rename.Transform, ...],
+    config: Mapping[str, Any],
+) -> tuple[dict[str, TensorInfo], dict[str, tuple[str, ...]], frozenset[str], list[Finding]]:
+    """Rename and convert checkpoint tensors the way transformers' loader does."""
+    built = _Built()
+    groups, long_names = _rename_all(tensors, transforms, built)
+    _convert_all(groups, config, built)
     if long_names:
-        notes.append(
+        built.notes.append(
             _note(
                 CODE_UNMODELLED,
                 f"{long_names} checkpoint tensor name(s) longer than {MAX_NAME} characters were not renamed",
             )
         )
-    ordered = dict(sorted(out.items()))
-    return ordered, {k: origin[k] for k in ordered}, frozenset(fused), notes
+    ordered = dict(sorted(built.out.items()))
+    return ordered, {k: built.origin[k] for k in ordered}, frozenset(built.fused), built.notes
 
 
 def _custom_notes(transforms: tuple[rename.Transform, ...]) -> list[Finding]:
