@@ -7,40 +7,59 @@ downloading weights. Meant for a scheduled CI job: exit 1 when something moved.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Report, Severity, input_finding
 from lora_lock.hashing import digest_text, hash_file
 from lora_lock.inspect.model_config import read_model_facts
-from lora_lock.lock.io import read
+from lora_lock.lock.model import BaseConfig, Lock, Sourced, read_lock
+from lora_lock.lock.values import FileSet
 from lora_lock.sources.hub import HubSnapshot, is_offline
 from lora_lock.text import short_commit
 
 
-def _hub_sources(lock: Mapping[str, Any]) -> Iterator[tuple[Category, str, Mapping[str, Any]]]:
-    base, tok = lock["base"], lock["tokenizer"]
+@dataclass(frozen=True)
+class _HubSource:
+    """One section of the lock locked from the Hub, with the files and config to compare at its ref now."""
+
+    category: Category
+    what: str
+    section: Sourced
+    files: FileSet
+    config: BaseConfig | None = None
+
+
+def _hub_fields(section: Sourced) -> tuple[str | None, str | None, str | None]:
+    return section.repo, section.revision, section.ref
+
+
+def _hub_sources(lock: Lock) -> Iterator[_HubSource]:
+    base, tok = lock.base, lock.tokenizer
     # Folded into the base only when it follows the same ref too: `--base org/m@<sha> --tokenizer org/m@main`
     # resolves to one commit today, but only the tokenizer moves when `main` does.
-    keys = ("repo", "revision", "ref")
-    same_repo = "repo" in tok and tuple(tok.get(k) for k in keys) == tuple(base.get(k) for k in keys)
-    if "repo" in base:
+    same_repo = tok.repo is not None and _hub_fields(tok) == _hub_fields(base)
+    if base.repo is not None:
         # The usual case: the tokenizer files live in the base repo, so they are compared with the base's.
-        files = {**base.get("files", {}), **(tok.get("files", {}) if same_repo else {})}
-        yield Category.BASE, "base", {**base, "files": files}
-    if "repo" in tok and not same_repo:
-        yield Category.TOKENIZER, "tokenizer", tok
-    for adapter in lock["adapter"]:
-        if "repo" in adapter:
-            yield Category.ADAPTER, f"adapter {adapter['name']}", adapter
+        by_path = {ref.path: ref for ref in base.files}
+        by_path.update({ref.path: ref for ref in tok.files} if same_repo else {})
+        yield _HubSource(Category.BASE, "base", base, FileSet(tuple(by_path.values())), base.config)
+    if tok.repo is not None and not same_repo:
+        yield _HubSource(Category.TOKENIZER, "tokenizer", tok, tok.files)
+    for adapter in lock.adapters:
+        if adapter.repo is not None:
+            yield _HubSource(Category.ADAPTER, f"adapter {adapter.name}", adapter, adapter.files)
 
 
-def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Finding]:
+def _moved(source: _HubSource) -> list[Finding]:
     from lora_lock.sources.hub import parse_spec, resolve_online
 
-    repo, locked, ref = section["repo"], section["revision"], section.get("ref")
+    category, what = source.category, source.what
+    pin = source.section.hub()
+    assert pin is not None  # only sections naming a repo are Hub sources
+    repo, locked, ref = pin.repo, pin.revision, pin.ref
     parse_spec(f"{repo}@{ref or locked}")  # an edited lock's repo id or ref huggingface_hub would refuse
     if not ref:
         return [
@@ -53,8 +72,8 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
                 actual=locked,
             )
         ]
-    locked_files: Mapping[str, Any] = section.get("files", {})
-    small = [n for n in locked_files if n.endswith((".json", ".txt", ".model", ".jinja"))]
+    locked_files = source.files
+    small = [n for n in locked_files.paths() if n.endswith((".json", ".txt", ".model", ".jinja"))]
     snap = resolve_online(repo, ref, want=small)
     if snap.commit == locked:
         return []
@@ -73,14 +92,12 @@ def _moved(category: Category, what: str, section: Mapping[str, Any]) -> list[Fi
         )
     ]
     out += _file_changes(category, f"{what} {repo}", ref, locked_files, snap)
-    if "config" in section:
-        out += _config_changes(category, f"{what} {repo}", ref, section["config"], snap.snapshot_dir / "config.json")
+    if source.config is not None:
+        out += _config_changes(category, f"{what} {repo}", ref, source.config, snap.snapshot_dir / "config.json")
     return out
 
 
-def _file_changes(
-    category: Category, where: str, ref: str, locked_files: Mapping[str, Any], snap: HubSnapshot
-) -> list[Finding]:
+def _file_changes(category: Category, where: str, ref: str, locked_files: FileSet, snap: HubSnapshot) -> list[Finding]:
     """The locked files of a moved ref that changed, went away or (weights) were added at ``ref`` now."""
     out: list[Finding] = []
     now: dict[str, str] = {}
@@ -89,8 +106,8 @@ def _file_changes(
             now[name] = digest_text(meta.sha256)
         elif (snap.snapshot_dir / name).is_file():
             now[name] = hash_file(snap.snapshot_dir / name).digest
-    for name in sorted(set(locked_files) | (set(now) & set(locked_files))):
-        old = locked_files[name]["digest"]
+    for entry in locked_files:
+        name, old = entry.path, str(entry.digest)
         new = now.get(name)
         if new is None and name in snap.files:
             continue  # a small file we did not fetch: its change, if any, shows in the others
@@ -119,12 +136,13 @@ def _file_changes(
     return out
 
 
-def _config_changes(category: Category, where: str, ref: str, locked: Mapping[str, Any], config: Path) -> list[Finding]:
+def _config_changes(category: Category, where: str, ref: str, base: BaseConfig, config: Path) -> list[Finding]:
     """The locked config identity against the config.json at ``ref`` now."""
     out: list[Finding] = []
     if not config.is_file():
         return out
     facts = read_model_facts(config).identity()
+    locked = base.to_dict()  # the identity facts as both sides key them, absent ones left out
     for key in sorted(set(facts) | set(locked)):
         if facts.get(key) != locked.get(key):
             out.append(
@@ -146,7 +164,7 @@ def outdated(lockfile: str | Path = "lora.lock") -> Report:
     path = Path(lockfile)
     title = f"lora-lock outdated {path.name}"
     try:
-        lock = read(path)
+        lock = read_lock(path)
     except InputError as exc:
         return Report.build([input_finding(exc)], ran=(), title=title)
     findings: list[Finding] = []
@@ -163,16 +181,16 @@ def outdated(lockfile: str | Path = "lora.lock") -> Report:
         )
     blocked: set[Category] = set()
     offline = bool(sources) and is_offline()
-    for category, what, section in sources:
-        ran.add(category)
+    for source in sources:
+        ran.add(source.category)
         if offline:
-            blocked.add(category)
+            blocked.add(source.category)
             continue
         try:
-            findings += _moved(category, what, section)
+            findings += _moved(source)
         except InputError as exc:
             findings.append(input_finding(exc))
-            blocked.add(category)
+            blocked.add(source.category)
     if offline:
         findings.append(
             input_finding(

@@ -4,13 +4,12 @@ options, so that "the change is intended, re-lock it" is one command (the drift 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lora_lock.errors import InputError
-from lora_lock.lock.io import read
+from lora_lock.lock.model import Lock, Probe, Sourced, read_lock
 from lora_lock.sources.fence import named_by_lock
 
 
@@ -31,11 +30,19 @@ class LockArguments:
     dtype: str | None = None
 
 
-def _spec(fields: Mapping[str, Any], lock_dir: Path) -> str:
+def _spec(section: Sourced, lock_dir: Path) -> str:
     """A lock source as a ``generate`` argument: the pinned Hub commit, or the directory joined to the lock's."""
-    if "repo" in fields:
-        return f"{fields['repo']}@{fields['revision']}"
-    return str(lock_dir / Path(*PurePosixPath(str(fields["source"])).parts))
+    pin = section.hub()
+    if pin is not None:
+        return f"{pin.repo}@{pin.revision}"
+    return str(lock_dir / Path(*PurePosixPath(str(section.source)).parts))
+
+
+def _tokenizer(lock: Lock, lock_dir: Path) -> str | None:
+    """The ``--tokenizer`` argument: None when the tokenizer comes from the base's own source and commit."""
+    base, tok = lock.base, lock.tokenizer
+    same = (tok.source, tok.repo, tok.revision) == (base.source, base.repo, base.revision)
+    return None if same or (tok.source is None and tok.repo is None) else _spec(tok, lock_dir)
 
 
 def lock_arguments(lockfile: str | Path) -> LockArguments:
@@ -47,40 +54,37 @@ def lock_arguments(lockfile: str | Path) -> LockArguments:
     path = Path(lockfile)
     if path.is_dir():
         path = path / "lora.lock"
-    lock = read(path)
+    lock = read_lock(path)
     lock_dir = path.parent
-    base = _spec(lock["base"], lock_dir)
-    tok_fields = lock["tokenizer"]
-    same = {k: tok_fields.get(k) for k in ("source", "repo", "revision")} == {
-        k: lock["base"].get(k) for k in ("source", "repo", "revision")
-    }
-    tokenizer = None if same or not ({"source", "repo"} & set(tok_fields)) else _spec(tok_fields, lock_dir)
-    adapters = [_spec(a, lock_dir) for a in lock["adapter"]]
-    names = [str(a["name"]) for a in lock["adapter"]]
-    probe = lock.get("probe")
-    golden = lock.get("golden")
-    prompts = _locked_prompts(probe, lock_dir) if isinstance(probe, dict) else None
-    section = probe if isinstance(probe, dict) else golden if isinstance(golden, dict) else {}
+    base = _spec(lock.base, lock_dir)
+    tokenizer = _tokenizer(lock, lock_dir)
+    adapters = [_spec(a, lock_dir) for a in lock.adapters]
+    names = [str(a.name) for a in lock.adapters]
+    probe, golden = lock.probe, lock.golden
+    prompts = _locked_prompts(probe, lock_dir) if probe is not None else None
+    # The probe's device and dtype, else the golden set's (the probe records both; the golden set may not).
+    ran_on = probe if probe is not None else golden
+    device, dtype = (ran_on.device, ran_on.dtype) if ran_on is not None else (None, None)
     return LockArguments(
         output=path,
         adapters=adapters,
         names=names,
         base=base,
         tokenizer=tokenizer,
-        probe=isinstance(probe, dict),
+        probe=probe is not None,
         prompts=prompts,
-        golden=named_by_lock(lock_dir, str(golden["dataset"]), "golden dataset") if isinstance(golden, dict) else None,
-        device=str(section["device"]).split(":")[0] if section.get("device") else None,
-        dtype=str(section["dtype"]) if section.get("dtype") else None,
+        golden=named_by_lock(lock_dir, str(golden.dataset), "golden dataset") if golden is not None else None,
+        device=str(device).split(":")[0] if device else None,
+        dtype=str(dtype) if dtype else None,
     )
 
 
-def _locked_prompts(probe: Mapping[str, Any], lock_dir: Path) -> tuple[str, ...]:
+def _locked_prompts(probe: Probe, lock_dir: Path) -> tuple[str, ...]:
     from lora_lock.probe.sidecar import read_sidecar
 
-    sidecar = lock_dir / str(probe["sidecar"])
+    sidecar = lock_dir / str(probe.sidecar)
     try:
-        data = read_sidecar(sidecar, str(probe["sidecar-digest"]))
+        data = read_sidecar(sidecar, str(probe.sidecar_digest))
     except InputError as exc:
         raise InputError(
             f"--from-lock: the probe prompts are kept in the sidecar, which cannot be used: {exc.message}",

@@ -9,7 +9,9 @@ from typing import Any
 
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
+from lora_lock.lock.model import Environment
 from lora_lock.lock.snapshot import UNHASHED
+from lora_lock.lock.values import FileRef, FileSet
 from lora_lock.sources.fileset import loader_ignores
 from lora_lock.text import short_digest, value_text
 
@@ -19,14 +21,16 @@ REGENERATE = "if this change is intended, run `lora-lock generate --from-lock` a
 def compare_files(
     category: Category,
     prefix: str,
-    locked: Mapping[str, Any],
+    locked: FileSet | Mapping[str, Any],
     root: Path,
     current: Mapping[str, Any],
     present: Iterable[str],
 ) -> list[Finding]:
     """Missing, changed and extra files of one section (every difference listed). The section's file set is
-    deny by default: every file is an error except the few no loader reads (:func:`loader_ignores`), ``info``."""
+    deny by default: every file is an error except the few no loader reads (:func:`loader_ignores`), ``info``.
+    ``locked``: the section's files (or its ``files`` table); ``current``: path → ``{digest, size}`` now."""
     out: list[Finding] = []
+    files = locked if isinstance(locked, FileSet) else FileSet.from_dict(locked)
     present = set(present)
 
     def severity(name: str) -> Severity:
@@ -35,7 +39,8 @@ def compare_files(
     def note(name: str) -> str:
         return " (no loader reads it)" if loader_ignores(name) else ""
 
-    for name, entry in sorted(locked.items()):
+    for entry in files:
+        name, digest = entry.path, str(entry.digest)
         if name not in present and not _exists(root / name):
             out.append(
                 Finding(
@@ -44,30 +49,28 @@ def compare_files(
                     severity(name),
                     f"{name} is locked but missing from {root}{note(name)}",
                     subject=name,
-                    expected=f"{entry['digest']} ({entry['size']} bytes)",
+                    expected=f"{digest} ({entry.size} bytes)",
                     actual="missing",
                     hint=f"restore the file; {REGENERATE}",
                 )
             )
             continue
-        now = current.get(name)
-        if now is not None and now["digest"] == UNHASHED:  # fast path: size only
-            now = {"digest": entry["digest"], "size": now["size"]}
-        if now is not None and (now["digest"] != entry["digest"] or now["size"] != entry["size"]):
+        now = _now(entry, current.get(name))
+        if now is not None and now != (digest, entry.size):
             out.append(
                 Finding(
                     f"{prefix}-FILE-CHANGED",
                     category,
                     severity(name),
-                    f"{name} changed: {short_digest(entry['digest'])}… ({entry['size']} bytes) → "
-                    f"{short_digest(now['digest'])}… ({now['size']} bytes){note(name)}",
+                    f"{name} changed: {short_digest(digest)}… ({entry.size} bytes) → "
+                    f"{short_digest(now[0])}… ({now[1]} bytes){note(name)}",
                     subject=name,
-                    expected=entry["digest"],
-                    actual=now["digest"],
+                    expected=digest,
+                    actual=now[0],
                     hint=REGENERATE,
                 )
             )
-    for name in sorted(present - set(locked)):
+    for name in sorted(present - set(files.paths())):
         out.append(
             Finding(
                 f"{prefix}-FILE-EXTRA",
@@ -82,6 +85,15 @@ def compare_files(
             )
         )
     return out
+
+
+def _now(entry: FileRef, seen: Mapping[str, Any] | None) -> tuple[str, Any] | None:
+    """The digest and size of a locked file now (None: not read); a file sized but not hashed (the fast path)
+    counts as the locked digest."""
+    if seen is None:
+        return None
+    digest = seen["digest"]
+    return (str(entry.digest) if digest == UNHASHED else digest), seen["size"]
 
 
 def compare_values(
@@ -114,14 +126,14 @@ def compare_values(
     return out
 
 
-def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
-    """The installed stack against the lock's ``[environment]``: a missing package (a warning when only the
-    probe needs it), a version outside the policy's rule, and a different GPU."""
+def environment_findings(locked: Environment | Mapping[str, Any]) -> list[Finding]:
+    """The installed stack against the lock's ``[environment]`` (the section, or its table): a missing package
+    (a warning when only the probe needs it), a version outside the policy's rule, and a different GPU."""
     env = current_environment()
+    section = locked if isinstance(locked, Environment) else Environment.from_dict(locked)
     out: list[Finding] = []
-    policy = locked.get("policy", {})
-    for name, old in sorted(locked["versions"].items()):
-        rule = policy.get(name, "exact")
+    for name, old in sorted(section.versions.items()):
+        rule = section.policy.get(name, "exact")
         new = env.versions.get(name)
         if new is None:
             severity = Severity.WARNING if name in PROBE_ONLY else Severity.ERROR
@@ -152,7 +164,7 @@ def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
                     "lock (and re-run the probe) with the new version",
                 )
             )
-    gpu = locked.get("gpu")
+    gpu = section.gpu
     if gpu and env.gpu != gpu:
         out.append(
             Finding(
@@ -161,7 +173,7 @@ def environment_findings(locked: Mapping[str, Any]) -> list[Finding]:
                 Severity.WARNING,
                 f"GPU changed: {gpu.get('name')} → {env.gpu.get('name', 'none')}",
                 subject="gpu",
-                expected=value_text(gpu),
+                expected=value_text(dict(gpu)),
                 actual=value_text(env.gpu) if env.gpu else "none",
                 hint="numerics differ across GPU generations; the effect probe decides whether it matters",
             )

@@ -121,6 +121,43 @@ class Record:
         return {**out, **rest}
 
 
+# --- where a section comes from ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HubPin:
+    """A section locked from the Hub: its ``repo``, the commit ``revision`` it is pinned to and the ``ref`` (branch
+    or tag) that commit was resolved from, when it was resolved from one."""
+
+    repo: str
+    revision: str
+    ref: str | None
+
+
+class Sourced:
+    """A section locked from a source (``[base]``, ``[tokenizer]``, each ``[[adapter]]``): a local ``source``
+    directory, or a Hub ``repo`` at the commit ``revision``."""
+
+    __slots__ = ()
+
+    source: str | None
+    repo: str | None
+    revision: str | None
+    ref: str | None
+
+    def hub(self) -> HubPin | None:
+        """The Hub pin of a section that names a ``repo``, or None (a local source).
+
+        The schema asks for ``revision`` next to ``repo`` unless the section also names a local ``source``; such
+        a section, hand-edited, has no pin to report: ``KeyError`` for the missing key, as looking it up in the
+        table gives."""
+        if self.repo is None:
+            return None
+        if self.revision is None:
+            raise KeyError("revision")
+        return HubPin(self.repo, self.revision, self.ref)
+
+
 # --- identity and base -------------------------------------------------------------------------------------------
 
 
@@ -159,7 +196,7 @@ class Quantization(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Base(Record):
+class Base(Record, Sourced):
     """``[base]``: where the base comes from (``source``, or Hub ``repo`` at ``revision``) and what it is."""
 
     source: str | None = _key("source")
@@ -176,7 +213,7 @@ class Base(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Tokenizer(Record):
+class Tokenizer(Record, Sourced):
     """``[tokenizer]``: its files, and the facts and behavioural fingerprint read from them."""
 
     source: str | None = _key("source")
@@ -245,7 +282,7 @@ class SavedModule(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Adapter(Record):
+class Adapter(Record, Sourced):
     """One ``[[adapter]]``: its source, settings, files and resolved module table."""
 
     name: str = _need("name")
@@ -271,7 +308,8 @@ class Environment(Record):
 
     versions: FrozenMap[str] = _need("versions", *_MAP)
     policy: FrozenMap[str] = _need("policy", *_MAP)
-    gpu: FrozenMap[str] | None = _key("gpu", *_MAP)
+    #: In the lock's own order, not sorted: findings quote the table as it is written.
+    gpu: FrozenMap[str] | None = _key("gpu", FrozenMap, dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lora_lock.lock.model import ModuleRow
+
 
 def value_text(value: Any) -> str:
     """A lock value in a change sentence: ``absent`` for none, a digest shortened to 12 hex digits."""
@@ -28,10 +30,12 @@ def rows_by_pattern(rows: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str
     return out
 
 
-def row_text(row: Mapping[str, Any]) -> str:
-    """One module-table row: its layers, kind, base shape, rank and LoRA shapes."""
-    quantized = f" ({row['quantized']})" if row.get("quantized") else ""
+def row_text(row: ModuleRow | Mapping[str, Any]) -> str:
+    """One module-table row (the record, or the row as a table): its layers, kind, base shape, rank and LoRA
+    shapes."""
+    r = row if isinstance(row, ModuleRow) else ModuleRow.from_dict(row)
+    quantized = f" ({r.quantized})" if r.quantized else ""
     return (
-        f"layers {row['layers']}: {row['count']}× {row['kind']}{quantized} base {value_text(row['base-shape'])}, "
-        f"rank {row['rank']}, lora_A {value_text(row['lora-a'])}, lora_B {value_text(row['lora-b'])}"
+        f"layers {r.layers}: {r.count}× {r.kind}{quantized} base {value_text(r.base_shape)}, "
+        f"rank {r.rank}, lora_A {value_text(r.lora_a)}, lora_B {value_text(r.lora_b)}"
     )

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.hashing import Digest
 from lora_lock.inspect.tokenizer import FULL_TOKENIZER_FILE, TokenizerFacts, read_tokenizer_facts
 from lora_lock.lock.drift import REGENERATE, compare_values
+from lora_lock.lock.model import Tokenizer
 
 
 def facts_section(tok: TokenizerFacts | None) -> dict[str, Any]:
@@ -33,32 +35,47 @@ def facts_section(tok: TokenizerFacts | None) -> dict[str, Any]:
     return section
 
 
-def facts_unreadable(locked: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
-    """The lock has the tokenizer's facts and today's files cannot give them (the fingerprinted file is gone)."""
-    return bool(locked.get("fingerprint")) and not now.get("fingerprint")
+def _section(locked: Tokenizer | Mapping[str, Any]) -> Tokenizer:
+    """The locked ``[tokenizer]``, given as the section or as its table."""
+    return locked if isinstance(locked, Tokenizer) else Tokenizer.from_dict(locked)
 
 
-def fact_findings(locked: Mapping[str, Any], now: Mapping[str, Any], file_findings: Sequence[Finding]) -> list[Finding]:
-    """Vocabulary, special ids, chat template and behaviour, after the file table's ``file_findings``."""
+def _text(digest: Digest | None) -> str | None:
+    """A locked digest as the world's facts spell it (None when the lock has none)."""
+    return None if digest is None else str(digest)
+
+
+def facts_unreadable(locked: Tokenizer | Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """The lock has the tokenizer's facts and today's files cannot give them (the fingerprinted file is gone).
+    ``locked``: the locked section (or its table); ``now``: the section as observed now."""
+    return _section(locked).fingerprint is not None and not now.get("fingerprint")
+
+
+def fact_findings(
+    locked: Tokenizer | Mapping[str, Any], now: Mapping[str, Any], file_findings: Sequence[Finding]
+) -> list[Finding]:
+    """Vocabulary, special ids, chat template and behaviour, after the file table's ``file_findings``.
+    ``locked``: the locked section (or its table); ``now``: the section as observed now."""
     out = list(file_findings)
-    if facts_unreadable(locked, now):
-        name = str(locked.get("fingerprint-file", FULL_TOKENIZER_FILE))
+    tok = _section(locked)
+    if facts_unreadable(tok, now):
+        name = tok.fingerprint_file if tok.fingerprint_file is not None else FULL_TOKENIZER_FILE
         out.append(
             Finding(
                 "TOKENIZER-VOCAB",
                 Category.TOKENIZER,
                 Severity.ERROR,
                 f"the tokenizer's vocabulary cannot be read: {name}, the file transformers loads it from, is "
-                f"missing (locked: {locked.get('vocab-size')} tokens); its special ids and behaviour are not "
+                f"missing (locked: {tok.vocab_size} tokens); its special ids and behaviour are not "
                 "compared either",
                 subject="vocab-size",
-                expected=str(locked.get("vocab-size")),
+                expected=str(tok.vocab_size),
                 actual=f"{name} missing",
                 hint=f"restore {name}; " + REGENERATE,
             )
         )
         return out
-    old_vocab, new_vocab = locked.get("vocab-size"), now.get("vocab-size")
+    old_vocab, new_vocab = tok.vocab_size, now.get("vocab-size")
     if old_vocab != new_vocab:
         grew = isinstance(old_vocab, int) and isinstance(new_vocab, int) and new_vocab > old_vocab
         out.append(
@@ -84,10 +101,10 @@ def fact_findings(locked: Mapping[str, Any], now: Mapping[str, Any], file_findin
         "TOKENIZER-SPECIAL",
         Category.TOKENIZER,
         "special token id",
-        locked.get("special-tokens", {}),
+        tok.special_tokens or {},
         now.get("special-tokens", {}),
     )
-    if locked.get("chat-template") != now.get("chat-template"):
+    if _text(tok.chat_template) != now.get("chat-template"):
         out.append(
             Finding(
                 "TOKENIZER-CHAT-TEMPLATE",
@@ -95,22 +112,22 @@ def fact_findings(locked: Mapping[str, Any], now: Mapping[str, Any], file_findin
                 Severity.ERROR,
                 "the chat template changed",
                 subject="chat-template",
-                expected=str(locked.get("chat-template")),
+                expected=str(_text(tok.chat_template)),
                 actual=str(now.get("chat-template")),
                 hint="prompts are now formatted differently from training; " + REGENERATE,
             )
         )
-    if locked.get("fingerprint") != now.get("fingerprint"):
+    if _text(tok.fingerprint) != now.get("fingerprint"):
         files_same = not any(f.code.endswith(("-CHANGED", "-MISSING", "-EXTRA")) for f in out)
         out.append(
             Finding(
                 "TOKENIZER-BEHAVIOUR",
                 Category.TOKENIZER,
                 Severity.ERROR,
-                f"the tokenizer splits the canary text differently ({locked.get('fingerprint-tokens')} → "
+                f"the tokenizer splits the canary text differently ({tok.fingerprint_tokens} → "
                 f"{now.get('fingerprint-tokens')} tokens)",
                 subject="fingerprint",
-                expected=str(locked.get("fingerprint")),
+                expected=str(_text(tok.fingerprint)),
                 actual=str(now.get("fingerprint")),
                 hint="the files are unchanged, so the tokenizers library changed behaviour"
                 if files_same
@@ -121,10 +138,15 @@ def fact_findings(locked: Mapping[str, Any], now: Mapping[str, Any], file_findin
 
 
 def standalone_findings(
-    locked: Mapping[str, Any], root: Path, names: Sequence[str], file_findings: Sequence[Finding], version: str | None
+    locked: Tokenizer | Mapping[str, Any],
+    root: Path,
+    names: Sequence[str],
+    file_findings: Sequence[Finding],
+    version: str | None,
 ) -> list[Finding] | None:
     """The tokenizer category on its own, when reading the rest of the world failed (a base shard is missing):
-    its facts come from its own files. None when they cannot be read either (the category stays unchecked)."""
+    its facts come from its own files. None when they cannot be read either (the category stays unchecked).
+    ``locked``: the locked section (or its table)."""
     from lora_lock.errors import InputError
 
     try:
