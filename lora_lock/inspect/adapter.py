@@ -133,6 +133,12 @@ class _Reader:
             return tuple(sorted(set(value)))
         raise self.fail(key, "a list of module names" + (" or a regex string" if allow_regex else ""))
 
+    def name_list(self, key: str) -> tuple[str, ...] | None:
+        """A field of module or layer names where a string is one name, not a regex."""
+        value = self.names(key, allow_regex=False)
+        assert not isinstance(value, str)
+        return value
+
     def int_list(self, key: str) -> tuple[int, ...] | None:
         value = self.doc.get(key)
         if value is None:
@@ -164,32 +170,10 @@ def read_adapter_config(path: Path) -> AdapterConfig:
     """Read and type-check ``adapter_config.json``."""
     doc = read_json(path, "adapter-config")
     rd = _Reader(path, doc)
-    peft_type = doc.get("peft_type")
-    if not isinstance(peft_type, str):
-        raise InputError(
-            f"{path}: field `peft_type` is missing or not a string; this does not look like a PEFT adapter config",
-            hint="MLX, JAX and hand-written adapter configs share the file name but not the format",
-        )
-    peft_type = peft_type.upper()
-    if peft_type == "NONE":
-        raise InputError(
-            f"{path}: peft_type 'none' is not a PEFT adapter type: the file describes no adapter PEFT can load",
-            hint="point at an adapter saved with PeftModel.save_pretrained() (peft_type LORA or ADALORA)",
-        )
-    if peft_type not in SUPPORTED_PEFT_TYPES:
-        raise InputError(
-            f"{path}: peft_type {peft_type!r} is not supported; lora-lock supports {', '.join(SUPPORTED_PEFT_TYPES)}"
-            " (LoRA with DoRA / rsLoRA variants, AdaLoRA)",
-        )
-    r_value = doc.get("r", 8)
-    if peft_type == "ADALORA" and isinstance(doc.get("init_r"), int):
-        r_value = doc["init_r"]
-    if not isinstance(r_value, int) or isinstance(r_value, bool) or r_value <= 0:
-        raise rd.fail("r", "a positive integer")
-    modules_to_save = rd.names("modules_to_save", allow_regex=False)
-    assert not isinstance(modules_to_save, str)
-    layers_pattern = rd.names("layers_pattern", allow_regex=False)
-    assert not isinstance(layers_pattern, str)
+    peft_type = _peft_type(path, doc)
+    r_value = _rank(rd, peft_type)
+    modules_to_save = rd.name_list("modules_to_save")
+    layers_pattern = rd.name_list("layers_pattern")
     bias = doc.get("bias", "none")
     if bias not in ("none", "all", "lora_only"):
         raise rd.fail("bias", "one of 'none', 'all', 'lora_only'")
@@ -197,11 +181,7 @@ def read_adapter_config(path: Path) -> AdapterConfig:
     if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
         target_modules = "all-linear"  # PEFT compares the shorthand case-insensitively
     exclude_modules = rd.names("exclude_modules", allow_regex=True)
-    for field_name, value in (("target_modules", target_modules), ("exclude_modules", exclude_modules)):
-        if isinstance(value, str):
-            userregex.compile_user(value, f"{path}: field `{field_name}`")
-    for pattern in layers_pattern or ():
-        userregex.compile_user(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", f"{path}: field `layers_pattern`")
+    _compile_patterns(path, target_modules, exclude_modules, layers_pattern)
     return AdapterConfig(
         path=path,
         peft_type=peft_type,
@@ -225,6 +205,52 @@ def read_adapter_config(path: Path) -> AdapterConfig:
         peft_version=rd.opt_str("peft_version"),
         raw=doc,
     )
+
+
+def _peft_type(path: Path, doc: Mapping[str, Any]) -> str:
+    """The config's ``peft_type``, upper-cased, refused unless lora-lock can map its tensors onto a base."""
+    peft_type = doc.get("peft_type")
+    if not isinstance(peft_type, str):
+        raise InputError(
+            f"{path}: field `peft_type` is missing or not a string; this does not look like a PEFT adapter config",
+            hint="MLX, JAX and hand-written adapter configs share the file name but not the format",
+        )
+    peft_type = peft_type.upper()
+    if peft_type == "NONE":
+        raise InputError(
+            f"{path}: peft_type 'none' is not a PEFT adapter type: the file describes no adapter PEFT can load",
+            hint="point at an adapter saved with PeftModel.save_pretrained() (peft_type LORA or ADALORA)",
+        )
+    if peft_type not in SUPPORTED_PEFT_TYPES:
+        raise InputError(
+            f"{path}: peft_type {peft_type!r} is not supported; lora-lock supports {', '.join(SUPPORTED_PEFT_TYPES)}"
+            " (LoRA with DoRA / rsLoRA variants, AdaLoRA)",
+        )
+    return peft_type
+
+
+def _rank(rd: _Reader, peft_type: str) -> int:
+    """The rank the adapter's tensors were created with: AdaLoRA's ``init_r`` (it prunes down from it), else ``r``."""
+    r_value = rd.doc.get("r", 8)
+    if peft_type == "ADALORA" and isinstance(rd.doc.get("init_r"), int):
+        r_value = rd.doc["init_r"]
+    if not isinstance(r_value, int) or isinstance(r_value, bool) or r_value <= 0:
+        raise rd.fail("r", "a positive integer")
+    return r_value
+
+
+def _compile_patterns(
+    path: Path,
+    target_modules: tuple[str, ...] | str | None,
+    exclude_modules: tuple[str, ...] | str | None,
+    layers_pattern: tuple[str, ...] | None,
+) -> None:
+    """Compile every user regex of the config once, so a hostile pattern is refused here, by name and field."""
+    for field_name, value in (("target_modules", target_modules), ("exclude_modules", exclude_modules)):
+        if isinstance(value, str):
+            userregex.compile_user(value, f"{path}: field `{field_name}`")
+    for pattern in layers_pattern or ():
+        userregex.compile_user(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", f"{path}: field `layers_pattern`")
 
 
 @dataclass(frozen=True)

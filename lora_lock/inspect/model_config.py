@@ -94,23 +94,7 @@ def read_model_facts(path: Path, doc: dict[str, Any] | None = None) -> ModelFact
         doc = read_json(path)
     text = doc.get("text_config") if isinstance(doc.get("text_config"), dict) else {}
     assert isinstance(text, dict)
-
-    def pick(fact: str) -> int | None:
-        for source in (doc, text):
-            for key in _ALIASES[fact]:
-                value = source.get(key)
-                if value is None:
-                    continue
-                if (
-                    isinstance(value, list)
-                    and 0 < len(value) <= 64
-                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**40 for v in value)
-                ):
-                    return None  # per-stage values (Swin's num_heads [3, 6, 12, 24]): no single figure
-                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2**40:
-                    raise InputError(f"{path}: field `{key}` must be an integer from 0 to 2**40, found {brief(value)}")
-                return value
-        return None
+    sources = (doc, text)
 
     architectures = doc.get("architectures")
     architecture = None
@@ -118,32 +102,66 @@ def read_model_facts(path: Path, doc: dict[str, Any] | None = None) -> ModelFact
         architecture = architectures[0]
     model_type = doc.get("model_type") if isinstance(doc.get("model_type"), str) else None
 
-    hidden = pick("hidden_size")
-    heads = pick("num_attention_heads")
-    kv_heads = pick("num_key_value_heads")
-    if kv_heads is None and doc.get("multi_query") is True:
-        kv_heads = 1
-    if kv_heads is None:
-        kv_heads = heads
-    head_dim = pick("head_dim")
-    if head_dim is None and hidden and heads:
-        head_dim = hidden // heads
-
+    hidden, heads, kv_heads, head_dim = _attention_shape(path, sources)
     tie = doc.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
     dtype = doc.get("dtype", doc.get("torch_dtype", text.get("dtype", text.get("torch_dtype"))))
     return ModelFacts(
         architecture=architecture,
         model_type=model_type,
         hidden_size=hidden,
-        intermediate_size=pick("intermediate_size"),
-        num_hidden_layers=pick("num_hidden_layers"),
+        intermediate_size=_pick(path, sources, "intermediate_size"),
+        num_hidden_layers=_pick(path, sources, "num_hidden_layers"),
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
-        vocab_size=pick("vocab_size"),
+        vocab_size=_pick(path, sources, "vocab_size"),
         tie_word_embeddings=bool(tie),
         dtype=dtype if isinstance(dtype, str) else None,
         quantization=_quantization(path, doc.get("quantization_config")),
+    )
+
+
+_Sources = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _attention_shape(path: Path, sources: _Sources) -> tuple[int | None, int | None, int | None, int | None]:
+    """(hidden size, attention heads, key/value heads, head dim), each derived from the others when unstated:
+    ``multi_query`` means one key/value head, no key/value heads means as many as the attention heads."""
+    hidden = _pick(path, sources, "hidden_size")
+    heads = _pick(path, sources, "num_attention_heads")
+    kv_heads = _pick(path, sources, "num_key_value_heads")
+    if kv_heads is None and sources[0].get("multi_query") is True:
+        kv_heads = 1
+    if kv_heads is None:
+        kv_heads = heads
+    head_dim = _pick(path, sources, "head_dim")
+    if head_dim is None and hidden and heads:
+        head_dim = hidden // heads
+    return hidden, heads, kv_heads, head_dim
+
+
+def _pick(path: Path, sources: _Sources, fact: str) -> int | None:
+    """The first spelling of ``fact`` present, top level before ``text_config``; ``None`` when none is, or when
+    the value is per stage."""
+    for source in sources:
+        for key in _ALIASES[fact]:
+            value = source.get(key)
+            if value is None:
+                continue
+            if _per_stage(value):
+                return None  # per-stage values (Swin's num_heads [3, 6, 12, 24]): no single figure
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 2**40:
+                raise InputError(f"{path}: field `{key}` must be an integer from 0 to 2**40, found {brief(value)}")
+            return value
+    return None
+
+
+def _per_stage(value: Any) -> bool:
+    """A short list of sane integers: one figure per stage of a hierarchical model."""
+    return (
+        isinstance(value, list)
+        and 0 < len(value) <= 64
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**40 for v in value)
     )
 
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lora_lock.errors import InputError, library_failure
 from lora_lock.hashing import sha256_bytes
 from lora_lock.inspect.checkpoint import read_json
 from lora_lock.sources.fence import check_name, read_text
 from lora_lock.text import brief
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 FULL_TOKENIZER_FILE = "tokenizer.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -180,47 +183,68 @@ def read_tokenizer_facts(
         config = read_json(root / "tokenizer_config.json", "tokenizer-config")
     chat = chat_template_digest(root, files, config)
     fast = fast_tokenizer_file(config, root / "tokenizer_config.json", transformers_version)
-    if fast != FULL_TOKENIZER_FILE and fast not in files and fast not in set(names):
+    present = fast in files or fast in set(names)
+    if fast != FULL_TOKENIZER_FILE and not present:
         raise InputError(
             f"{root / 'tokenizer_config.json'}: field `fast_tokenizer_files` makes transformers load {brief(fast)}, "
             "which is not in the directory",
             hint="add the file, or remove the entry from `fast_tokenizer_files`",
         )
-
-    vocab_size = fingerprint = count = None
-    special: dict[str, int] = {}
-    if fast in files or fast in set(names):
-        from tokenizers import Tokenizer
-
-        path = root / fast
-        content = read_text(path, "tokenizer")
-        try:
-            tok = Tokenizer.from_str(content)
-            vocab_size = tok.get_vocab_size(with_added_tokens=True)
-            ids = tok.encode(CANARY, add_special_tokens=True).ids
-        except BaseException as exc:  # bare ``Exception`` for a malformed file, a pyo3 panic for a runaway regex
-            if not library_failure(exc):
-                raise
-            raise InputError(f"{path}: the tokenizers library cannot load or run it ({str(exc)[:300]})") from exc
-        fingerprint = sha256_bytes(",".join(map(str, ids)).encode())
-        count = len(ids)
-        for key in _SPECIAL_KEYS:
-            text = _token_text(config.get(key))
-            if text is not None:
-                try:
-                    token_id = tok.token_to_id(text)
-                except UnicodeEncodeError as exc:
-                    raise InputError(
-                        f"{root / 'tokenizer_config.json'}: field `{key}` is not valid Unicode text"
-                    ) from exc
-                if token_id is not None:
-                    special[key] = token_id
+    run = _run_canary(root, fast, config) if present else _Canary()
     return TokenizerFacts(
         files=files,
-        vocab_size=vocab_size,
-        special_tokens=dict(sorted(special.items())),
+        vocab_size=run.vocab_size,
+        special_tokens=dict(sorted(run.special.items())),
         chat_template=chat,
-        fingerprint=fingerprint,
-        fingerprint_tokens=count,
+        fingerprint=run.fingerprint,
+        fingerprint_tokens=run.tokens,
         fingerprint_file=fast,
     )
+
+
+@dataclass(frozen=True)
+class _Canary:
+    """What running the fast tokenizer tells: its vocabulary size, the digest and length of the canary's token
+    ids, and the ids of the special tokens tokenizer_config.json names (all empty without a fast tokenizer)."""
+
+    vocab_size: int | None = None
+    fingerprint: str | None = None
+    tokens: int | None = None
+    special: dict[str, int] = field(default_factory=dict)
+
+
+def _run_canary(root: Path, fast: str, config: dict[str, Any]) -> _Canary:
+    """Load the fast tokenizer file ``fast`` with the ``tokenizers`` library and encode :data:`CANARY`."""
+    from tokenizers import Tokenizer
+
+    path = root / fast
+    content = read_text(path, "tokenizer")
+    try:
+        tok = Tokenizer.from_str(content)
+        vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        ids = tok.encode(CANARY, add_special_tokens=True).ids
+    except BaseException as exc:  # bare ``Exception`` for a malformed file, a pyo3 panic for a runaway regex
+        if not library_failure(exc):
+            raise
+        raise InputError(f"{path}: the tokenizers library cannot load or run it ({str(exc)[:300]})") from exc
+    return _Canary(
+        vocab_size=vocab_size,
+        fingerprint=sha256_bytes(",".join(map(str, ids)).encode()),
+        tokens=len(ids),
+        special=_special_ids(root, tok, config),
+    )
+
+
+def _special_ids(root: Path, tok: Tokenizer, config: dict[str, Any]) -> dict[str, int]:
+    """The ids of the special tokens tokenizer_config.json names that the vocabulary holds."""
+    special: dict[str, int] = {}
+    for key in _SPECIAL_KEYS:
+        text = _token_text(config.get(key))
+        if text is not None:
+            try:
+                token_id = tok.token_to_id(text)
+            except UnicodeEncodeError as exc:
+                raise InputError(f"{root / 'tokenizer_config.json'}: field `{key}` is not valid Unicode text") from exc
+            if token_id is not None:
+                special[key] = token_id
+    return special
