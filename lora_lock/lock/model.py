@@ -149,12 +149,17 @@ class Sourced:
         """The Hub pin of a section that names a ``repo``, or None (a local source).
 
         The schema asks for ``revision`` next to ``repo`` unless the section also names a local ``source``; such
-        a section, hand-edited, has no pin to report: ``KeyError`` for the missing key, as looking it up in the
-        table gives."""
+        a section, hand-edited, has no pin to report and is refused as unusable input."""
         if self.repo is None:
             return None
         if self.revision is None:
-            raise KeyError("revision")
+            from lora_lock.errors import InputError
+
+            raise InputError(
+                f"lora.lock: the section locked from the Hub repo {self.repo!r} has no 'revision'; expected the "
+                "commit the repo is pinned to, found none",
+                hint="regenerate the lock with `lora-lock generate`, or add the 40-hex commit as 'revision'",
+            )
         return HubPin(self.repo, self.revision, self.ref)
 
 

@@ -331,3 +331,18 @@ def test_generate_on_unusable_input_reports_in_the_format_asked_for(
     assert [f["code"] for f in report["findings"]] == ["INPUT-UNUSABLE"]
     assert "no-such-adapter" in report["findings"][0]["message"]
     assert not (tmp_path / "lora.lock").exists()
+
+
+@pytest.mark.parametrize("command", [("outdated",), ("generate", "--from-lock")])
+def test_lock_naming_a_hub_repo_without_its_revision(
+    repo: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...], fake_hub_env: object
+) -> None:
+    """A hand-edited section with a local ``source`` and a ``repo`` but no ``revision`` passes the schema; the
+    commands reading its Hub pin refuse it in one paragraph instead of failing on the missing key (online, so
+    ``outdated`` gets as far as reading the pin)."""
+    lock = repo / "lora.lock"
+    rewrite(lock, r'^source = "base"$', 'source = "base"\nrepo = "org/base"')
+    argv = (*command, str(lock)) if command == ("outdated",) else (command[0], command[1], str(lock))
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2, out + err
+    assert "org/base" in out + err and "'revision'" in out + err, out + err
