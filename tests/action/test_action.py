@@ -873,6 +873,20 @@ def test_every_pinned_version_is_this_package() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def test_the_release_tag_carries_its_version() -> None:
+    """The tag the pins name, where this checkout has it, is the commit that sets that version: an install of
+    ``@v<version>`` reports the version the docs promise."""
+    from lora_lock._version import __version__
+
+    tag = f"v{__version__}"
+    if tag not in _tags():
+        pytest.skip(f"this checkout has no tag {tag} (a shallow clone, or before the release)")
+    proc = subprocess.run(
+        ["git", "show", f"{tag}:lora_lock/_version.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert f'__version__ = "{__version__}"' in proc.stdout, proc.stdout
+
+
 def test_the_pin_check_sees_wrong_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What issue 15 found (``lora-lock==1.*``, ``@v1``, ``rev: v1.0.0``) is caught by the check above."""
     bad = tmp_path / "bad.yml"
