@@ -10,14 +10,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.probe import gates
-from lora_lock.probe.effect import ProbeSession, gather, kl, rounded, top_k
+from lora_lock.probe.effect import ProbeSession, gather, kl, top_k
+from lora_lock.probe.gate_findings import Live, LockTally, Measure, none_at_lock, retokenized, verify_findings
 from lora_lock.probe.progress import Ticks
+
+#: The KL gates' measure: the lock fields ``effect-kl`` and ``noise-kl`` and the words of their findings.
+MEASURE = Measure(
+    key="kl",
+    unit="KL",
+    tolerance=gates.tolerance,
+    none=gates.NONE_KL,
+    min_gated=gates.MIN_GATED_EFFECT,
+    band=gates.RATIO_BAND,
+    probed="the probe prompts",
+    outputs="outputs",
+    base="the base pass",
+    base_unchanged="the base pass is unchanged, so the adapter itself changed",
+    effect="KL(adapted ‖ base)",
+    changed="KL(adapted ‖ base)",
+    drift="KL(lock ‖ now)",
+    ok="effect KL",
+    flips=f"{{n}} confident top-1 prediction{{s}} changed (locked margin ≥ {gates.CONFIDENT_MARGIN} nats)",
+    tokens_hint="see the tokenizer findings: the adapter now sees other ids for the same text",
+    drift_ratio=True,
+)
 
 
 def lock_distributions(
@@ -25,8 +46,7 @@ def lock_distributions(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Finding]]:
     """The lock row, the sidecar fingerprints and the lock-time findings of adapter ``name``: its greedy
     continuation of ``positions`` tokens per prompt and the top-``k`` of both passes over it."""
-    prints: list[dict[str, Any]] = []
-    effects, noises, equal = [], [], True
+    tally = LockTally(MEASURE)
     greedy = session.greedy(name, encoded, positions)
     ticks.add(len(encoded))
     items = [(ids, cont) for ids, (cont, _) in zip(encoded, greedy, strict=True)]
@@ -34,58 +54,14 @@ def lock_distributions(
     for ids, (cont, incremental), (adapted, base, bitwise) in zip(encoded, greedy, scored, strict=True):
         a_ids, a_lps = top_k(adapted, k)
         b_ids, b_lps = top_k(base, k)
+        adapted_print, base_print = {"ids": a_ids, "logps": a_lps}, {"ids": b_ids, "logps": b_lps}
         effect, noise = kl(adapted, base), kl(adapted, incremental)
-        effects.append(effect)
-        noises.append(noise)
-        equal = equal and bitwise
-        prints.append(
-            {
-                "prompt_ids": ids,
-                "continuation": cont,
-                "adapted": {"ids": a_ids, "logps": a_lps},
-                "base": {"ids": b_ids, "logps": b_lps},
-                "effect_kl": rounded(effect),
-                "noise_kl": gates.recorded_noise(noise),
-            }
-        )
-    effect = sum(effects) / len(effects)
-    noise = gates.recorded_noise(max(noises))
-    row = {
-        "name": name,
-        "effect-kl": rounded(effect),
-        "noise-kl": rounded(noise),
-        "tolerance": rounded(gates.tolerance(noise)),
-    }
-    if not equal and effect > gates.NONE_KL:
-        return row, prints, []
-    none = Finding(
-        "EFFECT-NONE",
-        Category.EFFECT,
-        Severity.WARNING,
-        f"adapter {name} has no effect on the probe prompts at lock time (KL {effect:.3g})",
-        subject=name,
-        hint="is the adapter trained (lora_B all zeros?) and loaded on the right modules?",
-    )
-    return row, prints, [none]
-
-
-@dataclass(frozen=True)
-class _Measured:
-    """One adapter's verify-time measurements against its lock row: the effect now and at lock time, the drift of
-    the adapted and base passes from the locked top-k, the drift tolerance, confident top-1 flips, the first
-    changed greedy token of each prompt that diverged, the prompts the tokenizer now encodes otherwise, and whether
-    adapted and base logits were bitwise equal everywhere."""
-
-    effect: float
-    locked_effect: float
-    drift: float
-    base_drift: float
-    tolerance: float
-    flips: int
-    diverged: list[int]
-    retokenized: int
-    prompts: int
-    equal: bool
+        tally.add(ids, effect, noise, bitwise, continuation=cont, adapted=adapted_print, base=base_print)
+    row, effect = tally.row(name)
+    # Written as the one case that passes: an effect that is NaN, compared false, counts as none.
+    if not tally.equal and effect > gates.NONE_KL:
+        return row, tally.prints, []
+    return row, tally.prints, [none_at_lock(name, MEASURE, effect)]
 
 
 def verify_distributions(
@@ -98,34 +74,8 @@ def verify_distributions(
 ) -> list[Finding]:
     """Re-run the teacher-forced passes of adapter ``name`` over its locked ids and apply the gates."""
     _check_row(name, row)
-    m = _measure(session, name, row, prompts, prints, ticks)
-    out: list[Finding] = []
-    if m.retokenized:
-        out.append(
-            Finding(
-                "EFFECT-TOKENS",
-                Category.EFFECT,
-                Severity.WARNING,
-                f"the tokenizer now encodes {m.retokenized} of {m.prompts} "
-                "probe prompts differently; the probe used the locked token ids",
-                subject=name,
-                hint="see the tokenizer findings: the adapter now sees other ids for the same text",
-            )
-        )
-    out += _effect_gate(name, m)
-    out += _drift_gates(name, m, float(row["noise-kl"]))
-    if not out or all(f.severity is not Severity.ERROR for f in out):
-        out.append(
-            Finding(
-                "EFFECT-OK",
-                Category.EFFECT,
-                Severity.INFO,
-                f"adapter {name}: effect KL {m.effect:.4g} (locked {m.locked_effect:.4g}), drift {m.drift:.2g} ≤ "
-                f"{m.tolerance:.2g}",
-                subject=name,
-            )
-        )
-    return out
+    live, diverged = _measure(session, name, prompts, prints, ticks)
+    return verify_findings(name, row, live, MEASURE, _greedy(name, diverged, live.prompts))
 
 
 def _check_row(name: str, row: Mapping[str, Any]) -> None:
@@ -139,18 +89,14 @@ def _check_row(name: str, row: Mapping[str, Any]) -> None:
 
 
 def _measure(
-    session: ProbeSession,
-    name: str,
-    row: Mapping[str, Any],
-    prompts: list[str],
-    prints: list[Mapping[str, Any]],
-    ticks: Ticks,
-) -> _Measured:
-    """Score the locked prompt ids and continuations with adapter ``name`` and compare with its fingerprints."""
+    session: ProbeSession, name: str, prompts: list[str], prints: list[Mapping[str, Any]], ticks: Ticks
+) -> tuple[Live, list[int]]:
+    """Score the locked prompt ids and continuations with adapter ``name`` and compare with its fingerprints;
+    with the first changed greedy token of each prompt that diverged."""
     effects, drifts, base_drifts, flips, diverged = [], [], [], 0, []
     equal = True
     items = [(list(fp["prompt_ids"]), list(fp["continuation"])) for fp in prints]
-    retokenized = sum(1 for prompt, (ids, _) in zip(prompts, items, strict=True) if session.encode(prompt) != ids)
+    changed = retokenized(session, prompts, [ids for ids, _ in items])
     scored = session.passes(name, items, ticks.tick)
     for fp, (_, cont), (adapted, base, bitwise) in zip(prints, items, scored, strict=True):
         equal = equal and bitwise
@@ -168,126 +114,24 @@ def _measure(
         drifts.append(gates.coarse_kl(fp["adapted"]["logps"], live_a))
         base_drifts.append(gates.coarse_kl(fp["base"]["logps"], live_b))
         flips += gates.confident_flips(fp["adapted"]["ids"], fp["adapted"]["logps"], argmax)
-    return _Measured(
-        effect=sum(effects) / len(effects),
-        locked_effect=float(row["effect-kl"]),
-        drift=max(drifts),
-        base_drift=max(base_drifts),
-        tolerance=float(row["tolerance"]),
-        flips=flips,
-        diverged=diverged,
-        retokenized=retokenized,
-        prompts=len(prompts),
-        equal=equal,
-    )
+    live = Live(sum(effects) / len(effects), max(drifts), max(base_drifts), flips, changed, len(prompts), equal)
+    return live, diverged
 
 
-def _effect_gate(name: str, m: _Measured) -> list[Finding]:
-    """No effect now (a warning when there was none at lock time either), or an effect changed beyond the band."""
-    effect, locked_effect, equal = m.effect, m.locked_effect, m.equal
-    if equal or effect <= gates.NONE_KL:
-        # An adapter that already did nothing at lock time was warned about then: unchanged, it is no new failure.
-        before = locked_effect <= gates.NONE_KL
-        return [
-            Finding(
-                "EFFECT-NONE",
-                Category.EFFECT,
-                Severity.WARNING if before else Severity.ERROR,
-                f"adapter {name} has no effect{' (as at lock time)' if before else ' now'}: adapted and base outputs "
-                f"are {'bitwise identical' if equal else 'identical within ' + format(gates.NONE_KL, 'g')} "
-                f"(locked effect KL {locked_effect:.4g})",
-                subject=name,
-                expected=f"KL {locked_effect:.4g}",
-                actual=f"KL {effect:.3g}",
-                hint="likely causes: the adapter's modules no longer match the base (see compat), the adapter is "
-                "disabled or not loaded, or lora_B is zero",
-            )
-        ]
-    if locked_effect < gates.MIN_GATED_EFFECT:
+def _greedy(name: str, diverged: list[int], prompts: int) -> list[Finding]:
+    """The greedy continuations that now differ: reported, not gated."""
+    if not diverged:
         return []
-    ratio = effect / locked_effect
-    low, high = gates.RATIO_BAND
-    if low <= ratio <= high:
-        return []
-    kind = "reduced" if ratio < low else "amplified"
     return [
         Finding(
-            "EFFECT-CHANGED",
+            "EFFECT-GREEDY",
             Category.EFFECT,
-            Severity.ERROR,
-            f"adapter {name}'s effect is {kind}: KL(adapted ‖ base) {locked_effect:.4g} → {effect:.4g} "
-            f"(ratio {ratio:.3g}, allowed {low}–{high})",
+            Severity.INFO,
+            f"adapter {name}: the greedy continuation now differs on {len(diverged)} of {prompts} prompts "
+            f"(first at token {min(diverged)}); reported, not gated",
             subject=name,
-            expected=f"{locked_effect:.4g}",
-            actual=f"{effect:.4g}",
-            hint="a scaling change (lora_alpha, rsLoRA, PEFT's scaling rules) or a partly matched adapter",
         )
     ]
-
-
-def _drift_gates(name: str, m: _Measured, locked_noise: float) -> list[Finding]:
-    """The adapted pass drifted (with its likely cause), the base pass drifted, confident top-1 flips, and the
-    greedy continuations that now differ (reported, not gated)."""
-    tol, effect, locked_effect = m.tolerance, m.effect, m.locked_effect
-    out: list[Finding] = []
-    if m.drift > tol:
-        cause = (
-            "the base or the stack moved too (the base pass drifted)"
-            if gates.moved(m.base_drift, locked_noise)
-            else "the base pass is unchanged, so the adapter itself changed"
-        )
-        out.append(
-            Finding(
-                "EFFECT-DRIFT",
-                Category.EFFECT,
-                Severity.ERROR,
-                f"adapter {name}'s outputs drifted: KL(lock ‖ now) {m.drift:.3g} > tolerance {tol:.3g}; {cause}; "
-                f"its effect now: KL(adapted ‖ base) {locked_effect:.4g} → {effect:.4g}"
-                + (f" (ratio {effect / locked_effect:.3g})" if locked_effect > 0 else ""),
-                subject=name,
-                expected=f"≤ {tol:.3g}",
-                actual=f"{m.drift:.3g}",
-                hint="if the change is intended, run `lora-lock generate --from-lock` and review the behaviour",
-            )
-        )
-    if m.base_drift > tol:
-        out.append(
-            Finding(
-                "EFFECT-BASE-DRIFT",
-                Category.EFFECT,
-                Severity.WARNING,
-                f"the base pass drifted for adapter {name}: KL(lock ‖ now) {m.base_drift:.3g} > {tol:.3g} (the base "
-                "weights, dtype, kernels or library versions changed)",
-                subject=name,
-                expected=f"≤ {tol:.3g}",
-                actual=f"{m.base_drift:.3g}",
-            )
-        )
-    if m.flips:
-        out.append(
-            Finding(
-                "EFFECT-FLIP",
-                Category.EFFECT,
-                Severity.ERROR,
-                f"adapter {name}: {m.flips} confident top-1 prediction{'s' if m.flips != 1 else ''} changed (locked "
-                f"margin ≥ {gates.CONFIDENT_MARGIN} nats)",
-                subject=name,
-                expected="0",
-                actual=str(m.flips),
-            )
-        )
-    if m.diverged:
-        out.append(
-            Finding(
-                "EFFECT-GREEDY",
-                Category.EFFECT,
-                Severity.INFO,
-                f"adapter {name}: the greedy continuation now differs on {len(m.diverged)} of {m.prompts} prompts "
-                f"(first at token {min(m.diverged)}); reported, not gated",
-                subject=name,
-            )
-        )
-    return out
 
 
 def _first_difference(argmax: Sequence[int], continuation: Sequence[int]) -> int | None:

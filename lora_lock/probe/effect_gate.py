@@ -1,7 +1,8 @@
 """The effect probe at lock time and at verify time, over every adapter of a session: the lock's ``[probe]``
 section and the findings that concern the whole run (device, attention kernel, a fingerprint missing). Each
 adapter's fingerprints and gates are in :mod:`.distribution_gate` (token or class distributions) and
-:mod:`.embed_gate` (embeddings); the gates' arithmetic is in :mod:`.gates`."""
+:mod:`.embed_gate` (embeddings), the lock rows and findings they share in :mod:`.gate_findings`; the gates'
+arithmetic is in :mod:`.gates`."""
 
 from __future__ import annotations
 

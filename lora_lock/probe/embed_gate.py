@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lora_lock.errors import InputError
-from lora_lock.findings import Category, Finding, Severity
+from lora_lock.findings import Finding
 from lora_lock.probe import gates
 from lora_lock.probe.effect import rounded
+from lora_lock.probe.gate_findings import Live, LockTally, Measure, none_at_lock, retokenized, verify_findings
 
 NONE_DISTANCE = 1e-8
 RATIO_BAND = (math.sqrt(gates.RATIO_BAND[0]), math.sqrt(gates.RATIO_BAND[1]))
@@ -48,9 +48,7 @@ def distance(x: Vector, ref: Vector) -> float:
 def tolerance(noise: float) -> float:
     """The drift tolerance for a recorded noise distance: ten times the noise, kept within [FLOOR, CAP] (an
     unmeasured, NaN noise counts as none)."""
-    if math.isnan(noise):
-        noise = 0.0
-    return min(CAP, max(FLOOR, gates.NOISE_FACTOR * noise))
+    return gates.tolerance(noise, floor=FLOOR, cap=CAP)
 
 
 def neighbours(vectors: Sequence[Vector]) -> list[tuple[int, float]]:
@@ -78,6 +76,29 @@ def confident_flips(locked: Sequence[Vector], live: Sequence[Vector]) -> int:
     return sum(1 for (j, lead), (k, _) in zip(then, now, strict=True) if lead >= CONFIDENT_MARGIN and j != k)
 
 
+#: The distance gates' measure: the lock fields ``effect-distance`` and ``noise-distance`` and the words of their
+#: findings.
+MEASURE = Measure(
+    key="distance",
+    unit="distance",
+    tolerance=tolerance,
+    none=NONE_DISTANCE,
+    min_gated=MIN_GATED_EFFECT,
+    band=RATIO_BAND,
+    probed="the probe prompts' embeddings",
+    outputs="embeddings",
+    base="the base embeddings",
+    base_unchanged="the base embeddings are unchanged, so the adapter itself changed",
+    effect="distance (adapted to base)",
+    changed="embedding distance (adapted to base)",
+    drift="distance (lock to now)",
+    ok="embedding distance",
+    flips=f"the nearest other prompt of {{n}} prompt{{s}} changed (locked cosine lead ≥ {CONFIDENT_MARGIN})",
+    tokens_hint=None,
+    drift_ratio=False,
+)
+
+
 def lock_embedding(
     session: Any, name: str, encoded: list[list[int]], tick: Any
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Finding]]:
@@ -87,47 +108,16 @@ def lock_embedding(
 
     batched = [[float(v) for v in e.tolist()] for e in session.batched(name, encoded)]
     tick.add(len(encoded))
-    prints: list[dict[str, Any]] = []
-    effects, noises, equal = [], [], True
+    tally = LockTally(MEASURE)
     for ids, incremental, (adapted, base, bitwise) in zip(
         encoded, batched, session.embeddings(name, encoded, tick.tick), strict=True
     ):
         a, b = [float(v) for v in adapted.tolist()], [float(v) for v in base.tolist()]
-        effect, noise = distance(a, b), distance(incremental, a)
-        effects.append(effect)
-        noises.append(noise)
-        equal = equal and bitwise
-        prints.append(
-            {
-                "prompt_ids": ids,
-                "adapted": {"embedding": [rounded(v) for v in a]},
-                "base": {"embedding": [rounded(v) for v in b]},
-                "effect_distance": rounded(effect),
-                "noise_distance": gates.recorded_noise(noise),
-            }
-        )
-    effect = sum(effects) / len(effects)
-    noise = gates.recorded_noise(max(noises))
-    row = {
-        "name": name,
-        "embedding": POOLING,
-        "effect-distance": rounded(effect),
-        "noise-distance": rounded(noise),
-        "tolerance": rounded(tolerance(noise)),
-    }
-    findings = []
-    if equal or effect <= NONE_DISTANCE:
-        findings.append(
-            Finding(
-                "EFFECT-NONE",
-                Category.EFFECT,
-                Severity.WARNING,
-                f"adapter {name} has no effect on the probe prompts' embeddings at lock time (distance {effect:.3g})",
-                subject=name,
-                hint="is the adapter trained (lora_B all zeros?) and loaded on the right modules?",
-            )
-        )
-    return row, prints, findings
+        sides = {"adapted": {"embedding": [rounded(v) for v in a]}, "base": {"embedding": [rounded(v) for v in b]}}
+        tally.add(ids, distance(a, b), distance(incremental, a), bitwise, **sides)
+    row, effect = tally.row(name, embedding=POOLING)
+    none = tally.equal or effect <= NONE_DISTANCE
+    return row, tally.prints, [none_at_lock(name, MEASURE, effect)] if none else []
 
 
 def _check_row(name: str, row: Mapping[str, Any], prints: Sequence[Mapping[str, Any]]) -> None:
@@ -160,23 +150,6 @@ def _check_row(name: str, row: Mapping[str, Any], prints: Sequence[Mapping[str, 
         )
 
 
-@dataclass(frozen=True)
-class _Measured:
-    """One adapter's verify-time distances against its lock row: the effect now and at lock time, the drift of the
-    adapted and base embeddings from the locked ones, the drift tolerance, the confident nearest-prompt flips, the
-    prompts the tokenizer now encodes otherwise, and whether adapted and base were bitwise equal everywhere."""
-
-    effect: float
-    locked_effect: float
-    drift: float
-    base_drift: float
-    tolerance: float
-    flips: int
-    retokenized: int
-    prompts: int
-    equal: bool
-
-
 def verify_embedding(
     session: Any,
     name: str,
@@ -187,47 +160,14 @@ def verify_embedding(
 ) -> list[Finding]:
     """Re-embed the locked prompt ids with adapter ``name`` and apply the gates above."""
     _check_row(name, row, prints)
-    m = _measure(session, name, row, prompts, prints, tick)
-    out: list[Finding] = []
-    if m.retokenized:
-        out.append(
-            Finding(
-                "EFFECT-TOKENS",
-                Category.EFFECT,
-                Severity.WARNING,
-                f"the tokenizer now encodes {m.retokenized} of {m.prompts} probe prompts differently; the probe "
-                "used the locked token ids",
-                subject=name,
-            )
-        )
-    out += _effect_gate(name, m)
-    out += _drift_gates(name, m, float(row["noise-distance"]))
-    if all(f.severity is not Severity.ERROR for f in out):
-        out.append(
-            Finding(
-                "EFFECT-OK",
-                Category.EFFECT,
-                Severity.INFO,
-                f"adapter {name}: embedding distance {m.effect:.4g} (locked {m.locked_effect:.4g}), drift "
-                f"{m.drift:.2g} ≤ {m.tolerance:.2g}",
-                subject=name,
-            )
-        )
-    return out
+    return verify_findings(name, row, _measure(session, name, prompts, prints, tick), MEASURE)
 
 
-def _measure(
-    session: Any,
-    name: str,
-    row: Mapping[str, Any],
-    prompts: list[str],
-    prints: Sequence[Mapping[str, Any]],
-    tick: Any,
-) -> _Measured:
+def _measure(session: Any, name: str, prompts: list[str], prints: Sequence[Mapping[str, Any]], tick: Any) -> Live:
     """Embed the locked prompt ids with adapter ``name`` and compare with its locked embeddings."""
     items = [[int(i) for i in fp["prompt_ids"]] for fp in prints]
     width = len(prints[0]["adapted"]["embedding"])
-    retokenized = sum(1 for prompt, ids in zip(prompts, items, strict=True) if session.encode(prompt) != ids)
+    changed = retokenized(session, prompts, items)
     live = session.embeddings(name, items, tick.tick)
     if any(int(a.shape[-1]) != width for a, _, _ in live):
         raise InputError(
@@ -238,109 +178,12 @@ def _measure(
     adapted = [[float(v) for v in a.tolist()] for a, _, _ in live]
     base = [[float(v) for v in b.tolist()] for _, b, _ in live]
     locked_a = [list(fp["adapted"]["embedding"]) for fp in prints]
-    return _Measured(
+    return Live(
         effect=sum(distance(a, b) for a, b in zip(adapted, base, strict=True)) / len(prints),
-        locked_effect=float(row["effect-distance"]),
         drift=max(distance(now, then) for now, then in zip(adapted, locked_a, strict=True)),
         base_drift=max(distance(now, list(fp["base"]["embedding"])) for now, fp in zip(base, prints, strict=True)),
-        tolerance=float(row["tolerance"]),
         flips=confident_flips(locked_a, adapted),
-        retokenized=retokenized,
+        retokenized=changed,
         prompts=len(prints),
         equal=all(bitwise for _, _, bitwise in live),
     )
-
-
-def _effect_gate(name: str, m: _Measured) -> list[Finding]:
-    """No effect now (a warning when there was none at lock time either), or an effect changed beyond the band."""
-    effect, locked_effect, equal = m.effect, m.locked_effect, m.equal
-    if equal or effect <= NONE_DISTANCE:
-        before = locked_effect <= NONE_DISTANCE
-        return [
-            Finding(
-                "EFFECT-NONE",
-                Category.EFFECT,
-                Severity.WARNING if before else Severity.ERROR,
-                f"adapter {name} has no effect{' (as at lock time)' if before else ' now'}: adapted and base "
-                f"embeddings are {'bitwise identical' if equal else 'identical within ' + format(NONE_DISTANCE, 'g')}"
-                f" (locked effect distance {locked_effect:.4g})",
-                subject=name,
-                expected=f"distance {locked_effect:.4g}",
-                actual=f"distance {effect:.3g}",
-                hint="likely causes: the adapter's modules no longer match the base (see compat), the adapter is "
-                "disabled or not loaded, or lora_B is zero",
-            )
-        ]
-    if locked_effect < MIN_GATED_EFFECT:
-        return []
-    ratio = effect / locked_effect
-    low, high = RATIO_BAND
-    if low <= ratio <= high:
-        return []
-    return [
-        Finding(
-            "EFFECT-CHANGED",
-            Category.EFFECT,
-            Severity.ERROR,
-            f"adapter {name}'s effect is {'reduced' if ratio < low else 'amplified'}: embedding distance "
-            f"(adapted to base) {locked_effect:.4g} → {effect:.4g} (ratio {ratio:.3g}, allowed "
-            f"{low:.3g}–{high:.3g})",
-            subject=name,
-            expected=f"{locked_effect:.4g}",
-            actual=f"{effect:.4g}",
-            hint="a scaling change (lora_alpha, rsLoRA, PEFT's scaling rules) or a partly matched adapter",
-        )
-    ]
-
-
-def _drift_gates(name: str, m: _Measured, locked_noise: float) -> list[Finding]:
-    """The adapted embeddings drifted (with the likely cause), the base embeddings drifted, and confident
-    nearest-prompt flips."""
-    tol = m.tolerance
-    out: list[Finding] = []
-    if m.drift > tol:
-        cause = (
-            "the base or the stack moved too (the base embeddings drifted)"
-            if gates.moved(m.base_drift, locked_noise)
-            else "the base embeddings are unchanged, so the adapter itself changed"
-        )
-        out.append(
-            Finding(
-                "EFFECT-DRIFT",
-                Category.EFFECT,
-                Severity.ERROR,
-                f"adapter {name}'s embeddings drifted: distance (lock to now) {m.drift:.3g} > tolerance {tol:.3g}; "
-                f"{cause}; its effect now: distance (adapted to base) {m.locked_effect:.4g} → {m.effect:.4g}",
-                subject=name,
-                expected=f"≤ {tol:.3g}",
-                actual=f"{m.drift:.3g}",
-                hint="if the change is intended, run `lora-lock generate --from-lock` and review the behaviour",
-            )
-        )
-    if m.base_drift > tol:
-        out.append(
-            Finding(
-                "EFFECT-BASE-DRIFT",
-                Category.EFFECT,
-                Severity.WARNING,
-                f"the base embeddings drifted for adapter {name}: distance (lock to now) {m.base_drift:.3g} > "
-                f"{tol:.3g} (the base weights, dtype, kernels or library versions changed)",
-                subject=name,
-                expected=f"≤ {tol:.3g}",
-                actual=f"{m.base_drift:.3g}",
-            )
-        )
-    if m.flips:
-        out.append(
-            Finding(
-                "EFFECT-FLIP",
-                Category.EFFECT,
-                Severity.ERROR,
-                f"adapter {name}: the nearest other prompt of {m.flips} prompt{'s' if m.flips != 1 else ''} changed "
-                f"(locked cosine lead ≥ {CONFIDENT_MARGIN})",
-                subject=name,
-                expected="0",
-                actual=str(m.flips),
-            )
-        )
-    return out

@@ -38,12 +38,12 @@ def recorded_noise(noise: float) -> float:
     return float(f"{digit}e{exponent}") if digit < 10 else float(f"1e{exponent + 1}")
 
 
-def tolerance(noise: float) -> float:
+def tolerance(noise: float, *, floor: float = FLOOR, cap: float = CAP) -> float:
     """The drift a verify run may show before it fails: ``NOISE_FACTOR`` × the recorded noise floor, kept
-    between ``FLOOR`` and ``CAP`` (a NaN floor counts as 0)."""
+    between ``floor`` and ``cap`` (by default the KL gates' ``FLOOR`` and ``CAP``; a NaN floor counts as 0)."""
     if math.isnan(noise):
         noise = 0.0
-    return min(CAP, max(FLOOR, NOISE_FACTOR * noise))
+    return min(cap, max(floor, NOISE_FACTOR * noise))
 
 
 def moved(drift: float, noise: float) -> bool:
