@@ -3,7 +3,7 @@ opened behind the fence, the world observed as lock-shaped data, and each sectio
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from lora_lock.lock.snapshot import Observed, observe, tokenizer_section
 from lora_lock.lock.tokenizer_drift import facts_unreadable
 from lora_lock.runtime import lock_stack
 from lora_lock.runtime.applied import CODE_RULES, facts_config, stack_findings
-from lora_lock.sources.resolve import Resolved, locked_source
+from lora_lock.sources.resolve import Resolved, SourceOptions, locked_source
 
 #: The categories verify checks from the files of the locked sources.
 FILE_CATEGORIES = frozenset(
@@ -33,11 +33,15 @@ class Fences:
     allow_symlinks: bool = False
     allow_outside: bool = False
 
-    def source(self, fields: Mapping[str, Any], lock_dir: Path, what: str, **options: Any) -> Resolved:
-        """The locked source ``fields`` names, resolved under this run's symlink and outside-the-repo rules."""
-        return locked_source(
-            fields, lock_dir, what, allow_symlinks=self.allow_symlinks, allow_outside=self.allow_outside, **options
+    def source(
+        self, fields: Mapping[str, Any], lock_dir: Path, what: str, *, deep: bool = False, also: Iterable[str] = ()
+    ) -> Resolved:
+        """The locked source ``fields`` names, resolved under this run's symlink and outside-the-repo rules
+        (``deep`` and ``also`` as :class:`~lora_lock.sources.resolve.SourceOptions` has them)."""
+        options = SourceOptions(
+            deep=deep, also=also, allow_symlinks=self.allow_symlinks, allow_outside=self.allow_outside
         )
+        return locked_source(fields, lock_dir, what, options)
 
 
 @dataclass(frozen=True)

@@ -59,60 +59,81 @@ def loader_ignores(name: str) -> bool:
     return base in IGNORED_NAMES or base.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_DIRS)
 
 
-def list_local(root: Path, *, fence: Path, allow_symlinks: bool) -> tuple[str, ...]:
-    """Every file under ``root`` as sorted relative POSIX names, checked by the fence on the way: symlinks (file
-    or directory) must resolve inside ``fence`` unless ``allow_symlinks``; anything but a regular file or a
-    directory (a FIFO, a device, a socket, a broken link) is refused. Nothing is opened."""
-    found: list[str] = []
-    seen: set[Path] = set()
+class _Walker:
+    """One listing of ``root``: the names found so far, the directories already walked (a directory reached
+    twice through links is listed once), and the fence every symlink must resolve inside."""
 
-    def walk(directory: Path, prefix: str, depth: int) -> None:
+    def __init__(self, root: Path, fence: Path, allow_symlinks: bool) -> None:
+        self.root = root
+        self.fence = fence
+        self.allow_symlinks = allow_symlinks
+        self.found: list[str] = []
+        self.seen: set[Path] = set()
+
+    def walk(self, directory: Path, prefix: str, depth: int) -> None:
+        """List ``directory`` (its names prefixed by ``prefix``), descending at most :data:`MAX_DEPTH` deep."""
         if depth > MAX_DEPTH:
             raise InputError(f"{directory}: directories nested more than {MAX_DEPTH} deep; not a model directory")
         try:
             real = directory.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
             raise InputError(f"{directory}: cannot resolve ({exc.__class__.__name__})") from exc
-        if real in seen:
+        if real in self.seen:
             return  # a directory reached twice through links: its files are listed once
-        seen.add(real)
+        self.seen.add(real)
         try:
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise InputError(f"{directory}: cannot list: {exc.strerror or exc}") from exc
         for entry in entries:
-            name = prefix + entry.name
-            path = Path(entry.path)
-            check_name(name, root)
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                raise InputError(f"{path}: cannot inspect: {exc.strerror or exc}") from exc
-            if stat.S_ISLNK(info.st_mode):
-                try:
-                    target = path.resolve(strict=True)
-                    info = os.stat(path)
-                except (OSError, RuntimeError) as exc:
-                    raise InputError(f"{path}: broken or looping symlink ({exc.__class__.__name__})") from exc
-                if not allow_symlinks and not target.is_relative_to(fence):
-                    raise outside_error(path, target, fence)
-            if stat.S_ISDIR(info.st_mode):
-                if entry.name in SKIPPED_DIRS:
-                    continue
-                walk(path, name + "/", depth + 1)
-            elif stat.S_ISREG(info.st_mode):
-                found.append(name)
-                if len(found) > MAX_FILES:
-                    raise InputError(
-                        f"{root}: more than {MAX_FILES} files; this is not a model directory",
-                        hint="point at the directory holding the model's files only",
-                    )
-            else:
-                raise special_error(path, info.st_mode)
+            self.entry(entry, prefix, depth)
 
-    walk(root, "", 0)
-    return tuple(sorted(found))
+    def entry(self, entry: os.DirEntry[str], prefix: str, depth: int) -> None:
+        """One directory entry: a subdirectory is walked, a regular file listed, anything else refused."""
+        name = prefix + entry.name
+        path = Path(entry.path)
+        check_name(name, self.root)
+        mode = self.mode(entry, path)
+        if stat.S_ISDIR(mode):
+            if entry.name not in SKIPPED_DIRS:
+                self.walk(path, name + "/", depth + 1)
+        elif stat.S_ISREG(mode):
+            self.found.append(name)
+            if len(self.found) > MAX_FILES:
+                raise InputError(
+                    f"{self.root}: more than {MAX_FILES} files; this is not a model directory",
+                    hint="point at the directory holding the model's files only",
+                )
+        else:
+            raise special_error(path, mode)
+
+    def mode(self, entry: os.DirEntry[str], path: Path) -> int:
+        """The entry's file mode, a symlink's of its target: the link must resolve, and inside the fence unless
+        symlinks are allowed."""
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot inspect: {exc.strerror or exc}") from exc
+        if not stat.S_ISLNK(info.st_mode):
+            return info.st_mode
+        try:
+            target = path.resolve(strict=True)
+            info = os.stat(path)
+        except (OSError, RuntimeError) as exc:
+            raise InputError(f"{path}: broken or looping symlink ({exc.__class__.__name__})") from exc
+        if not self.allow_symlinks and not target.is_relative_to(self.fence):
+            raise outside_error(path, target, self.fence)
+        return info.st_mode
+
+
+def list_local(root: Path, *, fence: Path, allow_symlinks: bool) -> tuple[str, ...]:
+    """Every file under ``root`` as sorted relative POSIX names, checked by the fence on the way: symlinks (file
+    or directory) must resolve inside ``fence`` unless ``allow_symlinks``; anything but a regular file or a
+    directory (a FIFO, a device, a socket, a broken link) is refused. Nothing is opened."""
+    walker = _Walker(root, fence, allow_symlinks)
+    walker.walk(root, "", 0)
+    return tuple(sorted(walker.found))
 
 
 def excluding_lock(names: Iterable[str], root: Path, lock_path: Path | None) -> tuple[str, ...]:

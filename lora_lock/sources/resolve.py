@@ -209,52 +209,72 @@ def _refuse_path_typo(spec: str, relative_to: Path | None, what: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """How :func:`locked_source` finds a lock's source again: ``deep`` hashes local bytes (a Hub commit must be
+    fully in the cache, whose blob names are then not trusted); ``token`` / ``offline`` as for :func:`resolve`;
+    ``also``: more locked file names the snapshot must hold (the tokenizer's, when it comes from the base's repo
+    and commit); ``allow_symlinks`` / ``allow_outside`` turn the symlink and outside-the-repository fences off."""
+
+    deep: bool = False
+    token: str | bool | None = field(default=None, repr=False)
+    offline: bool | None = None
+    also: Iterable[str] = ()
+    allow_symlinks: bool = False
+    allow_outside: bool = False
+
+
 def locked_source(
-    fields: Mapping[str, Any],
-    lock_dir: Path,
-    what: str,
-    *,
-    deep: bool = False,
-    token: str | bool | None = None,
-    offline: bool | None = None,
-    also: Iterable[str] = (),
-    allow_symlinks: bool = False,
-    allow_outside: bool = False,
+    fields: Mapping[str, Any], lock_dir: Path, what: str, options: SourceOptions | None = None
 ) -> Resolved:
     """The source a lock names, found again: a directory relative to the lock, or the pinned Hub commit
-    (from the cache when it is there; else from the Hub, metadata and small files only). ``also``: more locked
-    file names the snapshot must hold (the tokenizer's, when it comes from the base's repo and commit).
+    (from the cache when it is there; else from the Hub, metadata and small files only), as ``options`` says.
 
     A directory outside the lock's repository (its git top-level, or the lock's directory when there is none)
-    is refused unless ``allow_outside``: a crafted lock must not make verify publish facts of arbitrary files."""
+    is refused unless ``options.allow_outside``: a crafted lock must not make verify publish facts of arbitrary
+    files."""
+    options = options if options is not None else SourceOptions()
     if "repo" in fields:
-        from lora_lock.sources.hub import is_offline, parse_spec, resolve_cached, resolve_online
+        return _locked_hub(fields, options)
+    return _locked_directory(str(fields["source"]), lock_dir, what, options)
 
-        repo, commit = str(fields["repo"]), str(fields["revision"])
-        parse_spec(f"{repo}@{commit}")  # an edited lock's repo id huggingface_hub would refuse: a clear error
-        locked_files = list(dict.fromkeys([*(str(n) for n in fields.get("files", {})), *also]))
-        offline_now = offline if offline is not None else is_offline()
-        hint = f"fetch them once online: hf download {repo} --revision {commit}"
-        try:
-            snap = resolve_cached(repo, commit)
-            missing = [n for n in locked_files if not (snap.snapshot_dir / n).exists()]
-        except SourceError:
-            if offline_now:
-                raise
-            snap, missing = None, locked_files
-        if missing and (offline_now or deep):
-            # Not drift: the pinned commit is simply not (fully) in the cache here.
-            raise SourceError(
-                f"{repo}@{short_commit(commit)}: {len(missing)} locked file(s) are not in the local Hub cache "
-                f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})",
-                hint=hint + ("" if offline_now else " (--deep hashes local bytes)"),
-            )
-        if snap is None or missing:
-            # A partial cache (e.g. the small files a zero-download generate fetched): the Hub's metadata of the
-            # pinned commit proves the rest, without downloading weights.
-            snap = resolve_online(repo, commit, token=token)
-        return from_snapshot(f"{repo}@{commit}", snap, trust_cache_names=not deep, allow_symlinks=allow_symlinks)
-    source = str(fields["source"])
+
+def _locked_hub(fields: Mapping[str, Any], options: SourceOptions) -> Resolved:
+    """The pinned Hub commit of a lock's section: the cache's snapshot when it holds every locked file, else the
+    Hub's metadata of that commit (refused offline, or with ``deep``, when files are missing)."""
+    from lora_lock.sources.hub import is_offline, parse_spec, resolve_cached, resolve_online
+
+    repo, commit = str(fields["repo"]), str(fields["revision"])
+    parse_spec(f"{repo}@{commit}")  # an edited lock's repo id huggingface_hub would refuse: a clear error
+    locked_files = list(dict.fromkeys([*(str(n) for n in fields.get("files", {})), *options.also]))
+    offline_now = options.offline if options.offline is not None else is_offline()
+    hint = f"fetch them once online: hf download {repo} --revision {commit}"
+    try:
+        snap = resolve_cached(repo, commit)
+        missing = [n for n in locked_files if not (snap.snapshot_dir / n).exists()]
+    except SourceError:
+        if offline_now:
+            raise
+        snap, missing = None, locked_files
+    if missing and (offline_now or options.deep):
+        # Not drift: the pinned commit is simply not (fully) in the cache here.
+        raise SourceError(
+            f"{repo}@{short_commit(commit)}: {len(missing)} locked file(s) are not in the local Hub cache "
+            f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})",
+            hint=hint + ("" if offline_now else " (--deep hashes local bytes)"),
+        )
+    if snap is None or missing:
+        # A partial cache (e.g. the small files a zero-download generate fetched): the Hub's metadata of the
+        # pinned commit proves the rest, without downloading weights.
+        snap = resolve_online(repo, commit, token=options.token)
+    return from_snapshot(
+        f"{repo}@{commit}", snap, trust_cache_names=not options.deep, allow_symlinks=options.allow_symlinks
+    )
+
+
+def _locked_directory(source: str, lock_dir: Path, what: str, options: SourceOptions) -> Resolved:
+    """A lock's relative ``source`` directory, resolved against the lock's directory and kept inside the lock's
+    repository (unless ``options.allow_outside``), its file set listed through the fence."""
     pure = PurePosixPath(source)
     if pure.is_absolute() or source.startswith(("\\", "/")) or windows_form(source):
         raise InputError(
@@ -275,10 +295,10 @@ def locked_source(
             f"regenerate the lock with its new place: lora-lock generate --from-lock --{what} NEW-DIR",
         )
     inside, top = inside_repository(path, lock_dir)
-    if not inside and not allow_outside:
+    if not inside and not options.allow_outside:
         raise InputError(
             f"the lock's {what} source {brief(source)} leads outside the lock's repository {top}",
             hint="a lock names directories inside its own repository; if this one is intended, pass "
             "--allow-outside-sources",
         )
-    return local_source(source, path, allow_symlinks=allow_symlinks)
+    return local_source(source, path, allow_symlinks=options.allow_symlinks)
