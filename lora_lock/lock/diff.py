@@ -212,7 +212,7 @@ def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
             continue
         changes += _files(Category.ADAPTER, f"adapter {name}", x["files"], y["files"])
         changes += _section(Category.ADAPTER, f"adapter {name}", x, y, skip=("files", "modules", "name"))
-        # In runtime names when both locks record them; else in checkpoint names (a lock of lora-lock 0.1.0).
+        # In runtime names when both locks record them; else in checkpoint names (a lock written before runtime names).
         changes += _module_changes(name, *aligned(x, y))
     for path, a, b in _walk(old["environment"], new["environment"]):
         changes.append(

@@ -212,7 +212,7 @@ class Base(Record, Sourced):
     config: BaseConfig = _need("config", *_table(BaseConfig))
     weights_dtypes: FrozenMap[int] = _need("weights-dtypes", *_MAP)
     quantization: Quantization = _need("quantization", *_table(Quantization))
-    #: Absent in locks of lora-lock 0.1.0 (no runtime names then).
+    #: Absent in locks written before runtime names (no ``module-names``).
     runtime_rules: str | None = _key("runtime-rules")
     files: FileSet = _need("files", *_FILES)
 
@@ -298,7 +298,7 @@ class Adapter(Record, Sourced):
     base_named: str | None = _key("base-named")
     settings: Settings = _need("settings", *_table(Settings))
     files: FileSet = _need("files", *_FILES)
-    #: ``runtime`` (rows named as PEFT matches them); absent in 0.1.0 locks, whose rows carry checkpoint names.
+    #: ``runtime`` (rows named as PEFT matches them); absent in earlier locks, whose rows carry checkpoint names.
     module_names: str | None = _key("module-names")
     modules: tuple[ModuleRow, ...] = _need("modules", *_rows(ModuleRow))
     saved: tuple[SavedModule, ...] | None = _key("saved", *_rows(SavedModule))

@@ -3,7 +3,7 @@
 ``generate`` records each adapter's resolved module rows under their runtime names (``module-names =
 "runtime"``), with the checkpoint name next to a row whose name transformers changes at load (``checkpoint``),
 and the rules that gave the names (``[base] runtime-rules``). ``verify`` and ``diff`` compare rows by runtime
-name; a lock written before the table existed (lora-lock 0.1.0: rows named as the checkpoint stores them, no
+name; a lock written before the table existed (rows named as the checkpoint stores them, no
 ``module-names``) is compared by checkpoint name instead, so an unchanged world never shows drift there.
 """
 
@@ -85,7 +85,7 @@ def runtime_rows(rows: Iterable[Mapping[str, Any]], names: ModuleNames | None) -
 
 
 def is_runtime(section: Mapping[str, Any]) -> bool:
-    """Whether an adapter section's rows carry runtime names (absent in locks of lora-lock 0.1.0)."""
+    """Whether an adapter section's rows carry runtime names (absent in locks written before runtime names)."""
     return section.get("module-names") == RUNTIME
 
 

@@ -37,7 +37,7 @@ def assert_round_trip(text: str) -> Lock:
 
 
 def as_0_1_0(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The lock lora-lock 0.1.0 wrote for the same world: rows under checkpoint names, no runtime fields."""
+    """The lock written before runtime names for the same world: rows under checkpoint names, no runtime fields."""
     old: dict[str, Any] = json.loads(json.dumps(doc))
     old["base"].pop("runtime-rules", None)
     for section in old["adapter"]:
@@ -88,7 +88,7 @@ def test_the_seed_lock_and_the_fuzz_corpus_lock_round_trip() -> None:
     lock = assert_round_trip(lockfile.dumps(valid_lock()))
     assert lock.adapter_names() == ("adapter",)
     adapter = lock.adapter("adapter")
-    assert isinstance(adapter, Adapter) and adapter.module_names is None  # a 0.1.0 lock: checkpoint names
+    assert isinstance(adapter, Adapter) and adapter.module_names is None  # an earlier lock: checkpoint names
     ref = adapter.files.get("adapter_config.json")
     assert ref is not None and ref.digest == Digest(HEX) and ref.size == 1186
     assert adapter.settings.target_modules == ("q_proj", "v_proj") and adapter.settings.lora_alpha == 16

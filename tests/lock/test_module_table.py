@@ -1,4 +1,4 @@
-"""The lock's module table in runtime names (``module-names = "runtime"``), and locks of 0.1.0 (checkpoint names)."""
+"""The lock's module table in runtime names (``module-names = "runtime"``), and earlier locks (checkpoint names)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _codes(report: Any) -> set[str]:
 
 
 def _as_0_1_0(lock: Mapping[str, Any]) -> dict[str, Any]:
-    """The lock lora-lock 0.1.0 wrote for the same world: rows under checkpoint names, no runtime fields."""
+    """The lock written before runtime names for the same world: rows under checkpoint names, no runtime fields."""
     old: dict[str, Any] = json.loads(json.dumps(lock))
     old["base"].pop("runtime-rules", None)
     for section in old["adapter"]:
