@@ -225,7 +225,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     import json
 
     from lora_lock.commands import fleet
-    from lora_lock.commands.verify_partial import lock_path
+    from lora_lock.lock.io import lock_path
     from lora_lock.report.fleet import matrix_json, name_lines
 
     if args.format == "json":

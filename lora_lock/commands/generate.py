@@ -218,8 +218,8 @@ def _vocab_findings(observed: Observed, tokenizer: Resolved) -> list[Finding]:
         return []
     rows = embedding_rows(observed.base)
     out = vocab_finding(tokenizer_size(tokenizer.path, tokenizer.files), rows, "the locked tokenizer")
-    for name, source, _, _ in observed.adapters:
-        out += vocab_finding(tokenizer_size(source.path, source.files), rows, f"adapter {name}")
+    for one in observed.adapters:
+        out += vocab_finding(tokenizer_size(one.source.path, one.source.files), rows, f"adapter {one.name}")
     return out
 
 
@@ -357,7 +357,7 @@ def behaviour_sections(
     from lora_lock.probe.api import lock_behaviour
 
     base_dir, tok_dir = probe_dirs(observed.base.source, observed.tokenizer_source)
-    adapters = [(name, source.path) for name, source, _, _ in observed.adapters]
+    adapters = [(one.name, one.source.path) for one in observed.adapters]
     result = lock_behaviour(
         base_dir,
         tok_dir,

@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from lora_lock.commands.verify_partial import lock_path, no_probe_recorded, nothing_checked
+from lora_lock.commands.verify_partial import no_probe_recorded, nothing_checked
 from lora_lock.commands.verify_world import FILE_CATEGORIES, Fences, LeftOut, WorldCheck, world_findings
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Report, Severity, input_finding
 from lora_lock.hashing import Progress
 from lora_lock.lock.drift import environment_findings
-from lora_lock.lock.io import read
+from lora_lock.lock.io import lock_path
+from lora_lock.lock.model import Adapter, Lock, read_lock
 from lora_lock.probe.sidecar import Step
 from lora_lock.userregex import per_run
 
@@ -60,7 +60,7 @@ def verify(  # noqa: PLR0913  the documented keyword options of the public API
         err = InputError(f"--max-nfr {max_nfr}: expected a rate from 0 to 1 (0.05 means 5 %)")
         return Report.build([input_finding(err)], ran=(), title="lora-lock verify")
     try:
-        lock = read(path)
+        lock = read_lock(path)
     except InputError as exc:
         return Report.build([input_finding(exc)], ran=(), title="lora-lock verify")
     title = f"lora-lock verify {path.name}"
@@ -71,7 +71,7 @@ def verify(  # noqa: PLR0913  the documented keyword options of the public API
     findings = list(plan.notes)
     ran = list(plan.ran)
     if Category.ENVIRONMENT in ran:
-        findings += environment_findings(lock["environment"])
+        findings += environment_findings(lock.environment)
     blocked: set[Category] = set()
     unloadable: dict[str, LeftOut] = {}
     if FILE_CATEGORIES & set(ran):
@@ -111,12 +111,12 @@ class _Plan:
 
     cats: list[Category]
     ran: list[Category]
-    locked_adapters: list[Mapping[str, Any]]
+    locked_adapters: list[Adapter]
     notes: list[Finding]
 
 
 def _plan(
-    lock: Mapping[str, Any],
+    lock: Lock,
     path: Path,
     only: Collection[Category] | None,
     skip: Collection[Category],
@@ -125,8 +125,8 @@ def _plan(
     """The categories and adapters to check, or why the options leave nothing to check."""
     wanted = set(only) if only else set(Category) - {Category.INPUT}
     cats: list[Category] = [c for c in Category if c in wanted and c not in skip and c is not Category.INPUT]
-    sections = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
-    unsupported = [c for c in cats if c in sections and sections[c] not in lock]
+    recorded = {Category.EFFECT: lock.probe is not None, Category.GOLDEN: lock.golden is not None}
+    unsupported = [c for c in cats if not recorded.get(c, True)]
     ran: list[Category] = [c for c in cats if c not in unsupported]
     notes = [no_probe_recorded()] if Category.EFFECT in unsupported and only is None else []
     if not cats:
@@ -140,16 +140,16 @@ def _plan(
             f"{path}: nothing to verify: the categories asked for ({asked}) are not recorded in this lock",
             hint="the effect and golden checks need a lock generated with the probe / --golden; drop --only",
         )
-    locked_adapters = list(lock["adapter"])
+    locked_adapters = list(lock.adapters)
     if adapters is not None:
-        names = {a["name"] for a in locked_adapters}
+        names = set(lock.adapter_names())
         unknown = sorted(set(adapters) - names)
         if unknown:
             return InputError(
                 f"{path}: no adapter named {', '.join(unknown)} in the lock",
                 hint=f"the lock has {', '.join(sorted(names))}",
             )
-        locked_adapters = [a for a in locked_adapters if a["name"] in adapters]
+        locked_adapters = [a for a in locked_adapters if a.name in adapters]
     return _Plan(cats, ran, locked_adapters, notes)
 
 
@@ -158,7 +158,7 @@ class _Probe:
     """How the behaviour checks run: the lock and its directory, the device, the golden set's bound on the rate
     of newly failing items, the progress step, and the fence."""
 
-    lock: Mapping[str, Any]
+    lock: Lock
     lock_dir: Path
     device: str
     max_nfr: float | None
@@ -168,7 +168,7 @@ class _Probe:
 
 def _behaviour_step(
     probe: _Probe,
-    locked_adapters: list[Mapping[str, Any]],
+    locked_adapters: list[Adapter],
     unloadable: Mapping[str, LeftOut],
     ran: list[Category],
     blocked: set[Category],
@@ -178,7 +178,7 @@ def _behaviour_step(
     behaviour = [c for c in ran if c in (Category.EFFECT, Category.GOLDEN)]
     findings: list[Finding] = []
     # An adapter that cannot be loaded onto this base keeps only itself out of the behaviour checks.
-    loadable = [a for a in locked_adapters if a["name"] not in unloadable]
+    loadable = [a for a in locked_adapters if a.name not in unloadable]
     for name, left_out in sorted(unloadable.items()):
         findings += [_not_run(c, f"were not run for adapter {name}: {left_out.why}", left_out.hint) for c in behaviour]
         if left_out.unusable:
@@ -193,7 +193,7 @@ def _behaviour_step(
 
 
 def _behaviour_findings(
-    probe: _Probe, locked_adapters: list[Mapping[str, Any]], cats: Sequence[Category]
+    probe: _Probe, locked_adapters: list[Adapter], cats: Sequence[Category]
 ) -> tuple[list[Finding], Sequence[Category], set[Category]]:
     """The effect probe and the golden set, with one model load (the probe layer imports torch, not us).
 
@@ -206,13 +206,13 @@ def _behaviour_findings(
         from lora_lock.probe.effect import require_probe_stack
 
         require_probe_stack(without="--skip effect,golden")
-        base = fences.source(lock["base"], lock_dir, "base")
+        base = fences.source(lock.base, lock_dir, "base")
         tok = (
-            fences.source(lock["tokenizer"], lock_dir, "tokenizer")
-            if "source" in lock["tokenizer"] or "repo" in lock["tokenizer"]
+            fences.source(lock.tokenizer, lock_dir, "tokenizer")
+            if lock.tokenizer.source is not None or lock.tokenizer.repo is not None
             else base
         )
-        adapters = [(str(a["name"]), fences.source(a, lock_dir, "adapter").path) for a in locked_adapters]
+        adapters = [(a.name, fences.source(a, lock_dir, "adapter").path) for a in locked_adapters]
         from lora_lock.probe.api import verify_behaviour
         from lora_lock.probe.golden import DEFAULT_MAX_NFR
 

@@ -1,28 +1,19 @@
-"""What ``verify`` says about what it could not do: a lock given as its directory, a lock without ``[probe]``, a
-run in which no requested category could be checked, and the categories still checked when another source is
-unreadable (a missing base shard leaves the tokenizer and the adapter checkable)."""
+"""What ``verify`` says about what it could not do: a lock without ``[probe]``, a run in which no requested
+category could be checked, and the categories still checked when another source is unreadable (a missing base
+shard leaves the tokenizer and the adapter checkable)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.lock.model import Adapter, Lock
 from lora_lock.lock.tokenizer_drift import standalone_findings
 
 if TYPE_CHECKING:
     from lora_lock.sources.resolve import Resolved
-
-
-def lock_path(lockfile: str | Path) -> Path:
-    """``verify DIR`` means the ``lora.lock`` in that directory."""
-    path = Path(lockfile)
-    try:
-        return path / "lora.lock" if path.is_dir() else path
-    except OSError:  # a name too long for the filesystem: reading it reports that
-        return path
 
 
 def no_probe_recorded() -> Finding:
@@ -49,11 +40,11 @@ def nothing_checked(cats: Sequence[Category]) -> InputError:
 
 
 def intact_categories(
-    lock: Mapping[str, Any],
+    lock: Lock,
     fallback: list[Finding],
     complete: set[tuple[Category, str]],
     tok: Resolved,
-    locked_adapters: list[Mapping[str, Any]],
+    locked_adapters: list[Adapter],
     checkable: Collection[Category],
 ) -> tuple[list[Finding], set[Category]]:
     """When another source (a base shard, say) could not be read: the tokenizer and adapter categories whose own
@@ -63,12 +54,12 @@ def intact_categories(
     intact: set[Category] = set()
     if Category.TOKENIZER in checkable and (Category.TOKENIZER, "") in complete:
         own = [f for f in fallback if f.category is Category.TOKENIZER]
-        version = lock["environment"]["versions"].get("transformers")
-        found = standalone_findings(lock["tokenizer"], tok.path, tok.files, own, version)
+        version = lock.environment.versions.get("transformers")
+        found = standalone_findings(lock.tokenizer, tok.path, tok.files, own, version)
         if found is not None:
             fallback = [f for f in fallback if f.category is not Category.TOKENIZER] + found
             intact.add(Category.TOKENIZER)
-    names = [str(a["name"]) for a in locked_adapters]
+    names = [a.name for a in locked_adapters]
     if (
         Category.ADAPTER in checkable
         and all((Category.ADAPTER, n) in complete for n in names)

@@ -3,19 +3,20 @@ opened behind the fence, the world observed as lock-shaped data, and each sectio
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lora_lock.commands.verify_partial import intact_categories
 from lora_lock.commands.verify_sections import adapter_findings, base_findings, tokenizer_findings
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity, input_finding
-from lora_lock.hashing import Progress, hash_files
+from lora_lock.hashing import FileDigest, Progress, hash_files
 from lora_lock.lock.drift import compare_files
+from lora_lock.lock.model import Adapter, Lock, Sourced
 from lora_lock.lock.snapshot import Observed, observe, tokenizer_section
 from lora_lock.lock.tokenizer_drift import facts_unreadable
+from lora_lock.lock.values import FileSet
 from lora_lock.runtime import lock_stack
 from lora_lock.runtime.applied import CODE_RULES, facts_config, stack_findings
 from lora_lock.sources.resolve import Resolved, SourceOptions, locked_source
@@ -34,14 +35,18 @@ class Fences:
     allow_outside: bool = False
 
     def source(
-        self, fields: Mapping[str, Any], lock_dir: Path, what: str, *, deep: bool = False, also: Iterable[str] = ()
+        self, section: Sourced, lock_dir: Path, what: str, *, deep: bool = False, also: Iterable[str] = ()
     ) -> Resolved:
-        """The locked source ``fields`` names, resolved under this run's symlink and outside-the-repo rules
-        (``deep`` and ``also`` as :class:`~lora_lock.sources.resolve.SourceOptions` has them)."""
+        """The locked source ``section`` names, resolved under this run's symlink and outside-the-repo rules
+        (``deep`` as :class:`~lora_lock.sources.resolve.SourceOptions` has it; a Hub snapshot must hold the
+        section's locked files and ``also``)."""
         options = SourceOptions(
-            deep=deep, also=also, allow_symlinks=self.allow_symlinks, allow_outside=self.allow_outside
+            deep=deep,
+            also=(*section.files.paths(), *also),
+            allow_symlinks=self.allow_symlinks,
+            allow_outside=self.allow_outside,
         )
-        return locked_source(fields, lock_dir, what, options)
+        return locked_source(section, lock_dir, what, options)
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,9 @@ class WorldCheck:
     categories that run, the fence, and how deep to look (``deep``: re-list Hub snapshots; ``hash_weights``:
     off compares the base's weights by size)."""
 
-    lock: Mapping[str, Any]
+    lock: Lock
     lock_path: Path
-    locked_adapters: list[Mapping[str, Any]]
+    locked_adapters: list[Adapter]
     ran: Collection[Category]
     fences: Fences
     progress: Progress | None = None
@@ -108,8 +113,8 @@ def world_findings(check: WorldCheck) -> tuple[list[Finding], set[Category], dic
     same = _tokenizer_is_base(lock)
     try:
         # A tokenizer from the base's own commit: the cached snapshot must hold its files too, or it is fetched.
-        also = lock["tokenizer"].get("files", {}) if same else ()
-        base = check.fences.source(lock["base"], check.lock_dir, "base", deep=check.deep, also=also)
+        also = lock.tokenizer.files.paths() if same else ()
+        base = check.fences.source(lock.base, check.lock_dir, "base", deep=check.deep, also=also)
     except InputError as exc:
         return [input_finding(exc)], everything, {}
     tally = _Tally()
@@ -128,12 +133,12 @@ def world_findings(check: WorldCheck) -> tuple[list[Finding], set[Category], dic
         _unreadable_adapters(check, tally, observed, _Opened(base, tok, sources))
     tally.findings += _observed_findings(check, observed, tally.blocked)
     _unloadable_adapters(check, tally, observed)
-    if facts_unreadable(lock["tokenizer"], tokenizer_section(observed, check.lock_dir)):
+    if facts_unreadable(lock.tokenizer, tokenizer_section(observed, check.lock_dir)):
         # The probe would load another tokenizer file, or fail to load one, and report that instead.
-        name = str(lock["tokenizer"].get("fingerprint-file", "tokenizer.json"))
+        name = lock.tokenizer.fingerprint_file or "tokenizer.json"
         for locked in check.locked_adapters:
             tally.unloadable.setdefault(
-                str(locked["name"]),
+                locked.name,
                 LeftOut(
                     f"the tokenizer's {name} is missing", "see the tokenizer findings", Category.TOKENIZER not in ran
                 ),
@@ -141,16 +146,16 @@ def world_findings(check: WorldCheck) -> tuple[list[Finding], set[Category], dic
     return tally.findings, tally.blocked & set(ran), tally.unloadable
 
 
-def _tokenizer_is_base(lock: Mapping[str, Any]) -> bool:
+def _tokenizer_is_base(lock: Lock) -> bool:
     """Whether the lock's tokenizer comes from the base's own source and revision."""
-    keys = ("source", "repo", "revision")
-    return {k: lock["tokenizer"].get(k) for k in keys} == {k: lock["base"].get(k) for k in keys}
+    tok, base = lock.tokenizer, lock.base
+    return (tok.source, tok.repo, tok.revision) == (base.source, base.repo, base.revision)
 
 
 def _tokenizer_source(check: WorldCheck, tally: _Tally, base: Resolved) -> Resolved:
     """The tokenizer's own source; the base's when it cannot be read (the tokenizer category is then blocked)."""
     try:
-        return check.fences.source(check.lock["tokenizer"], check.lock_dir, "tokenizer", deep=check.deep)
+        return check.fences.source(check.lock.tokenizer, check.lock_dir, "tokenizer", deep=check.deep)
     except InputError as exc:
         tally.findings.append(input_finding(exc))
         tally.blocked.add(Category.TOKENIZER)
@@ -162,15 +167,11 @@ def _adapter_sources(check: WorldCheck, tally: _Tally) -> list[tuple[str, Resolv
     sources: list[tuple[str, Resolved]] = []
     for locked in check.locked_adapters:
         try:
-            sources.append(
-                (str(locked["name"]), check.fences.source(locked, check.lock_dir, "adapter", deep=check.deep))
-            )
+            sources.append((locked.name, check.fences.source(locked, check.lock_dir, "adapter", deep=check.deep)))
         except InputError as exc:
-            tally.findings.append(input_finding(exc).for_adapter(str(locked["name"])))
+            tally.findings.append(input_finding(exc).for_adapter(locked.name))
             tally.blocked |= {Category.ADAPTER, Category.COMPAT}
-            tally.unloadable[str(locked["name"])] = LeftOut(
-                "its source could not be read", "see the input findings", True
-            )
+            tally.unloadable[locked.name] = LeftOut("its source could not be read", "see the input findings", True)
     return sources
 
 
@@ -194,11 +195,11 @@ def _observe(check: WorldCheck, base: Resolved, tok: Resolved, sources: list[tup
         else (lambda key: False),
         progress=check.progress,
         skip_unreadable=True,
-        name_findings=len(lock["adapter"]) > 1,  # as in a lock of several, even with --adapter
+        name_findings=len(lock.adapters) > 1,  # as in a lock of several, even with --adapter
         lock_path=check.lock_path,
-        transformers_version=lock["environment"]["versions"].get("transformers"),
+        transformers_version=lock.environment.versions.get("transformers"),
         # Judged by the rules of the stack the lock was made on (a 4.x lock by 4.x rules).
-        stack=lock_stack(lock["environment"]),
+        stack=lock_stack(lock.environment.versions),
     )
 
 
@@ -213,7 +214,7 @@ def _unreadable_adapters(
         tally.findings.append(input_finding(error).for_adapter(name))
         tally.unloadable[name] = LeftOut("its files could not be read", "see the input findings", True)
     tally.blocked |= {Category.ADAPTER, Category.COMPAT}
-    broken = [a for a in check.locked_adapters if a["name"] in observed.unreadable]
+    broken = [a for a in check.locked_adapters if a.name in observed.unreadable]
     tally.findings += _file_findings(check.lock, opened, broken, {Category.ADAPTER} & set(check.ran))
 
 
@@ -223,7 +224,9 @@ def _observed_findings(check: WorldCheck, observed: Observed, blocked: set[Categ
     findings = base_findings(lock, observed, lock_dir, ran)
     if Category.COMPAT in ran:  # once for the lock: the rules of the stack it records
         facts = observed.base.facts
-        rules = stack_findings(lock_stack(lock["environment"]), facts_config(facts.architecture, facts.model_type))
+        rules = stack_findings(
+            lock_stack(lock.environment.versions), facts_config(facts.architecture, facts.model_type)
+        )
         findings += [f for f in rules if f.code == CODE_RULES]
     if Category.TOKENIZER in ran and Category.TOKENIZER not in blocked:
         findings += tokenizer_findings(lock, observed, lock_dir)
@@ -245,8 +248,9 @@ def _observed_findings(check: WorldCheck, observed: Observed, blocked: set[Categ
 def _unloadable_adapters(check: WorldCheck, tally: _Tally, observed: Observed) -> None:
     """The adapters PEFT cannot load onto the base as it is now: left out of the behaviour checks."""
     ran = check.ran
-    for name, _, _, fitted in observed.adapters:
-        codes = sorted({f.code for f in fitted.findings if f.code in LOAD_BLOCKING and f.severity is Severity.ERROR})
+    for one in observed.adapters:
+        name = one.name
+        codes = sorted({f.code for f in one.fit.findings if f.code in LOAD_BLOCKING and f.severity is Severity.ERROR})
         if not codes:
             continue
         why = f"PEFT cannot load it onto this base ({', '.join(codes)})"
@@ -267,32 +271,30 @@ def _unloadable_adapters(check: WorldCheck, tally: _Tally, observed: Observed) -
 
 
 def _file_findings(
-    lock: Mapping[str, Any],
+    lock: Lock,
     opened: _Opened,
-    locked_adapters: list[Mapping[str, Any]],
+    locked_adapters: list[Adapter],
     ran: Collection[Category],
     complete: set[tuple[Category, str]] | None = None,
 ) -> list[Finding]:
     """Digest comparison of every locked file that can still be read (the fallback when a source is unusable).
     ``complete`` receives (category, adapter name or "") of each section whose every file could be compared."""
-    plan: list[tuple[Category, str, Mapping[str, Any], Resolved, str]] = [
-        (Category.BASE, "BASE", lock["base"]["files"], opened.base, ""),
-        (Category.TOKENIZER, "TOKENIZER", lock["tokenizer"]["files"], opened.tok, ""),
+    plan: list[tuple[Category, str, FileSet, Resolved, str]] = [
+        (Category.BASE, "BASE", lock.base.files, opened.base, ""),
+        (Category.TOKENIZER, "TOKENIZER", lock.tokenizer.files, opened.tok, ""),
     ]
     by_name = dict(opened.sources)
     plan += [
-        (Category.ADAPTER, "ADAPTER", a["files"], by_name[a["name"]], str(a["name"]))
-        for a in locked_adapters
-        if a["name"] in by_name
+        (Category.ADAPTER, "ADAPTER", a.files, by_name[a.name], a.name) for a in locked_adapters if a.name in by_name
     ]
     out: list[Finding] = []
     for category, prefix, locked, source, adapter in plan:
         if category not in ran:
             continue
-        current: dict[str, dict[str, Any]] = {}
+        current: dict[str, FileDigest] = {}
         # Only files the fence admitted when the source's file set was listed.
         listed = set(source.files)
-        readable = [n for n in locked if n in listed and n not in source.known and (source.path / n).is_file()]
+        readable = [n for n in locked.paths() if n in listed and n not in source.known and (source.path / n).is_file()]
         try:
             digests = hash_files([source.path / n for n in readable])
         except InputError:
@@ -300,10 +302,10 @@ def _file_findings(
         if complete is not None:
             complete.add((category, adapter))
         for name in readable:
-            current[name] = {"digest": digests[source.path / name].digest, "size": digests[source.path / name].size}
+            current[name] = digests[source.path / name]
         for name, known in source.known.items():
             if name in locked:
-                current[name] = {"digest": known.digest, "size": known.size}
+                current[name] = known
         found = compare_files(category, prefix, locked, source.path, current, current.keys())
         out += [f.for_adapter(adapter) for f in found] if adapter else found
     return out

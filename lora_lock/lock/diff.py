@@ -1,17 +1,24 @@
-"""``diff``: what changed between two locks, as data (the changed rows); :mod:`lora_lock.report.diff` words it."""
+"""``diff``: what changed between two locks, as data (the changed rows); :mod:`lora_lock.report.diff` words it.
+
+The locks are typed (:class:`~lora_lock.lock.model.Lock`); what the diff walks key by key (a section's settings,
+the config, the environment) it walks as the lock spells it, so each change names the lock's own key and carries
+the values as the lock writes them (``diff --format json``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lora_lock.findings import Category
-from lora_lock.lock.io import read
+from lora_lock.lock.io import canonical
+from lora_lock.lock.model import Adapter, Golden, Lock, ModuleRow, Probe, read_lock
 from lora_lock.lock.module_table import aligned
+from lora_lock.lock.record import Record
 from lora_lock.lock.rows import row_text, rows_by_pattern
 from lora_lock.lock.rows import value_text as _v
+from lora_lock.lock.values import FileSet
 
 
 @dataclass(frozen=True)
@@ -62,48 +69,51 @@ def _walk(old: Any, new: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tupl
         yield path, old, new
 
 
-def _files(category: Category, what: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+def _table(record: Record | None, *, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """A record as the lock spells it (keys sorted, as the canonical lock writes them), without the ``skip`` keys
+    the diff compares on their own."""
+    data: dict[str, Any] = canonical(record.to_dict()) if record is not None else {}
+    return {key: value for key, value in data.items() if key not in skip}
+
+
+def _files(category: Category, what: str, old: FileSet, new: FileSet) -> list[Change]:
     out = []
-    for name in sorted(set(old) | set(new)):
+    for name in sorted(set(old.paths()) | set(new.paths())):
         a, b = old.get(name), new.get(name)
         if a == b:
             continue
         if a is None:
-            out.append(Change(category, f"{what} file {name} added", name, None, b))
+            out.append(Change(category, f"{what} file {name} added", name, None, b.to_dict() if b else None))
         elif b is None:
-            out.append(Change(category, f"{what} file {name} removed", name, a, None))
+            out.append(Change(category, f"{what} file {name} removed", name, a.to_dict(), None))
         else:
             out.append(
                 Change(
                     category,
-                    f"{what} file {name} changed: {_v(a['digest'])} ({a['size']} bytes) → "
-                    f"{_v(b['digest'])} ({b['size']} bytes)",
+                    f"{what} file {name} changed: {_v(str(a.digest))} ({a.size} bytes) → "
+                    f"{_v(str(b.digest))} ({b.size} bytes)",
                     name,
-                    a,
-                    b,
+                    a.to_dict(),
+                    b.to_dict(),
                 )
             )
     return out
 
 
-def _section(
-    category: Category, what: str, old: Mapping[str, Any], new: Mapping[str, Any], skip: tuple[str, ...] = ("files",)
-) -> list[Change]:
+def _section(category: Category, what: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     out = []
-    for path, a, b in _walk(
-        {k: v for k, v in old.items() if k not in skip}, {k: v for k, v in new.items() if k not in skip}
-    ):
+    for path, a, b in _walk(old, new):
         key = ".".join(path)
         out.append(Change(category, f"{what} {key} {_v(a)} → {_v(b)}", key, a, b))
     return out
 
 
-def _one_or_all(rows: list[Mapping[str, Any]]) -> Any:
+def _one_or_all(rows: Sequence[ModuleRow]) -> Any:
     """A change's old/new value: the row, or the list of rows when the pattern has several (``rank_pattern``)."""
-    return None if not rows else rows[0] if len(rows) == 1 else rows
+    return None if not rows else _table(rows[0]) if len(rows) == 1 else [_table(r) for r in rows]
 
 
-def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[str, Any]]) -> list[Change]:
+def _module_changes(name: str, old: Sequence[ModuleRow], new: Sequence[ModuleRow]) -> list[Change]:
     a, b = rows_by_pattern(old), rows_by_pattern(new)
     out = []
     for pattern in sorted(set(a) | set(b)):
@@ -113,7 +123,7 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
         leaf = pattern.rpartition(".")[2]
         if not xs or not ys:
             state = "added" if not xs else "removed"
-            count = sum(int(r["count"]) for r in ys or xs)
+            count = sum(int(r.count) for r in ys or xs)
             out.append(
                 Change(
                     Category.COMPAT,
@@ -135,7 +145,7 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
                 )
             )
             continue
-        x, y = xs[0], ys[0]
+        x, y = _table(xs[0]), _table(ys[0])
         parts = []
         for key in ("base-shape", "lora-a", "lora-b", "rank", "kind", "count", "layers", "quantized"):
             if x.get(key) != y.get(key):
@@ -143,7 +153,7 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
         out.append(
             Change(
                 Category.COMPAT,
-                f"adapter {name}: {leaf} changed in {y['count']} modules: {'; '.join(parts)}",
+                f"adapter {name}: {leaf} changed in {ys[0].count} modules: {'; '.join(parts)}",
                 pattern,
                 x,
                 y,
@@ -152,69 +162,39 @@ def _module_changes(name: str, old: list[Mapping[str, Any]], new: list[Mapping[s
     return out
 
 
-def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
-    """The changes between two lock documents, as read by :func:`lora_lock.lock.io.read`."""
+def _changed(category: Category, what: str, key: str, old: object, new: object) -> list[Change]:
+    """One change when a single locked value differs."""
+    return [] if old == new else [Change(category, f"{what} {_v(old)} → {_v(new)}", key, old, new)]
+
+
+def diff_locks(old: Lock, new: Lock) -> LockDiff:
+    """The changes between two locks, in report order: base, quantization, tokenizer, adapters, environment,
+    behaviour."""
+    ob, nb = old.base, new.base
     changes: list[Change] = []
-    ob, nb = old["base"], new["base"]
-    if ob.get("revision") != nb.get("revision"):
+    if ob.revision != nb.revision:
         changes.append(
             Change(
                 Category.BASE,
-                f"base revision {_v(ob.get('revision'))[:12]} → {_v(nb.get('revision'))[:12]}",
+                f"base revision {_v(ob.revision)[:12]} → {_v(nb.revision)[:12]}",
                 "revision",
-                ob.get("revision"),
-                nb.get("revision"),
+                ob.revision,
+                nb.revision,
             )
         )
-    for key in ("source", "repo", "ref"):
-        if ob.get(key) != nb.get(key):
-            changes.append(
-                Change(
-                    Category.BASE, f"base {key} {_v(ob.get(key))} → {_v(nb.get(key))}", key, ob.get(key), nb.get(key)
-                )
-            )
-    for path, a, b in _walk(ob["config"], nb["config"]):
+    for key, a, b in (("source", ob.source, nb.source), ("repo", ob.repo, nb.repo), ("ref", ob.ref, nb.ref)):
+        changes += _changed(Category.BASE, f"base {key}", key, a, b)
+    for path, a, b in _walk(_table(ob.config), _table(nb.config)):
         changes.append(Change(Category.BASE, f"{path[0].replace('_', ' ')} {_v(a)} → {_v(b)}", path[0], a, b))
-    if ob.get("runtime-rules") != nb.get("runtime-rules"):
-        changes.append(
-            Change(
-                Category.COMPAT,
-                f"module naming rules {_v(ob.get('runtime-rules'))} → {_v(nb.get('runtime-rules'))}",
-                "runtime-rules",
-                ob.get("runtime-rules"),
-                nb.get("runtime-rules"),
-            )
-        )
-    changes += _files(Category.BASE, "base", ob["files"], nb["files"])
+    changes += _changed(Category.COMPAT, "module naming rules", "runtime-rules", ob.runtime_rules, nb.runtime_rules)
+    changes += _files(Category.BASE, "base", ob.files, nb.files)
+    changes += _section(Category.QUANTIZATION, "base", _numerics(old), _numerics(new))
+    changes += _files(Category.TOKENIZER, "tokenizer", old.tokenizer.files, new.tokenizer.files)
     changes += _section(
-        Category.QUANTIZATION,
-        "base",
-        {k: ob.get(k) for k in ("dtype", "weights-dtypes", "quantization")},
-        {k: nb.get(k) for k in ("dtype", "weights-dtypes", "quantization")},
+        Category.TOKENIZER, "tokenizer", _table(old.tokenizer, skip=("files",)), _table(new.tokenizer, skip=("files",))
     )
-    changes += _files(Category.TOKENIZER, "tokenizer", old["tokenizer"]["files"], new["tokenizer"]["files"])
-    changes += _section(Category.TOKENIZER, "tokenizer", old["tokenizer"], new["tokenizer"])
-
-    oa = {a["name"]: a for a in old["adapter"]}
-    na = {a["name"]: a for a in new["adapter"]}
-    for name in sorted(set(oa) | set(na)):
-        x, y = oa.get(name), na.get(name)
-        if x is None or y is None:
-            changes.append(
-                Change(
-                    Category.ADAPTER,
-                    f"adapter {name} {'added' if x is None else 'removed'}",
-                    name,
-                    None if x is None else _origin(x),
-                    None if y is None else _origin(y),
-                )
-            )
-            continue
-        changes += _files(Category.ADAPTER, f"adapter {name}", x["files"], y["files"])
-        changes += _section(Category.ADAPTER, f"adapter {name}", x, y, skip=("files", "modules", "name"))
-        # In runtime names when both locks record them; else in checkpoint names (a lock written before runtime names).
-        changes += _module_changes(name, *aligned(x, y))
-    for path, a, b in _walk(old["environment"], new["environment"]):
+    changes += _adapter_changes(old, new)
+    for path, a, b in _walk(_table(old.environment), _table(new.environment)):
         changes.append(
             Change(
                 Category.ENVIRONMENT,
@@ -226,46 +206,81 @@ def diff_locks(old: Mapping[str, Any], new: Mapping[str, Any]) -> LockDiff:
                 b,
             )
         )
-    changes += _behaviour_changes(old, new)
+    changes += _behaviour_changes("probe", Category.EFFECT, old.probe, new.probe)
+    changes += _behaviour_changes("golden", Category.GOLDEN, old.golden, new.golden)
     return LockDiff(tuple(changes))
 
 
-def _behaviour_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+def _numerics(lock: Lock) -> dict[str, Any]:
+    """What decides the base's numerics: its dtype, its stored tensor dtypes and its quantization."""
+    base = _table(lock.base)
+    return {key: base.get(key) for key in ("dtype", "weights-dtypes", "quantization")}
+
+
+def _adapter_changes(old: Lock, new: Lock) -> list[Change]:
+    """Adapters added or removed, and each kept adapter's files, settings and module table."""
+    changes: list[Change] = []
+    for name in sorted(set(old.adapter_names()) | set(new.adapter_names())):
+        x, y = old.adapter(name), new.adapter(name)
+        if x is None or y is None:
+            changes.append(
+                Change(
+                    Category.ADAPTER,
+                    f"adapter {name} {'added' if x is None else 'removed'}",
+                    name,
+                    None if x is None else _origin(x),
+                    None if y is None else _origin(y),
+                )
+            )
+            continue
+        changes += _files(Category.ADAPTER, f"adapter {name}", x.files, y.files)
+        own = ("files", "modules", "name")
+        changes += _section(Category.ADAPTER, f"adapter {name}", _table(x, skip=own), _table(y, skip=own))
+        # In runtime names when both locks record them; else in checkpoint names (a lock written before runtime names).
+        changes += _module_changes(name, *aligned(x, y))
+    return changes
+
+
+#: The figures of each behaviour section's rows that the diff names one by one.
+_FIGURES = {
+    "probe": ("effect-kl", "noise-kl", "effect-distance", "noise-distance", "tolerance"),
+    "golden": ("accuracy", "acc-norm"),
+}
+
+
+def _behaviour_changes(
+    section: str, category: Category, a: Probe | Golden | None, b: Probe | Golden | None
+) -> list[Change]:
+    """What changed in one behaviour section (``[probe]`` or ``[golden]``): each adapter's figures, then the
+    section's settings; a changed sidecar alone is named as changed fingerprints."""
+    if a == b:
+        return []
+    if a is None or b is None:
+        return [Change(category, f"{section} {'added' if a is None else 'removed'}", section)]
     out: list[Change] = []
-    for section, category, keys in (
-        ("probe", Category.EFFECT, ("effect-kl", "noise-kl", "effect-distance", "noise-distance", "tolerance")),
-        ("golden", Category.GOLDEN, ("accuracy", "acc-norm")),
-    ):
-        a, b = old.get(section), new.get(section)
-        if a == b:
-            continue
-        if a is None or b is None:
-            out.append(Change(category, f"{section} {'added' if a is None else 'removed'}", section))
-            continue
-        rows_a = {r["name"]: r for r in a.get("adapter", [])}
-        rows_b = {r["name"]: r for r in b.get("adapter", [])}
-        for name in sorted(set(rows_a) | set(rows_b)):
-            x, y = rows_a.get(name, {}), rows_b.get(name, {})
-            parts = [f"{k} {_v(x.get(k))} → {_v(y.get(k))}" for k in keys if x.get(k) != y.get(k)]
-            if x.get("correct") != y.get("correct"):
-                parts.append("per-item results changed")
-            if parts:
-                out.append(Change(category, f"adapter {name}: {'; '.join(parts)}", name, x, y))
-        settings = {k: v for k, v in a.items() if k != "adapter"}, {k: v for k, v in b.items() if k != "adapter"}
-        out += _section(category, section, settings[0], settings[1], skip=("sidecar", "sidecar-digest"))
-        if a.get("sidecar-digest") != b.get("sidecar-digest") and not out:
-            out.append(Change(category, f"{section} fingerprints changed", section))
+    rows_a = {r.name: _table(r) for r in a.adapters}
+    rows_b = {r.name: _table(r) for r in b.adapters}
+    for name in sorted(set(rows_a) | set(rows_b)):
+        x, y = rows_a.get(name, {}), rows_b.get(name, {})
+        parts = [f"{k} {_v(x.get(k))} → {_v(y.get(k))}" for k in _FIGURES[section] if x.get(k) != y.get(k)]
+        if x.get("correct") != y.get("correct"):
+            parts.append("per-item results changed")
+        if parts:
+            out.append(Change(category, f"adapter {name}: {'; '.join(parts)}", name, x, y))
+    settings = ("adapter", "sidecar", "sidecar-digest")
+    out += _section(category, section, _table(a, skip=settings), _table(b, skip=settings))
+    if a.to_dict().get("sidecar-digest") != b.to_dict().get("sidecar-digest") and not out:
+        out.append(Change(category, f"{section} fingerprints changed", section))
     return out
 
 
 def diff(old: str | Path, new: str | Path) -> LockDiff:
     """The changes from the lock file ``old`` to the lock file ``new``."""
-    return diff_locks(read(Path(old)), read(Path(new)))
+    return diff_locks(read_lock(Path(old)), read_lock(Path(new)))
 
 
-def _origin(adapter: Mapping[str, Any]) -> str:
+def _origin(adapter: Adapter) -> str:
     """Where an adapter comes from: its local path, or its Hub repo (and revision)."""
-    if "source" in adapter:
-        return str(adapter["source"])
-    revision = adapter.get("revision")
-    return f"{adapter.get('repo')}@{revision}" if revision else str(adapter.get("repo"))
+    if adapter.source is not None:
+        return adapter.source
+    return f"{adapter.repo}@{adapter.revision}" if adapter.revision else str(adapter.repo)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.hashing import FileDigest
 from lora_lock.inspect.environment import PROBE_ONLY, current_environment, versions_match
 from lora_lock.lock.model import Environment
 from lora_lock.lock.snapshot import UNHASHED
@@ -21,16 +22,15 @@ REGENERATE = "if this change is intended, run `lora-lock generate --from-lock` a
 def compare_files(
     category: Category,
     prefix: str,
-    locked: FileSet | Mapping[str, Any],
+    files: FileSet,
     root: Path,
-    current: Mapping[str, Any],
+    current: Mapping[str, FileDigest],
     present: Iterable[str],
 ) -> list[Finding]:
     """Missing, changed and extra files of one section (every difference listed). The section's file set is
     deny by default: every file is an error except the few no loader reads (:func:`loader_ignores`), ``info``.
-    ``locked``: the section's files (or its ``files`` table); ``current``: path → ``{digest, size}`` now."""
+    ``files``: the section's locked files; ``current``: path → its digest and size now (the files read)."""
     out: list[Finding] = []
-    files = locked if isinstance(locked, FileSet) else FileSet.from_dict(locked)
     present = set(present)
 
     def severity(name: str) -> Severity:
@@ -87,13 +87,12 @@ def compare_files(
     return out
 
 
-def _now(entry: FileRef, seen: Mapping[str, Any] | None) -> tuple[str, Any] | None:
+def _now(entry: FileRef, seen: FileDigest | None) -> tuple[str, int] | None:
     """The digest and size of a locked file now (None: not read); a file sized but not hashed (the fast path)
     counts as the locked digest."""
     if seen is None:
         return None
-    digest = seen["digest"]
-    return (str(entry.digest) if digest == UNHASHED else digest), seen["size"]
+    return (str(entry.digest) if seen.digest == UNHASHED else seen.digest), seen.size
 
 
 def compare_values(
@@ -126,11 +125,10 @@ def compare_values(
     return out
 
 
-def environment_findings(locked: Environment | Mapping[str, Any]) -> list[Finding]:
-    """The installed stack against the lock's ``[environment]`` (the section, or its table): a missing package
-    (a warning when only the probe needs it), a version outside the policy's rule, and a different GPU."""
+def environment_findings(section: Environment) -> list[Finding]:
+    """The installed stack against the lock's ``[environment]``: a missing package (a warning when only the probe
+    needs it), a version outside the policy's rule, and a different GPU."""
     env = current_environment()
-    section = locked if isinstance(locked, Environment) else Environment.from_dict(locked)
     out: list[Finding] = []
     for name, old in sorted(section.versions.items()):
         rule = section.policy.get(name, "exact")

@@ -43,6 +43,15 @@ HEADER = (
 
 
 @cache
+def lock_path(lockfile: str | Path) -> Path:
+    """``verify DIR`` means the ``lora.lock`` in that directory."""
+    path = Path(lockfile)
+    try:
+        return path / DEFAULT_NAME if path.is_dir() else path
+    except OSError:  # a name too long for the filesystem: reading it reports that
+        return path
+
+
 def schema_text() -> str:
     """The lock's JSON Schema as shipped in the package (what ``lora-lock schema`` prints)."""
     return resources.files("lora_lock").joinpath("schemas/lora-lock.schema.json").read_text(encoding="utf-8")

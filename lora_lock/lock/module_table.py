@@ -10,11 +10,12 @@ name; a lock written before the table existed (rows named as the checkpoint stor
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lora_lock.inspect.modules import pattern_of
 from lora_lock.inspect.safetensors_header import TensorInfo
+from lora_lock.lock.model import Adapter, ModuleRow
 from lora_lock.runtime import Stack, runtime_view
 
 #: The value of an adapter section's ``module-names`` when its rows carry runtime names.
@@ -84,28 +85,23 @@ def runtime_rows(rows: Iterable[Mapping[str, Any]], names: ModuleNames | None) -
     return out
 
 
-def is_runtime(section: Mapping[str, Any]) -> bool:
+def is_runtime(section: Adapter) -> bool:
     """Whether an adapter section's rows carry runtime names (absent in locks written before runtime names)."""
-    return section.get("module-names") == RUNTIME
+    return section.module_names == RUNTIME
 
 
-def comparable(rows: Sequence[Mapping[str, Any]], *, by_checkpoint: bool) -> list[Mapping[str, Any]]:
+def comparable(rows: Sequence[ModuleRow], *, by_checkpoint: bool) -> list[ModuleRow]:
     """Rows ready to compare: named by runtime name (or by checkpoint name, to meet an old lock's rows), without
     the bookkeeping ``checkpoint`` field (PEFT matches the runtime names; a checkpoint renamed under the same
     runtime name loads the same, and the base's digests report the file change itself)."""
-    out: list[Mapping[str, Any]] = []
+    out: list[ModuleRow] = []
     for row in rows:
-        pattern = row.get("checkpoint", row["pattern"]) if by_checkpoint else row["pattern"]
-        out.append({**{k: v for k, v in row.items() if k != "checkpoint"}, "pattern": pattern})
+        pattern = row.checkpoint if by_checkpoint and row.checkpoint is not None else row.pattern
+        out.append(replace(row, pattern=pattern, checkpoint=None))
     return out
 
 
-def aligned(
-    locked: Mapping[str, Any], now: Mapping[str, Any]
-) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+def aligned(locked: Adapter, now: Adapter) -> tuple[list[ModuleRow], list[ModuleRow]]:
     """The two adapter sections' module rows in one naming: runtime when both record it, else checkpoint."""
     by_checkpoint = not (is_runtime(locked) and is_runtime(now))
-    return (
-        comparable(locked.get("modules", []), by_checkpoint=by_checkpoint),
-        comparable(now.get("modules", []), by_checkpoint=by_checkpoint),
-    )
+    return comparable(locked.modules, by_checkpoint=by_checkpoint), comparable(now.modules, by_checkpoint=by_checkpoint)

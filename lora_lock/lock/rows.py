@@ -3,7 +3,7 @@ row the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from lora_lock.lock.model import ModuleRow
@@ -22,18 +22,16 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def rows_by_pattern(rows: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+def rows_by_pattern(rows: Sequence[ModuleRow]) -> dict[str, list[ModuleRow]]:
     """Module table rows per pattern: one pattern has several rows when its layers differ (``rank_pattern``)."""
-    out: dict[str, list[Mapping[str, Any]]] = {}
+    out: dict[str, list[ModuleRow]] = {}
     for row in rows:
-        out.setdefault(str(row["pattern"]), []).append(row)
+        out.setdefault(row.pattern, []).append(row)
     return out
 
 
-def row_text(row: ModuleRow | Mapping[str, Any]) -> str:
-    """One module-table row (the record, or the row as a table): its layers, kind, base shape, rank and LoRA
-    shapes."""
-    r = row if isinstance(row, ModuleRow) else ModuleRow.from_dict(row)
+def row_text(r: ModuleRow) -> str:
+    """One module-table row: its layers, kind, base shape, rank and LoRA shapes."""
     quantized = f" ({r.quantized})" if r.quantized else ""
     return (
         f"layers {r.layers}: {r.count}× {r.kind}{quantized} base {value_text(r.base_shape)}, "

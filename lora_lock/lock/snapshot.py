@@ -65,6 +65,22 @@ def checked_file(source: Resolved, name: str, *, allow_symlinks: bool) -> Path:
     return path
 
 
+def adapter_key(name: str) -> str:
+    """The section key of the adapter ``name`` in :attr:`Observed.digests` and :attr:`Observed.present` (the base's
+    is ``base``, the tokenizer's ``tokenizer``)."""
+    return f"adapter:{name}"
+
+
+@dataclass(frozen=True)
+class ObservedAdapter:
+    """One adapter as read now: its name in the lock, its source, its files and config, and its fit to the base."""
+
+    name: str
+    source: Resolved
+    adapter: Adapter
+    fit: Fit
+
+
 @dataclass
 class Observed:
     """Everything read from the sources for one lock: facts, fits and file digests."""
@@ -72,9 +88,10 @@ class Observed:
     base: BaseView
     tokenizer_source: Resolved
     tokenizer: TokenizerFacts | None
-    adapters: list[tuple[str, Resolved, Adapter, Fit]]
+    adapters: list[ObservedAdapter]
     findings: list[Finding]
-    digests: dict[tuple[str, str], FileDigest]  # (section, name); section "base", "tokenizer" or "adapter:<name>"
+    #: (section key, file name) → digest; the section key is ``base``, ``tokenizer`` or :func:`adapter_key`.
+    digests: dict[tuple[str, str], FileDigest]
     unreadable: dict[str, InputError] = field(default_factory=dict)  # adapters left out (``skip_unreadable``)
     #: Each section's file set as it is now (section as in ``digests``): every file, deny by default.
     present: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -151,7 +168,7 @@ def observe(  # noqa: PLR0913  one keyword per caller need; generate and verify 
     wanted: list[tuple[tuple[str, str], Resolved]] = []
     wanted += [(("base", n), base_source) for n in present["base"]]
     wanted += [(("tokenizer", n), tok_source) for n in present["tokenizer"]]
-    fitted: list[tuple[str, Resolved, Adapter, Fit]] = []
+    fitted: list[ObservedAdapter] = []
     pairs = list(adapters)
     named = len(pairs) > 1 if name_findings is None else name_findings
     unreadable: dict[str, InputError] = {}
@@ -164,10 +181,10 @@ def observe(  # noqa: PLR0913  one keyword per caller need; generate and verify 
                 raise
             unreadable[name] = exc
             continue
-        fitted.append((name, source, adapter, result))
+        fitted.append(ObservedAdapter(name, source, adapter, result))
         findings += [f.for_adapter(name) for f in more] if named else more
-        present[f"adapter:{name}"] = source_names(source, lock_path)
-        wanted += [((f"adapter:{name}", f), source) for f in present[f"adapter:{name}"]]
+        present[adapter_key(name)] = source_names(source, lock_path)
+        wanted += [((adapter_key(name), f), source) for f in present[adapter_key(name)]]
 
     digests: dict[tuple[str, str], FileDigest] = {}
     to_hash: dict[tuple[str, str], Path] = {}
@@ -207,10 +224,15 @@ def runtime_names(base: BaseView, stack: Stack) -> ModuleNames | None:
     return module_names(config, base.checkpoint.tensors, stack)
 
 
+def section_digests(observed: Observed, section: str) -> dict[str, FileDigest]:
+    """The digests of one section's files now (``base``, ``tokenizer``, :func:`adapter_key`), by file name."""
+    return {name: d for (sec, name), d in observed.digests.items() if sec == section}
+
+
 def files_table(observed: Observed, section: str) -> dict[str, dict[str, Any]]:
-    """The lock's ``files`` table of one section (``base``, ``tokenizer``, ``adapter:<name>``): digest and size
+    """The lock's ``files`` table of one section (``base``, ``tokenizer``, :func:`adapter_key`): digest and size
     by file name."""
-    return {name: {"digest": d.digest, "size": d.size} for (sec, name), d in observed.digests.items() if sec == section}
+    return {name: {"digest": d.digest, "size": d.size} for name, d in section_digests(observed, section).items()}
 
 
 def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
@@ -276,16 +298,15 @@ def module_rows(result: Fit) -> list[dict[str, Any]]:
     ]
 
 
-def adapter_section(
-    observed: Observed, name: str, source: Resolved, adapter: Adapter, result: Fit, lock_dir: Path
-) -> dict[str, Any]:
+def adapter_section(observed: Observed, one: ObservedAdapter, lock_dir: Path) -> dict[str, Any]:
     """One ``[[adapter]]`` table as observed now: name, source, PEFT settings, files, module table in runtime
     names, and the base the adapter's config names when it is a Hub id."""
+    adapter, result = one.adapter, one.fit
     section: dict[str, Any] = {
-        "name": name,
-        **source.lock_fields(lock_dir),
+        "name": one.name,
+        **one.source.lock_fields(lock_dir),
         "settings": adapter.config.settings(),
-        "files": files_table(observed, f"adapter:{name}"),
+        "files": files_table(observed, adapter_key(one.name)),
         "module-names": RUNTIME,
         "modules": runtime_rows(module_rows(result), observed.names),
     }
@@ -315,7 +336,7 @@ def build_lock(observed: Observed, lock_dir: Path, env: Environment | None = Non
     """The whole lock as data (not yet TOML): every section as observed, adapters sorted by name, the
     environment now unless ``env`` is given."""
     adapters = sorted(
-        (adapter_section(observed, n, s, a, r, lock_dir) for n, s, a, r in observed.adapters),
+        (adapter_section(observed, one, lock_dir) for one in observed.adapters),
         key=lambda s: str(s["name"]),
     )
     return {

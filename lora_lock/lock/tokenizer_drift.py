@@ -35,29 +35,21 @@ def facts_section(tok: TokenizerFacts | None) -> dict[str, Any]:
     return section
 
 
-def _section(locked: Tokenizer | Mapping[str, Any]) -> Tokenizer:
-    """The locked ``[tokenizer]``, given as the section or as its table."""
-    return locked if isinstance(locked, Tokenizer) else Tokenizer.from_dict(locked)
-
-
 def _text(digest: Digest | None) -> str | None:
     """A locked digest as the world's facts spell it (None when the lock has none)."""
     return None if digest is None else str(digest)
 
 
-def facts_unreadable(locked: Tokenizer | Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+def facts_unreadable(locked: Tokenizer, now: Mapping[str, Any]) -> bool:
     """The lock has the tokenizer's facts and today's files cannot give them (the fingerprinted file is gone).
-    ``locked``: the locked section (or its table); ``now``: the section as observed now."""
-    return _section(locked).fingerprint is not None and not now.get("fingerprint")
+    ``now``: the section as observed now."""
+    return locked.fingerprint is not None and not now.get("fingerprint")
 
 
-def fact_findings(
-    locked: Tokenizer | Mapping[str, Any], now: Mapping[str, Any], file_findings: Sequence[Finding]
-) -> list[Finding]:
+def fact_findings(tok: Tokenizer, now: Mapping[str, Any], file_findings: Sequence[Finding]) -> list[Finding]:
     """Vocabulary, special ids, chat template and behaviour, after the file table's ``file_findings``.
-    ``locked``: the locked section (or its table); ``now``: the section as observed now."""
+    ``tok``: the locked section; ``now``: the section as observed now."""
     out = list(file_findings)
-    tok = _section(locked)
     if facts_unreadable(tok, now):
         name = tok.fingerprint_file if tok.fingerprint_file is not None else FULL_TOKENIZER_FILE
         out.append(
@@ -138,15 +130,14 @@ def fact_findings(
 
 
 def standalone_findings(
-    locked: Tokenizer | Mapping[str, Any],
+    locked: Tokenizer,
     root: Path,
     names: Sequence[str],
     file_findings: Sequence[Finding],
     version: str | None,
 ) -> list[Finding] | None:
     """The tokenizer category on its own, when reading the rest of the world failed (a base shard is missing):
-    its facts come from its own files. None when they cannot be read either (the category stays unchecked).
-    ``locked``: the locked section (or its table)."""
+    its facts come from its own files. None when they cannot be read either (the category stays unchecked)."""
     from lora_lock.errors import InputError
 
     try:

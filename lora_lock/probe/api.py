@@ -10,6 +10,7 @@ from typing import Any
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding
+from lora_lock.lock.model import Lock
 from lora_lock.probe.classify import open_session
 from lora_lock.probe.effect import ProbeSession
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
@@ -141,8 +142,8 @@ class _Locked:
     """What verify measures against, read before any model loads: the probe's lock section with its sidecar and
     the golden section with its items (``None``: that category does not run), and the dtype the lock records."""
 
-    probe: tuple[Mapping[str, Any], dict[str, Any]] | None
-    golden: tuple[Mapping[str, Any], tuple[list[GoldenItem], str]] | None
+    probe: tuple[dict[str, Any], dict[str, Any]] | None
+    golden: tuple[dict[str, Any], tuple[list[GoldenItem], str]] | None
     dtype: str
 
     def categories(self) -> list[Category]:
@@ -151,7 +152,7 @@ class _Locked:
 
 
 def verify_behaviour(  # noqa: PLR0913  the keyword interface verify calls: one keyword per behaviour option
-    lock: Mapping[str, Any],
+    lock: Lock,
     lock_dir: Path,
     base_dir: Path,
     tokenizer_dir: Path,
@@ -196,33 +197,34 @@ def verify_behaviour(  # noqa: PLR0913  the keyword interface verify calls: one 
 
 
 def _read_locked(
-    lock: Mapping[str, Any], lock_dir: Path, *, effect: bool, golden: bool
+    lock: Lock, lock_dir: Path, *, effect: bool, golden: bool
 ) -> tuple[_Locked, dict[Category, InputError]]:
     """Each category's lock section with its own input, and the categories whose input is unusable (that
-    category then does not run; the other still does)."""
+    category then does not run; the other still does). The gates read the sections as the lock spells them:
+    each row is checked again there, since a number the schema admits can still be one no gate can use (NaN)."""
     from lora_lock.probe.golden import read_golden
     from lora_lock.probe.sidecar import read_sidecar
 
     failures: dict[Category, InputError] = {}
-    section = lock.get("probe") if effect else None
-    golden_section = lock.get("golden") if golden else None
-    probe: tuple[Mapping[str, Any], dict[str, Any]] | None = None
-    dataset: tuple[Mapping[str, Any], tuple[list[GoldenItem], str]] | None = None
-    if section:
+    section = lock.probe if effect else None
+    golden_section = lock.golden if golden else None
+    probe: tuple[dict[str, Any], dict[str, Any]] | None = None
+    dataset: tuple[dict[str, Any], tuple[list[GoldenItem], str]] | None = None
+    if section is not None:
         try:
-            probe = section, read_sidecar(lock_dir / str(section["sidecar"]), str(section["sidecar-digest"]))
+            probe = section.to_dict(), read_sidecar(lock_dir / section.sidecar, str(section.sidecar_digest))
         except InputError as exc:
             failures[Category.EFFECT] = exc
-    if golden_section:
+    if golden_section is not None:
         try:
-            items = read_golden(named_by_lock(lock_dir, str(golden_section["dataset"]), "golden dataset"))
-            dataset = golden_section, items
+            items = read_golden(named_by_lock(lock_dir, golden_section.dataset, "golden dataset"))
+            dataset = golden_section.to_dict(), items
         except InputError as exc:
             failures[Category.GOLDEN] = exc
             golden_section = None
     # A probe section whose sidecar is unusable still says the dtype the lock was made in.
-    dtype = str((section or golden_section or {}).get("dtype", "auto"))
-    return _Locked(probe=probe, golden=dataset, dtype=dtype), failures
+    dtype = section.dtype if section is not None else golden_section.dtype if golden_section is not None else None
+    return _Locked(probe=probe, golden=dataset, dtype=dtype or "auto"), failures
 
 
 def _verify_group(

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Finding
+
+if TYPE_CHECKING:
+    from lora_lock.lock.model import Lock, Sourced
 
 Locate = Callable[[Finding], "str | None"]
 
@@ -27,26 +30,26 @@ _FIXED = {
 _SECTION = {"BASE": "base", "TOKENIZER": "tokenizer", "ADAPTER": "adapter", "QUANT": "base"}
 
 
-def _dir(fields: Mapping[str, Any], lock_dir: Path) -> Path | None:
-    source = fields.get("source")
-    return lock_dir / Path(*PurePosixPath(source).parts) if isinstance(source, str) else None
+def _dir(section: Sourced, lock_dir: Path) -> Path | None:
+    source = section.source
+    return lock_dir / Path(*PurePosixPath(source).parts) if source is not None else None
 
 
 def for_lock(lockfile: str | Path, fallback: str | None, *, root: Path | None = None) -> Locate | None:
     """The :func:`locator` of the lock at ``lockfile`` (a lock, or the directory holding ``lora.lock``), as the CLI
     and the GitHub Action use it; None when the lock cannot be read (the report already says why, on the lock)."""
-    from lora_lock.commands.verify_partial import lock_path
-    from lora_lock.lock.io import read
+    from lora_lock.lock.io import lock_path
+    from lora_lock.lock.model import read_lock
 
     path = lock_path(lockfile)
     try:
-        lock = read(path)
+        lock = read_lock(path)
     except InputError:
         return None
     return locator(path, lock, fallback, root=root)
 
 
-def locator(lock_path: Path, lock: Mapping[str, Any], fallback: str | None, *, root: Path | None = None) -> Locate:
+def locator(lock_path: Path, lock: Lock, fallback: str | None, *, root: Path | None = None) -> Locate:
     """A function giving each finding its annotation file.
 
     ``root``: the directory annotation paths are relative to (GitHub reads them relative to the workspace); a file
@@ -54,10 +57,10 @@ def locator(lock_path: Path, lock: Mapping[str, Any], fallback: str | None, *, r
     directory, and a file outside it by its absolute path (a run outside any workspace)."""
     lock_dir = lock_path.parent
     base = Path.cwd() if root is None else root
-    dirs: dict[str, Path | None] = {"base": _dir(lock["base"], lock_dir)}
-    tok = lock["tokenizer"]
-    dirs["tokenizer"] = _dir(tok, lock_dir) if {"source", "repo"} & set(tok) else dirs["base"]
-    adapters = {str(a["name"]): _dir(a, lock_dir) for a in lock["adapter"]}
+    dirs: dict[str, Path | None] = {"base": _dir(lock.base, lock_dir)}
+    tok = lock.tokenizer
+    dirs["tokenizer"] = _dir(tok, lock_dir) if tok.source is not None or tok.repo is not None else dirs["base"]
+    adapters = {a.name: _dir(a, lock_dir) for a in lock.adapters}
     only = next(iter(adapters.values())) if len(adapters) == 1 else None
 
     def locate(finding: Finding) -> str | None:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lora_lock.errors import InputError, SourceError
 from lora_lock.inspect.checkpoint import Remote
@@ -213,8 +213,9 @@ def _refuse_path_typo(spec: str, relative_to: Path | None, what: str) -> None:
 class SourceOptions:
     """How :func:`locked_source` finds a lock's source again: ``deep`` hashes local bytes (a Hub commit must be
     fully in the cache, whose blob names are then not trusted); ``token`` / ``offline`` as for :func:`resolve`;
-    ``also``: more locked file names the snapshot must hold (the tokenizer's, when it comes from the base's repo
-    and commit); ``allow_symlinks`` / ``allow_outside`` turn the symlink and outside-the-repository fences off."""
+    ``also``: the locked file names the snapshot must hold (the section's own, and the tokenizer's when it comes
+    from the base's repo and commit); ``allow_symlinks`` / ``allow_outside`` turn the symlink and
+    outside-the-repository fences off."""
 
     deep: bool = False
     token: str | bool | None = field(default=None, repr=False)
@@ -224,9 +225,20 @@ class SourceOptions:
     allow_outside: bool = False
 
 
-def locked_source(
-    fields: Mapping[str, Any], lock_dir: Path, what: str, options: SourceOptions | None = None
-) -> Resolved:
+class LockedSection(Protocol):
+    """Where a lock's section says it comes from (each ``Sourced`` section of :mod:`lora_lock.lock.model`)."""
+
+    @property
+    def source(self) -> str | None: ...  # the lock's relative directory
+
+    @property
+    def repo(self) -> str | None: ...  # the Hub repo id
+
+    @property
+    def revision(self) -> str | None: ...  # the Hub commit
+
+
+def locked_source(section: LockedSection, lock_dir: Path, what: str, options: SourceOptions | None = None) -> Resolved:
     """The source a lock names, found again: a directory relative to the lock, or the pinned Hub commit
     (from the cache when it is there; else from the Hub, metadata and small files only), as ``options`` says.
 
@@ -234,19 +246,24 @@ def locked_source(
     is refused unless ``options.allow_outside``: a crafted lock must not make verify publish facts of arbitrary
     files."""
     options = options if options is not None else SourceOptions()
-    if "repo" in fields:
-        return _locked_hub(fields, options)
-    return _locked_directory(str(fields["source"]), lock_dir, what, options)
+    if section.repo is not None:
+        if section.revision is None:
+            raise InputError(
+                f"the lock's {what} is locked from the Hub repo {brief(section.repo)} but has no 'revision'; "
+                "expected the commit the repo is pinned to, found none",
+                hint="regenerate the lock with `lora-lock generate`",
+            )
+        return _locked_hub(section.repo, section.revision, options)
+    return _locked_directory(str(section.source), lock_dir, what, options)
 
 
-def _locked_hub(fields: Mapping[str, Any], options: SourceOptions) -> Resolved:
+def _locked_hub(repo: str, commit: str, options: SourceOptions) -> Resolved:
     """The pinned Hub commit of a lock's section: the cache's snapshot when it holds every locked file, else the
     Hub's metadata of that commit (refused offline, or with ``deep``, when files are missing)."""
     from lora_lock.sources.hub import is_offline, parse_spec, resolve_cached, resolve_online
 
-    repo, commit = str(fields["repo"]), str(fields["revision"])
     parse_spec(f"{repo}@{commit}")  # an edited lock's repo id huggingface_hub would refuse: a clear error
-    locked_files = list(dict.fromkeys([*(str(n) for n in fields.get("files", {})), *options.also]))
+    locked_files = list(dict.fromkeys(options.also))
     offline_now = options.offline if options.offline is not None else is_offline()
     hint = f"fetch them once online: hf download {repo} --revision {commit}"
     try:

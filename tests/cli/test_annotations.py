@@ -9,10 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from fuzz.seeds import valid_lock
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.lock.model import Lock
 from lora_lock.report.where import for_lock, locator
+
+
+def _lock(*, base: str) -> Lock:
+    """A valid lock whose base is the directory ``base`` and whose tokenizer is the base's."""
+    doc = valid_lock()
+    doc["base"]["source"] = doc["tokenizer"]["source"] = base
+    return Lock.from_dict(doc)
 
 
 def test_annotations_point_at_the_changed_file(
@@ -58,13 +67,13 @@ def test_a_workspace_root_makes_paths_relative_to_it_and_keeps_outside_files_on_
     (outside / "base" / "config.json").write_text("{}", encoding="utf-8")
     monkeypatch.chdir(workspace / "team")  # not the root: paths must not depend on it
     lock_path = workspace / "team" / "lora.lock"
-    inside = {"base": {"source": "base"}, "tokenizer": {}, "adapter": []}
+    inside = _lock(base="base")
     locate = locator(lock_path, inside, "team/lora.lock", root=workspace)
     assert locate(_finding("BASE-CONFIG")) == "team/base/config.json"
     assert locate(_finding("BASE-FILE-CHANGED", "config.json")) == "team/base/config.json"
     assert locate(_finding("BASE-FILE-CHANGED", "gone.json")) == "team/lora.lock"
     assert locate(_finding("ENV-PYTHON")) == "team/lora.lock"
-    far = {"base": {"source": "../../outside/base"}, "tokenizer": {}, "adapter": []}
+    far = _lock(base="../../outside/base")
     assert locator(lock_path, far, "team/lora.lock", root=workspace)(_finding("BASE-CONFIG")) == "team/lora.lock"
     # Without a root (the CLI run anywhere): relative to the working directory, absolute outside it.
     assert locator(lock_path, inside, "lora.lock")(_finding("BASE-CONFIG")) == "base/config.json"

@@ -307,7 +307,17 @@ numbers = st.integers(-5, 5) | st.floats(allow_nan=False)
 probe_section = open_table(
     {
         "adapter": st.lists(
-            open_table({"name": names, "effect-kl": numbers, "noise-kl": numbers, "tolerance": numbers}),
+            # A model with token or class distributions records KL; a feature extractor, embedding distances.
+            open_table({"name": names, "effect-kl": numbers, "noise-kl": numbers, "tolerance": numbers})
+            | open_table(
+                {
+                    "name": names,
+                    "embedding": st.just("mean-last-hidden-state"),
+                    "effect-distance": st.floats(0, 10),
+                    "noise-distance": st.floats(0, 10),
+                    "tolerance": numbers,
+                }
+            ),
             max_size=2,
         ),
         "device": names,

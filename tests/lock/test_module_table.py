@@ -13,6 +13,7 @@ from lora_lock import diff, generate, verify
 from lora_lock.findings import Category
 from lora_lock.inspect.modules import pattern_of
 from lora_lock.lock.io import dumps, read, write_atomic
+from lora_lock.lock.model import Adapter, ModuleRow
 from lora_lock.lock.module_table import RUNTIME, ModuleNames, aligned, comparable, runtime_rows
 from tests.fixtures.header_bases import adapter_config, lora_tensors
 from tests.fixtures.runtime_bases import small_llava_config
@@ -63,15 +64,23 @@ def test_rows_are_renamed_and_keep_their_checkpoint_name() -> None:
     assert runtime_rows([{**ROW, "pattern": "x.y"}], NAMES) == [{**ROW, "pattern": "x.y"}]
 
 
+def _adapter(rows: list[dict[str, Any]], **more: Any) -> Adapter:
+    """A locked adapter holding these module rows."""
+    settings = {"peft_type": "LORA", "r": R, "lora_alpha": 16}
+    return Adapter.from_dict({"name": "a", "source": "a", "settings": settings, "files": {}, "modules": rows, **more})
+
+
 def test_old_and_new_rows_meet_by_checkpoint_name() -> None:
-    (new,) = runtime_rows([ROW], NAMES)
-    locked_old = {"modules": [ROW]}
-    now = {"module-names": RUNTIME, "modules": [new]}
-    assert aligned(locked_old, now) == ([ROW], [ROW])
+    full = {**ROW, "kind": "linear", "base-shape": "64x64", "lora-a": f"{R}x64", "lora-b": f"64x{R}"}
+    (new,) = runtime_rows([full], NAMES)
+    locked_old = _adapter([full])
+    now = _adapter([new], **{"module-names": RUNTIME})
+    row = ModuleRow.from_dict(full)
+    assert aligned(locked_old, now) == ([row], [row])
     # Both in runtime names: compared by runtime name, the bookkeeping field left out.
     both = aligned(now, now)
-    assert both[0] == both[1] == [{**ROW, "pattern": new["pattern"]}]
-    assert comparable([new], by_checkpoint=False) == [{**ROW, "pattern": new["pattern"]}]
+    assert both[0] == both[1] == [ModuleRow.from_dict({**full, "pattern": new["pattern"]})]
+    assert comparable(now.modules, by_checkpoint=False) == [ModuleRow.from_dict({**full, "pattern": new["pattern"]})]
 
 
 def test_a_lock_of_a_base_whose_names_do_not_change_has_no_checkpoint_fields(

@@ -15,6 +15,7 @@ import pytest
 from lora_lock.commands.generate import generate
 from lora_lock.errors import InputError
 from lora_lock.lock.io import read as read_lock
+from lora_lock.lock.model import Lock
 from lora_lock.probe import embed_gate
 from lora_lock.probe.sidecar import validate as validate_sidecar
 from tests.probe.test_lock_schema import assert_lock_documented
@@ -48,6 +49,11 @@ def test_an_embedding_model_is_probed_and_never_false_alarms(encoder: Path, caps
     lock = assert_lock_documented(encoder / "lora.lock")
     (row,) = lock["probe"]["adapter"]
     assert row["embedding"] == "mean-last-hidden-state" and "effect-kl" not in row
+    # The typed lock reads it too (as `outdated`, `list` and `export-env` do), and writes back the same text.
+    text = (encoder / "lora.lock").read_text(encoding="utf-8")
+    typed = Lock.from_toml(text)
+    assert typed.probe is not None and typed.probe.adapters[0].effect_distance == row["effect-distance"]
+    assert typed.to_toml() == text
     assert row["effect-distance"] > 1e-2 and row["tolerance"] == embed_gate.FLOOR  # fp32 on CPU: noise ~1e-7
     (prints,) = _sidecar(encoder)["adapters"].values()
     sizes = {len(fp[side]["embedding"]) for fp in prints for side in ("adapted", "base")}
@@ -234,10 +240,15 @@ def test_a_confident_nearest_prompt_that_changes_is_a_flip_and_a_near_tie_is_not
 
 
 def test_a_changed_embedding_effect_shows_in_the_lock_diff() -> None:
+    from lora_lock.findings import Category
     from lora_lock.lock.diff import _behaviour_changes
+    from lora_lock.lock.model import Probe
 
     row = {"name": "a", "embedding": "mean-last-hidden-state", "effect-distance": 0.5, "noise-distance": 1e-6}
-    old = {"probe": {"device": "cpu", "adapter": [{**row, "tolerance": 1e-3}]}}
-    new = {"probe": {"device": "cpu", "adapter": [{**row, "effect-distance": 0.25, "tolerance": 1e-3}]}}
-    (change,) = _behaviour_changes(old, new)
+    digest = "sha256:" + "ab" * 32
+    settings = {"device": "cpu", "dtype": "float32", "positions": 8, "prompts": 4, "prompts-digest": digest}
+    settings |= {"sidecar": "lora.lock.probe-0123456789ab.json", "sidecar-digest": digest, "top-k": 5}
+    old = Probe.from_dict({**settings, "adapter": [{**row, "tolerance": 1e-3}]})
+    new = Probe.from_dict({**settings, "adapter": [{**row, "effect-distance": 0.25, "tolerance": 1e-3}]})
+    (change,) = _behaviour_changes("probe", Category.EFFECT, old, new)
     assert "effect-distance 0.5 → 0.25" in change.message
