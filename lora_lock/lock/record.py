@@ -32,11 +32,13 @@ def _same(value: Any) -> Any:
 def key(
     name: str, load: Callable[[Any], Any] = _same, dump: Callable[[Any], Any] = _same, *, required: bool = False
 ) -> Any:
+    """A field spelled ``name`` in the lock, converted by ``load`` / ``dump``; None when absent unless ``required``."""
     meta = {"toml": _Key(name, load, dump)}
     return field(metadata=meta) if required else field(default=None, metadata=meta)
 
 
 def need(name: str, load: Callable[[Any], Any] = _same, dump: Callable[[Any], Any] = _same) -> Any:
+    """A field the lock always has, spelled ``name``."""
     return key(name, load, dump, required=True)
 
 
@@ -46,10 +48,12 @@ def extra() -> Any:
 
 
 def rows(cls: type[R]) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """How an array of tables of ``cls`` rows is read and written."""
     return (lambda rows: tuple(cls._from_table(row) for row in rows)), (lambda rows: [row.to_dict() for row in rows])
 
 
 def table(cls: type[R]) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """How one sub-table of ``cls`` is read and written."""
     return cls._from_table, (lambda record: record.to_dict())
 
 

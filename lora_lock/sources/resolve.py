@@ -229,13 +229,16 @@ class LockedSection(Protocol):
     """Where a lock's section says it comes from (each ``Sourced`` section of :mod:`lora_lock.lock.model`)."""
 
     @property
-    def source(self) -> str | None: ...  # the lock's relative directory
+    def source(self) -> str | None:
+        """The lock's relative directory, for a local section."""
 
     @property
-    def repo(self) -> str | None: ...  # the Hub repo id
+    def repo(self) -> str | None:
+        """The Hub repo id, for a section locked from the Hub."""
 
     @property
-    def revision(self) -> str | None: ...  # the Hub commit
+    def revision(self) -> str | None:
+        """The Hub commit the repo is pinned to."""
 
 
 def locked_source(section: LockedSection, lock_dir: Path, what: str, options: SourceOptions | None = None) -> Resolved:
