@@ -82,10 +82,10 @@ def _files(category: Category, what: str, old: FileSet, new: FileSet) -> list[Ch
         a, b = old.get(name), new.get(name)
         if a == b:
             continue
-        if a is None:
-            out.append(Change(category, f"{what} file {name} added", name, None, b.to_dict() if b else None))
-        elif b is None:
-            out.append(Change(category, f"{what} file {name} removed", name, a.to_dict(), None))
+        if b is None:  # a file on neither side is not listed
+            out.append(Change(category, f"{what} file {name} removed", name, a.to_dict() if a else None, None))
+        elif a is None:
+            out.append(Change(category, f"{what} file {name} added", name, None, b.to_dict()))
         else:
             out.append(
                 Change(
@@ -269,7 +269,7 @@ def _behaviour_changes(
             out.append(Change(category, f"adapter {name}: {'; '.join(parts)}", name, x, y))
     settings = ("adapter", "sidecar", "sidecar-digest")
     out += _section(category, section, _table(a, skip=settings), _table(b, skip=settings))
-    if a.to_dict().get("sidecar-digest") != b.to_dict().get("sidecar-digest") and not out:
+    if isinstance(a, Probe) and isinstance(b, Probe) and a.sidecar_digest != b.sidecar_digest and not out:
         out.append(Change(category, f"{section} fingerprints changed", section))
     return out
 
