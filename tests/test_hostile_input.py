@@ -165,7 +165,7 @@ def test_a_symlinked_base_is_locked_as_written_and_moves_with_the_repo(
     shutil.copytree(tiny_llama_adapter, root / "adapter")
     (root / "base").symlink_to(shared)  # absolute link to a shared model directory
     result = generate([root / "adapter"], root / "base", root / "lora.lock", probe=False)
-    assert result.lock is not None and result.lock["base"]["source"] == "base"
+    assert result.lock is not None and result.lock.base.source == "base"
 
     moved = tmp_path / "deeper" / "still" / "repo"
     moved.parent.mkdir(parents=True)

@@ -6,9 +6,8 @@ import glob
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from lora_lock.compat.base import default_base_spec
 from lora_lock.errors import InputError
@@ -16,8 +15,9 @@ from lora_lock.findings import Category, Finding, Report, Severity
 from lora_lock.hashing import Progress
 from lora_lock.inspect.adapter import read_adapter
 from lora_lock.inspect.environment import current_environment
-from lora_lock.lock.io import dumps, parse, write_atomic
-from lora_lock.lock.snapshot import Observed, build_lock, environment_section, observe
+from lora_lock.lock.io import parse, write_atomic
+from lora_lock.lock.model import Golden, Lock, Probe
+from lora_lock.lock.snapshot import Observed, build_lock, observe
 from lora_lock.probe.loaded import CODE_DROPPED
 from lora_lock.probe.sidecar import Step, sidecar_digest, sidecar_text
 from lora_lock.runtime import lock_stack
@@ -25,8 +25,6 @@ from lora_lock.sources.resolve import Resolved, posix_relative, resolve
 from lora_lock.text import short_digest
 from lora_lock.userregex import per_run
 
-#: The lock section each behavioural category records.
-BEHAVIOUR_SECTIONS = {Category.EFFECT: "probe", Category.GOLDEN: "golden"}
 GENERATE_CATEGORIES = (
     Category.BASE,
     Category.TOKENIZER,
@@ -44,7 +42,7 @@ class GenerateResult:
     path: Path
     report: Report
     written: bool
-    lock: dict[str, Any] | None
+    lock: Lock | None
 
 
 def adapter_names(sources: Sequence[Resolved], lock_dir: Path) -> list[str]:
@@ -133,7 +131,7 @@ def generate(  # noqa: PLR0913  the documented keyword options of the public API
         lock_path=out,
         transformers_version=env.versions.get("transformers"),
         # The rules of the stack the lock records, so that `verify` (which applies those) meets the same model.
-        stack=lock_stack(environment_section(env)),
+        stack=lock_stack(env.versions),
     )
     report = Report.build(
         [*observed.findings, *_vocab_findings(observed, tok_source or base_source)],
@@ -150,29 +148,25 @@ def generate(  # noqa: PLR0913  the documented keyword options of the public API
         report = Report.build(findings, ran=GENERATE_CATEGORIES, title="lora-lock generate")
     if run_probe:
         options = ProbeOptions(probe_enabled(probe), probe_prompts, golden, device, dtype, probe_step)
-        report, sidecar, refused = _with_behaviour(observed, out, lock, findings, options)
+        lock, report, sidecar, refused = _with_behaviour(observed, out, lock, findings, options)
         if refused:
             return GenerateResult(path=out, report=report, written=False, lock=None)
-    written = publish(out, dumps(lock), sidecar)
+    written = publish(out, lock.to_toml(), sidecar)
     return GenerateResult(path=out, report=report, written=written, lock=lock)
 
 
 def _with_behaviour(
-    observed: Observed, out: Path, lock: dict[str, Any], findings: list[Finding], options: ProbeOptions
-) -> tuple[Report, tuple[Path, str] | None, bool]:
-    """Add the behaviour sections to ``lock``: the report with their findings, the sidecar to write, and whether
-    the lock is refused because PEFT's own load dropped adapter tensors."""
-    section, sidecar, more = behaviour_sections(observed, out, options)
-    lock.update(section)
-    findings = [*findings, *more]
-    report = Report.build(
-        findings,
-        ran=(*GENERATE_CATEGORIES, *(c for c, key in BEHAVIOUR_SECTIONS.items() if key in section)),
-        title="lora-lock generate",
-    )
+    observed: Observed, out: Path, lock: Lock, findings: list[Finding], options: ProbeOptions
+) -> tuple[Lock, Report, tuple[Path, str] | None, bool]:
+    """``lock`` with its behaviour sections: the lock, the report with their findings, the sidecar to write, and
+    whether the lock is refused because PEFT's own load dropped adapter tensors."""
+    recorded = behaviour_sections(observed, out, options)
+    findings = [*findings, *recorded.findings]
+    ran = [c for c, section in ((Category.EFFECT, recorded.probe), (Category.GOLDEN, recorded.golden)) if section]
+    report = Report.build(findings, ran=(*GENERATE_CATEGORIES, *ran), title="lora-lock generate")
     # PEFT's own load dropped adapter tensors (the static check missed it): a broken pairing, not locked.
     refused = any(f.code == CODE_DROPPED and f.severity is Severity.ERROR for f in findings)
-    return report, sidecar, refused
+    return replace(lock, probe=recorded.probe, golden=recorded.golden), report, recorded.sidecar, refused
 
 
 def _sources(
@@ -350,10 +344,19 @@ class ProbeOptions:
     step: Step | None
 
 
-def behaviour_sections(
-    observed: Observed, out: Path, options: ProbeOptions
-) -> tuple[dict[str, Any], tuple[Path, str] | None, list[Finding]]:
-    """Run the probe and the golden set with one model load; return lock sections, the sidecar, findings."""
+@dataclass(frozen=True)
+class BehaviourSections:
+    """What the behaviour checks add to a lock: its ``[probe]`` and ``[golden]`` (None: not recorded), the
+    sidecar to write next to it (path and text), and the findings of loading the adapters."""
+
+    probe: Probe | None
+    golden: Golden | None
+    sidecar: tuple[Path, str] | None
+    findings: list[Finding]
+
+
+def behaviour_sections(observed: Observed, out: Path, options: ProbeOptions) -> BehaviourSections:
+    """Run the probe and the golden set with one model load; return the lock sections, the sidecar, findings."""
     from lora_lock.probe.api import lock_behaviour
 
     base_dir, tok_dir = probe_dirs(observed.base.source, observed.tokenizer_source)
@@ -370,17 +373,15 @@ def behaviour_sections(
         dtype=options.dtype,
         step=options.step,
     )
-    sections: dict[str, Any] = {}
-    sidecar = None
+    probe, sidecar = None, None
     if result.probe is not None:
         text = sidecar_text(result.probe.sidecar)
         digest = sidecar_digest(text)
         name = f"{out.name}.probe-{short_digest(digest)}.json"
-        sections["probe"] = {**result.probe.section, "sidecar": name, "sidecar-digest": digest}
+        probe = Probe.from_dict({**result.probe.section, "sidecar": name, "sidecar-digest": digest})
         sidecar = (out.parent / name, text)
-    if result.golden is not None:
-        sections["golden"] = result.golden
-    return sections, sidecar, result.findings
+    golden = Golden.from_dict(result.golden) if result.golden is not None else None
+    return BehaviourSections(probe, golden, sidecar, result.findings)
 
 
 def probe_dirs(base: Resolved, tokenizer: Resolved) -> tuple[Path, Path]:

@@ -1,13 +1,14 @@
 """Each section of a lock compared with the same section of the world now: base, tokenizer, one adapter.
 
-The locked side is the typed lock; the world's side is what ``generate`` would write now (the same functions of
-:mod:`lora_lock.lock.snapshot`), so a fresh lock never shows drift and every finding names a real change."""
+Both sides are typed records: the locked side read from the lock, the world's side what ``generate`` would write
+now (the same functions of :mod:`lora_lock.lock.snapshot`), so a fresh lock never shows drift and every finding
+names a real change. Files are compared from the digests observed now (:func:`compare_files`), where a weight may
+have been measured by size alone: the world's records are built without a ``files`` table (``NO_FILES``)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.lock.drift import REGENERATE, compare_files, compare_values
@@ -17,17 +18,21 @@ from lora_lock.lock.rows import row_text, rows_by_pattern
 from lora_lock.lock.snapshot import (
     Observed,
     adapter_key,
-    adapter_section,
-    base_section,
+    adapter_record,
+    base_record,
     section_digests,
-    tokenizer_section,
+    tokenizer_record,
 )
 from lora_lock.lock.tokenizer_drift import fact_findings
+from lora_lock.lock.values import FileSet
+
+#: The world's side of a section compared here carries no files: they are compared from the digests.
+NO_FILES = FileSet()
 
 
 def base_findings(lock: Lock, observed: Observed, lock_dir: Path, cats: Collection[Category]) -> list[Finding]:
     """The base's files, config, dtypes and quantization as locked, compared with the base now."""
-    locked, now = lock.base, base_section(observed, lock_dir)
+    locked, now = lock.base, base_record(observed, lock_dir, NO_FILES)
     out: list[Finding] = []
     if Category.BASE in cats:
         out += compare_files(
@@ -44,7 +49,7 @@ def base_findings(lock: Lock, observed: Observed, lock_dir: Path, cats: Collecti
             Category.BASE,
             "base config",
             locked.config.to_dict(),
-            now["config"],
+            now.config.to_dict(),
             hint="the base model is not the one the adapter was locked to; " + REGENERATE,
         )
     if Category.QUANTIZATION in cats:
@@ -52,12 +57,10 @@ def base_findings(lock: Lock, observed: Observed, lock_dir: Path, cats: Collecti
     return out
 
 
-def _numerics_findings(locked: Base, now: Mapping[str, Any]) -> list[Finding]:
+def _numerics_findings(locked: Base, now: Base) -> list[Finding]:
     """The base's dtype, stored tensor dtypes and quantization as locked, compared with the base now."""
-    out = compare_values(
-        "QUANT-DTYPE", Category.QUANTIZATION, "config", {"dtype": locked.dtype}, {"dtype": now.get("dtype")}
-    )
-    dtypes = now["weights-dtypes"]
+    out = compare_values("QUANT-DTYPE", Category.QUANTIZATION, "config", {"dtype": locked.dtype}, {"dtype": now.dtype})
+    dtypes = now.weights_dtypes
     if locked.weights_dtypes != dtypes:
         then, today = _dtype_counts(locked.weights_dtypes), _dtype_counts(dtypes)
         out.append(
@@ -77,7 +80,7 @@ def _numerics_findings(locked: Base, now: Mapping[str, Any]) -> list[Finding]:
         Category.QUANTIZATION,
         "quantization",
         locked.quantization.to_dict(),
-        now["quantization"],
+        now.quantization.to_dict(),
         hint="a base quantized differently changes the adapter's numerics; " + REGENERATE,
     )
     return out
@@ -98,7 +101,7 @@ def tokenizer_findings(lock: Lock, observed: Observed, lock_dir: Path) -> list[F
         section_digests(observed, "tokenizer"),
         observed.present["tokenizer"],
     )
-    return fact_findings(lock.tokenizer, tokenizer_section(observed, lock_dir), files)
+    return fact_findings(lock.tokenizer, tokenizer_record(observed, lock_dir, NO_FILES), files)
 
 
 def adapter_findings(locked: Adapter, observed: Observed, lock_dir: Path, cats: Collection[Category]) -> list[Finding]:
@@ -107,7 +110,7 @@ def adapter_findings(locked: Adapter, observed: Observed, lock_dir: Path, cats: 
     one = next((o for o in observed.adapters if o.name == name), None)
     if one is None:
         return []
-    now = Adapter.from_dict(adapter_section(observed, one, lock_dir))
+    now = adapter_record(observed, one, lock_dir, NO_FILES)
     out: list[Finding] = []
     if Category.ADAPTER in cats:
         out += [

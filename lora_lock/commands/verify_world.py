@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_lock.commands.verify_partial import intact_categories
-from lora_lock.commands.verify_sections import adapter_findings, base_findings, tokenizer_findings
+from lora_lock.commands.verify_sections import NO_FILES, adapter_findings, base_findings, tokenizer_findings
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity, input_finding
 from lora_lock.hashing import FileDigest, Progress, hash_files
 from lora_lock.lock.drift import compare_files
 from lora_lock.lock.model import Adapter, Lock, Sourced
-from lora_lock.lock.snapshot import Observed, observe, tokenizer_section
+from lora_lock.lock.snapshot import Observed, observe, tokenizer_record
 from lora_lock.lock.tokenizer_drift import facts_unreadable
 from lora_lock.lock.values import FileSet
 from lora_lock.runtime import lock_stack
@@ -133,7 +133,7 @@ def world_findings(check: WorldCheck) -> tuple[list[Finding], set[Category], dic
         _unreadable_adapters(check, tally, observed, _Opened(base, tok, sources))
     tally.findings += _observed_findings(check, observed, tally.blocked)
     _unloadable_adapters(check, tally, observed)
-    if facts_unreadable(lock.tokenizer, tokenizer_section(observed, check.lock_dir)):
+    if facts_unreadable(lock.tokenizer, tokenizer_record(observed, check.lock_dir, NO_FILES)):
         # The probe would load another tokenizer file, or fail to load one, and report that instead.
         name = lock.tokenizer.fingerprint_file or "tokenizer.json"
         for locked in check.locked_adapters:

@@ -70,19 +70,17 @@ def module_names(config: Mapping[str, Any], tensors: Mapping[str, TensorInfo], s
     return ModuleNames(view.rules, dict(sorted(to_runtime.items())), frozenset(sources), to_checkpoint)
 
 
-def runtime_rows(rows: Iterable[Mapping[str, Any]], names: ModuleNames | None) -> list[dict[str, Any]]:
+def runtime_rows(rows: Iterable[ModuleRow], names: ModuleNames | None) -> tuple[ModuleRow, ...]:
     """Module rows renamed to their runtime names, each keeping its checkpoint name when the two differ."""
-    out: list[dict[str, Any]] = []
+    out: list[ModuleRow] = []
     for row in rows:
-        pattern = str(row["pattern"])
-        runtime = names.runtime_name(pattern) if names is not None else pattern
-        renamed = {**row, "pattern": runtime}
+        runtime = names.runtime_name(row.pattern) if names is not None else row.pattern
         # The engine may give runtime names already: the checkpoint name then comes from the runtime model.
-        checkpoint = pattern if runtime != pattern else names.checkpoint_name(runtime) if names is not None else None
-        if checkpoint is not None and checkpoint != runtime:
-            renamed["checkpoint"] = checkpoint
-        out.append(renamed)
-    return out
+        checkpoint = (
+            row.pattern if runtime != row.pattern else names.checkpoint_name(runtime) if names is not None else None
+        )
+        out.append(replace(row, pattern=runtime, checkpoint=checkpoint if checkpoint != runtime else None))
+    return tuple(out)
 
 
 def is_runtime(section: Adapter) -> bool:

@@ -7,8 +7,8 @@ is a real change of the inputs, never a difference of code paths.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,7 +18,7 @@ from lora_lock.compat.base import BaseView, base_file_findings, read_base
 from lora_lock.compat.static import static_findings
 from lora_lock.errors import InputError
 from lora_lock.findings import Finding
-from lora_lock.hashing import ALGORITHM, FileDigest, Progress, hash_files
+from lora_lock.hashing import ALGORITHM, Digest, FileDigest, Progress, hash_files
 from lora_lock.inspect.adapter import Adapter, read_adapter
 from lora_lock.inspect.environment import DEFAULT_POLICY, Environment, current_environment
 from lora_lock.inspect.tokenizer import (
@@ -28,19 +28,21 @@ from lora_lock.inspect.tokenizer import (
     read_tokenizer_facts,
     tokenizer_files,
 )
+from lora_lock.lock import model
 from lora_lock.lock.io import LOCK_VERSION
 from lora_lock.lock.module_table import RUNTIME, ModuleNames, module_names, runtime_rows
+from lora_lock.lock.values import FileRef, FileSet, FrozenMap, Value, freeze, frozen_map
 from lora_lock.runtime import Stack, installed_stack
 from lora_lock.sources.fence import admit, resolve_fence
 from lora_lock.sources.fileset import excluding_lock, planted_adapter
 from lora_lock.sources.resolve import Resolved
 from lora_lock.text import shape_token
 
-HASHING = {
-    "algorithm": ALGORITHM,
-    "files": f"{ALGORITHM} of each file's full bytes, streamed",
-    "tokenizer-fingerprint": FINGERPRINT_SCHEME,
-}
+HASHING = model.Hashing(
+    algorithm=ALGORITHM,
+    files=f"{ALGORITHM} of each file's full bytes, streamed",
+    tokenizer_fingerprint=FINGERPRINT_SCHEME,
+)
 #: The digest of a file compared by size only (``verify(hash_weights=False)``, the serving guard's fast path).
 UNHASHED = ""
 BASE_EXTRA_FILES = ("config.json", "generation_config.json")
@@ -229,122 +231,154 @@ def section_digests(observed: Observed, section: str) -> dict[str, FileDigest]:
     return {name: d for (sec, name), d in observed.digests.items() if sec == section}
 
 
-def files_table(observed: Observed, section: str) -> dict[str, dict[str, Any]]:
-    """The lock's ``files`` table of one section (``base``, ``tokenizer``, :func:`adapter_key`): digest and size
-    by file name."""
-    return {name: {"digest": d.digest, "size": d.size} for name, d in section_digests(observed, section).items()}
+def file_set(observed: Observed, section: str) -> FileSet:
+    """The lock's ``files`` of one section (``base``, ``tokenizer``, :func:`adapter_key`): every file hashed.
+
+    Only ``generate`` writes files: ``verify`` compares them from :func:`section_digests`, where a weight file may
+    have been measured by size alone (:data:`UNHASHED`), which no lock records."""
+    return FileSet(
+        tuple(
+            FileRef(path=name, digest=Digest.from_str(d.digest), size=d.size)
+            for name, d in section_digests(observed, section).items()
+        )
+    )
 
 
-def base_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
-    """The lock's ``[base]`` table as observed now: source, identity config, weight dtypes, quantization,
-    files, and the dtype when the config names one."""
-    facts = observed.base.facts
+def _table(values: Mapping[str, Any]) -> FrozenMap[Value]:
+    """A table of TOML values read from a source, frozen as the lock model holds it."""
+    return FrozenMap((key, freeze(values[key])) for key in sorted(values))
+
+
+def base_record(observed: Observed, lock_dir: Path, files: FileSet) -> model.Base:
+    """The lock's ``[base]`` as observed now: source, identity config, weight dtypes, quantization, the dtype
+    when the config names one, the runtime rules naming its modules, and ``files`` (:func:`file_set`)."""
+    facts, origin = observed.base.facts, observed.base.source.origin(lock_dir)
     quant = facts.quantization
-    section: dict[str, Any] = {
-        **observed.base.source.lock_fields(lock_dir),
-        "config": facts.identity(),
-        "weights-dtypes": observed.base.checkpoint.dtypes,
-        "quantization": {"method": quant.method, **({"params": quant.params} if quant.params else {})}
+    return model.Base(
+        source=origin.source,
+        repo=origin.repo,
+        revision=origin.revision,
+        ref=origin.ref,
+        dtype=facts.dtype or None,
+        config=model.BaseConfig(
+            architecture=facts.architecture,
+            model_type=facts.model_type,
+            hidden_size=facts.hidden_size,
+            intermediate_size=facts.intermediate_size,
+            num_hidden_layers=facts.num_hidden_layers,
+            num_attention_heads=facts.num_attention_heads,
+            num_key_value_heads=facts.num_key_value_heads,
+            head_dim=facts.head_dim,
+            vocab_size=facts.vocab_size,
+            tie_word_embeddings=facts.tie_word_embeddings,
+        ),
+        weights_dtypes=frozen_map(observed.base.checkpoint.dtypes),
+        quantization=model.Quantization(method=quant.method, params=_table(quant.params) if quant.params else None)
         if quant
-        else {"method": "none"},
-        "files": files_table(observed, "base"),
-    }
-    if facts.dtype:
-        section["dtype"] = facts.dtype
-    if observed.names is not None:
-        section["runtime-rules"] = observed.names.rules
-    return section
+        else model.Quantization(method="none"),
+        runtime_rules=observed.names.rules if observed.names is not None else None,
+        files=files,
+    )
 
 
-def tokenizer_section(observed: Observed, lock_dir: Path) -> dict[str, Any]:
-    """The lock's ``[tokenizer]`` table as observed now: source and files, and when the tokenizer could be read,
-    its vocabulary size, special tokens, chat-template digest and fingerprint."""
-    tok = observed.tokenizer
-    section: dict[str, Any] = {
-        **observed.tokenizer_source.lock_fields(lock_dir),
-        "files": files_table(observed, "tokenizer"),
-    }
+def tokenizer_record(observed: Observed, lock_dir: Path, files: FileSet) -> model.Tokenizer:
+    """The lock's ``[tokenizer]`` as observed now: source and ``files`` (:func:`file_set`), and when the tokenizer
+    could be read, its vocabulary size, special tokens, chat-template digest and fingerprint."""
+    origin = observed.tokenizer_source.origin(lock_dir)
+    files_only = model.Tokenizer(
+        source=origin.source, repo=origin.repo, revision=origin.revision, ref=origin.ref, files=files
+    )
+    return with_tokenizer_facts(files_only, observed.tokenizer)
+
+
+def with_tokenizer_facts(section: model.Tokenizer, tok: TokenizerFacts | None) -> model.Tokenizer:
+    """``section`` with the facts read from the tokenizer's files (unchanged when they could not be read)."""
     if tok is None:
         return section
-    if tok.vocab_size is not None:
-        section["vocab-size"] = tok.vocab_size
-    if tok.special_tokens:
-        section["special-tokens"] = tok.special_tokens
-    if tok.chat_template:
-        section["chat-template"] = tok.chat_template
-    if tok.fingerprint:
-        section["fingerprint"] = tok.fingerprint
-        section["fingerprint-tokens"] = tok.fingerprint_tokens
-        if tok.fingerprint_file != FULL_TOKENIZER_FILE:
-            section["fingerprint-file"] = tok.fingerprint_file
-    return section
+    fingerprint = Digest.from_str(tok.fingerprint) if tok.fingerprint else None
+    return replace(
+        section,
+        vocab_size=tok.vocab_size,
+        special_tokens=frozen_map(tok.special_tokens) if tok.special_tokens else None,
+        chat_template=Digest.from_str(tok.chat_template) if tok.chat_template else None,
+        fingerprint=fingerprint,
+        fingerprint_tokens=tok.fingerprint_tokens if fingerprint else None,
+        # The file is named only when it is not the one transformers loads by default.
+        fingerprint_file=tok.fingerprint_file if fingerprint and tok.fingerprint_file != FULL_TOKENIZER_FILE else None,
+    )
 
 
-def module_rows(result: Fit) -> list[dict[str, Any]]:
-    """The fit's module groups as lock rows (shapes written as ``4096x16`` tokens)."""
-    return [
-        {
-            "pattern": g.pattern,
-            "count": g.count,
-            "layers": g.layers,
-            "kind": g.kind,
-            "base-shape": shape_token(g.base_shape),
-            "rank": g.rank,
-            "lora-a": shape_token(g.lora_a),
-            "lora-b": shape_token(g.lora_b),
-            **({"quantized": g.quantized} if g.quantized else {}),
-        }
+def module_rows(result: Fit, names: ModuleNames | None) -> tuple[model.ModuleRow, ...]:
+    """The fit's module groups as lock rows in runtime names (shapes written as ``4096x16`` tokens)."""
+    rows = [
+        model.ModuleRow(
+            pattern=g.pattern,
+            count=g.count,
+            layers=g.layers,
+            kind=g.kind,
+            base_shape=shape_token(g.base_shape),
+            rank=g.rank,
+            lora_a=shape_token(g.lora_a),
+            lora_b=shape_token(g.lora_b),
+            quantized=g.quantized or None,
+        )
         for g in result.modules
     ]
+    return runtime_rows(rows, names)
 
 
-def adapter_section(observed: Observed, one: ObservedAdapter, lock_dir: Path) -> dict[str, Any]:
-    """One ``[[adapter]]`` table as observed now: name, source, PEFT settings, files, module table in runtime
-    names, and the base the adapter's config names when it is a Hub id."""
-    adapter, result = one.adapter, one.fit
-    section: dict[str, Any] = {
-        "name": one.name,
-        **one.source.lock_fields(lock_dir),
-        "settings": adapter.config.settings(),
-        "files": files_table(observed, adapter_key(one.name)),
-        "module-names": RUNTIME,
-        "modules": runtime_rows(module_rows(result), observed.names),
-    }
-    if adapter.config.base_model_name_or_path:
-        named = adapter.config.base_model_name_or_path
-        # A local absolute path (what PEFT writes for local bases) would tie the lock to one machine: keep ids
-        # and relative paths only.
-        if not PurePosixPath(named).is_absolute() and not named.startswith(("~", "\\")) and ":" not in named[:3]:
-            section["base-named"] = named
-    if result.saved:
-        section["saved"] = [{"name": n, "shape": shape_token(s)} for n, s in result.saved]
-    return section
-
-
-def environment_section(env: Environment) -> dict[str, Any]:
-    """The lock's ``[environment]`` table: versions, the default match policy of each recorded package, GPU facts."""
-    section: dict[str, Any] = {
-        "versions": env.versions,
-        "policy": {k: v for k, v in DEFAULT_POLICY.items() if k in env.versions},
-    }
-    if env.gpu:
-        section["gpu"] = env.gpu
-    return section
-
-
-def build_lock(observed: Observed, lock_dir: Path, env: Environment | None = None) -> dict[str, Any]:
-    """The whole lock as data (not yet TOML): every section as observed, adapters sorted by name, the
-    environment now unless ``env`` is given."""
-    adapters = sorted(
-        (adapter_section(observed, one, lock_dir) for one in observed.adapters),
-        key=lambda s: str(s["name"]),
+def adapter_record(observed: Observed, one: ObservedAdapter, lock_dir: Path, files: FileSet) -> model.Adapter:
+    """One ``[[adapter]]`` as observed now: name, source, PEFT settings, ``files`` (:func:`file_set`), module
+    table in runtime names, and the base the adapter's config names when it is a Hub id."""
+    adapter, result, origin = one.adapter, one.fit, one.source.origin(lock_dir)
+    return model.Adapter(
+        name=one.name,
+        source=origin.source,
+        repo=origin.repo,
+        revision=origin.revision,
+        ref=origin.ref,
+        base_named=_portable(adapter.config.base_model_name_or_path),
+        settings=model.Settings.from_dict(adapter.config.settings()),
+        files=files,
+        module_names=RUNTIME,
+        modules=module_rows(result, observed.names),
+        saved=tuple(model.SavedModule(name=n, shape=shape_token(s)) for n, s in result.saved) if result.saved else None,
     )
-    return {
-        "lock-version": LOCK_VERSION,
-        "generated-by": f"lora-lock {__version__}",
-        "hashing": HASHING,
-        "base": base_section(observed, lock_dir),
-        "tokenizer": tokenizer_section(observed, lock_dir),
-        "adapter": adapters,
-        "environment": environment_section(env or current_environment()),
-    }
+
+
+def _portable(named: str | None) -> str | None:
+    """The base an adapter's config names, when it is a Hub id or a relative path: a local absolute path (what
+    PEFT writes for local bases) would tie the lock to one machine."""
+    if not named or PurePosixPath(named).is_absolute() or named.startswith(("~", "\\")) or ":" in named[:3]:
+        return None
+    return named
+
+
+def environment_record(env: Environment) -> model.Environment:
+    """The lock's ``[environment]``: versions, the default match policy of each recorded package, GPU facts."""
+    return model.Environment(
+        versions=frozen_map(env.versions),
+        policy=frozen_map({k: v for k, v in DEFAULT_POLICY.items() if k in env.versions}),
+        gpu=FrozenMap(env.gpu) if env.gpu else None,
+    )
+
+
+def build_lock(observed: Observed, lock_dir: Path, env: Environment | None = None) -> model.Lock:
+    """The whole lock as observed, without the behaviour sections: adapters sorted by name, the environment now
+    unless ``env`` is given."""
+    adapters = sorted(
+        (
+            adapter_record(observed, one, lock_dir, file_set(observed, adapter_key(one.name)))
+            for one in observed.adapters
+        ),
+        key=lambda a: a.name,
+    )
+    return model.Lock(
+        lock_version=LOCK_VERSION,
+        generated_by=f"lora-lock {__version__}",
+        hashing=HASHING,
+        base=base_record(observed, lock_dir, file_set(observed, "base")),
+        tokenizer=tokenizer_record(observed, lock_dir, file_set(observed, "tokenizer")),
+        adapters=tuple(adapters),
+        environment=environment_record(env or current_environment()),
+    )

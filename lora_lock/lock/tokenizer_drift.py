@@ -7,32 +7,16 @@ would load some other tokenizer, or none, and report that instead of the missing
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from lora_lock.findings import Category, Finding, Severity
 from lora_lock.hashing import Digest
-from lora_lock.inspect.tokenizer import FULL_TOKENIZER_FILE, TokenizerFacts, read_tokenizer_facts
+from lora_lock.inspect.tokenizer import FULL_TOKENIZER_FILE, read_tokenizer_facts
 from lora_lock.lock.drift import REGENERATE, compare_values
 from lora_lock.lock.model import Tokenizer
-
-
-def facts_section(tok: TokenizerFacts | None) -> dict[str, Any]:
-    """The facts of a tokenizer as the lock's ``[tokenizer]`` records them (without its file table)."""
-    section: dict[str, Any] = {}
-    if tok is None:
-        return section
-    if tok.vocab_size is not None:
-        section["vocab-size"] = tok.vocab_size
-    if tok.special_tokens:
-        section["special-tokens"] = tok.special_tokens
-    if tok.chat_template:
-        section["chat-template"] = tok.chat_template
-    if tok.fingerprint:
-        section["fingerprint"] = tok.fingerprint
-        section["fingerprint-tokens"] = tok.fingerprint_tokens
-    return section
+from lora_lock.lock.snapshot import with_tokenizer_facts
+from lora_lock.lock.values import FileSet
 
 
 def _text(digest: Digest | None) -> str | None:
@@ -40,13 +24,13 @@ def _text(digest: Digest | None) -> str | None:
     return None if digest is None else str(digest)
 
 
-def facts_unreadable(locked: Tokenizer, now: Mapping[str, Any]) -> bool:
+def facts_unreadable(locked: Tokenizer, now: Tokenizer) -> bool:
     """The lock has the tokenizer's facts and today's files cannot give them (the fingerprinted file is gone).
     ``now``: the section as observed now."""
-    return locked.fingerprint is not None and not now.get("fingerprint")
+    return locked.fingerprint is not None and now.fingerprint is None
 
 
-def fact_findings(tok: Tokenizer, now: Mapping[str, Any], file_findings: Sequence[Finding]) -> list[Finding]:
+def fact_findings(tok: Tokenizer, now: Tokenizer, file_findings: Sequence[Finding]) -> list[Finding]:
     """Vocabulary, special ids, chat template and behaviour, after the file table's ``file_findings``.
     ``tok``: the locked section; ``now``: the section as observed now."""
     out = list(file_findings)
@@ -67,7 +51,7 @@ def fact_findings(tok: Tokenizer, now: Mapping[str, Any], file_findings: Sequenc
             )
         )
         return out
-    old_vocab, new_vocab = tok.vocab_size, now.get("vocab-size")
+    old_vocab, new_vocab = tok.vocab_size, now.vocab_size
     if old_vocab != new_vocab:
         grew = isinstance(old_vocab, int) and isinstance(new_vocab, int) and new_vocab > old_vocab
         out.append(
@@ -94,9 +78,9 @@ def fact_findings(tok: Tokenizer, now: Mapping[str, Any], file_findings: Sequenc
         Category.TOKENIZER,
         "special token id",
         tok.special_tokens or {},
-        now.get("special-tokens", {}),
+        now.special_tokens or {},
     )
-    if _text(tok.chat_template) != now.get("chat-template"):
+    if tok.chat_template != now.chat_template:
         out.append(
             Finding(
                 "TOKENIZER-CHAT-TEMPLATE",
@@ -105,11 +89,11 @@ def fact_findings(tok: Tokenizer, now: Mapping[str, Any], file_findings: Sequenc
                 "the chat template changed",
                 subject="chat-template",
                 expected=str(_text(tok.chat_template)),
-                actual=str(now.get("chat-template")),
+                actual=str(_text(now.chat_template)),
                 hint="prompts are now formatted differently from training; " + REGENERATE,
             )
         )
-    if _text(tok.fingerprint) != now.get("fingerprint"):
+    if tok.fingerprint != now.fingerprint:
         files_same = not any(f.code.endswith(("-CHANGED", "-MISSING", "-EXTRA")) for f in out)
         out.append(
             Finding(
@@ -117,10 +101,10 @@ def fact_findings(tok: Tokenizer, now: Mapping[str, Any], file_findings: Sequenc
                 Category.TOKENIZER,
                 Severity.ERROR,
                 f"the tokenizer splits the canary text differently ({tok.fingerprint_tokens} → "
-                f"{now.get('fingerprint-tokens')} tokens)",
+                f"{now.fingerprint_tokens} tokens)",
                 subject="fingerprint",
                 expected=str(_text(tok.fingerprint)),
-                actual=str(now.get("fingerprint")),
+                actual=str(_text(now.fingerprint)),
                 hint="the files are unchanged, so the tokenizers library changed behaviour"
                 if files_same
                 else "the tokenizer was replaced or edited; " + REGENERATE,
@@ -144,4 +128,4 @@ def standalone_findings(
         facts = read_tokenizer_facts(root, names, version)
     except InputError:
         return None
-    return fact_findings(locked, facts_section(facts), file_findings)
+    return fact_findings(locked, with_tokenizer_facts(Tokenizer(files=FileSet()), facts), file_findings)

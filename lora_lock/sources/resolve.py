@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from lora_lock.errors import InputError, SourceError
 from lora_lock.inspect.checkpoint import Remote
@@ -49,14 +49,21 @@ class Resolved:
             return f"{self.repo_id}@{short_commit(self.revision)}" if self.revision else self.repo_id
         return str(self.path)
 
-    def lock_fields(self, lock_dir: Path) -> dict[str, Any]:
+    def origin(self, lock_dir: Path) -> Origin:
         """How the lock names this source: a relative path, or repo + resolved commit (+ the ref, for info)."""
         if self.repo_id is not None:
-            out: dict[str, Any] = {"repo": self.repo_id, "revision": self.revision}
-            if self.ref:
-                out["ref"] = self.ref
-            return out
-        return {"source": posix_relative(self.path, lock_dir)}
+            return Origin(repo=self.repo_id, revision=self.revision, ref=self.ref or None)
+        return Origin(source=posix_relative(self.path, lock_dir))
+
+
+class Origin(NamedTuple):
+    """Where a lock section comes from, as the lock names it: a ``source`` directory relative to the lock, or a
+    Hub ``repo`` at the commit ``revision`` (with the ``ref`` it was resolved from). Unused fields are None."""
+
+    source: str | None = None
+    repo: str | None = None
+    revision: str | None = None
+    ref: str | None = None
 
 
 def posix_relative(path: Path, start: Path) -> str:

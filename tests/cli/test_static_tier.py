@@ -75,7 +75,7 @@ def test_no_probe_on_purpose_is_not_warned(project: Path) -> None:
 def test_verify_only_effect_without_the_probe_extra_is_not_a_pass(project: Path) -> None:
     """The lock records a probe; here the stack is missing, so the one category asked for cannot run: exit 2."""
     result = generate([project / "adapter"], project / "base", project / "lora.lock")
-    assert result.lock is not None and "probe" in result.lock
+    assert result.lock is not None and result.lock.probe is not None
     proc = run_without_probe(project, "verify", "--only", "effect")
     assert proc.returncode == 2, proc.stdout
     assert "EFFECT-NOT-RUN" in proc.stdout

@@ -271,7 +271,7 @@ def test_same_named_adapter_dirs_get_portable_names(
         [repo / "chat" / "adapter", repo / "sql" / "adapter"], repo / "base", repo / "abs.lock", probe=False
     )
     assert absolute.lock is not None
-    names = [a["name"] for a in absolute.lock["adapter"]]
+    names = list(absolute.lock.adapter_names())
     assert all(str(tmp_path).strip("/").split("/")[0] not in n for n in names), names
     monkeypatch.chdir(repo)
     relative = generate(["chat/adapter", "sql/adapter"], "base", "rel.lock", probe=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +51,29 @@ NAMES = ModuleNames(
     runtime=frozenset({"model.language_model.layers.*.self_attn.q_proj", "lm_head"}),
     to_checkpoint={"model.language_model.layers.*.self_attn.q_proj": "language_model.model.layers.*.self_attn.q_proj"},
 )
-ROW = {"pattern": "language_model.model.layers.*.self_attn.q_proj", "count": 2, "layers": "0-1", "rank": R}
+ROW = ModuleRow.from_dict(
+    {
+        "pattern": "language_model.model.layers.*.self_attn.q_proj",
+        "count": 2,
+        "layers": "0-1",
+        "kind": "linear",
+        "base-shape": "64x64",
+        "rank": R,
+        "lora-a": f"{R}x64",
+        "lora-b": f"64x{R}",
+    }
+)
 
 
 def test_rows_are_renamed_and_keep_their_checkpoint_name() -> None:
     (row,) = runtime_rows([ROW], NAMES)
-    assert row["pattern"] == "model.language_model.layers.*.self_attn.q_proj"
-    assert row["checkpoint"] == ROW["pattern"]
+    assert row.pattern == "model.language_model.layers.*.self_attn.q_proj"
+    assert row.checkpoint == ROW.pattern
     # A row the engine already named by its runtime name gets the same checkpoint name.
-    assert runtime_rows([{**ROW, "pattern": row["pattern"]}], NAMES) == [row]
+    assert runtime_rows([replace(ROW, pattern=row.pattern)], NAMES) == (row,)
     # A name already in runtime form, or one the runtime model does not know (a tied lm_head), is kept as is.
-    assert runtime_rows([{**ROW, "pattern": "lm_head"}], NAMES) == [{**ROW, "pattern": "lm_head"}]
-    assert runtime_rows([{**ROW, "pattern": "x.y"}], NAMES) == [{**ROW, "pattern": "x.y"}]
+    assert runtime_rows([replace(ROW, pattern="lm_head")], NAMES) == (replace(ROW, pattern="lm_head"),)
+    assert runtime_rows([replace(ROW, pattern="x.y")], NAMES) == (replace(ROW, pattern="x.y"),)
 
 
 def _adapter(rows: list[dict[str, Any]], **more: Any) -> Adapter:
@@ -71,16 +83,16 @@ def _adapter(rows: list[dict[str, Any]], **more: Any) -> Adapter:
 
 
 def test_old_and_new_rows_meet_by_checkpoint_name() -> None:
-    full = {**ROW, "kind": "linear", "base-shape": "64x64", "lora-a": f"{R}x64", "lora-b": f"64x{R}"}
-    (new,) = runtime_rows([full], NAMES)
+    full = ROW.to_dict()
+    (new,) = runtime_rows([ROW], NAMES)
     locked_old = _adapter([full])
-    now = _adapter([new], **{"module-names": RUNTIME})
+    now = _adapter([new.to_dict()], **{"module-names": RUNTIME})
     row = ModuleRow.from_dict(full)
     assert aligned(locked_old, now) == ([row], [row])
     # Both in runtime names: compared by runtime name, the bookkeeping field left out.
     both = aligned(now, now)
-    assert both[0] == both[1] == [ModuleRow.from_dict({**full, "pattern": new["pattern"]})]
-    assert comparable(now.modules, by_checkpoint=False) == [ModuleRow.from_dict({**full, "pattern": new["pattern"]})]
+    assert both[0] == both[1] == [ModuleRow.from_dict({**full, "pattern": new.pattern})]
+    assert comparable(now.modules, by_checkpoint=False) == [ModuleRow.from_dict({**full, "pattern": new.pattern})]
 
 
 def test_a_lock_of_a_base_whose_names_do_not_change_has_no_checkpoint_fields(
