@@ -156,7 +156,7 @@ with torch.inference_mode():
 t3 = time.perf_counter()
 locked = lock_probe(session, [("adapter", adapter)], DEFAULT_PROMPTS)
 t4 = time.perf_counter()
-verify_probe(session, locked.section, locked.sidecar, [("adapter", adapter)])
+verify_probe(session, locked.record("lora.lock.probe.json"), locked.sidecar, [("adapter", adapter)])
 t5 = time.perf_counter()
 print(json.dumps({"imports": t1 - t0, "load": t2 - t1, "first": t3 - t2, "probe": t4 - t3, "verify": t5 - t4}))
 """

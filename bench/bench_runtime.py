@@ -92,8 +92,7 @@ def run(runs: int, peft_runs: int) -> Section:
             f"lora-lock check, {key}",
             t_check,
             "s",
-            f"{len(tensors)} base tensors, {n_tensors} adapter tensors; status {report['status']} "
-            f"{','.join(codes)}",
+            f"{len(tensors)} base tensors, {n_tensors} adapter tensors; status {report['status']} {','.join(codes)}",
         )
         sec.add(
             f"PEFT meta load, {key}",

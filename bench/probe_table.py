@@ -114,17 +114,15 @@ def main() -> None:
     probe = lock_probe(locked_session, adapters, DEFAULT_PROMPTS)
     golden = lock_golden(locked_session, adapters, root / "golden.jsonl", root)
     dataset = read_golden(root / "golden.jsonl")
-    (row,) = golden["adapter"]
-    n = golden["items"]
-    unstable = sum(unpack_bits(row["unstable"], n))
+    (row,) = golden.adapters
+    n = golden.items
+    unstable = sum(unpack_bits(row.unstable, n)) if row.unstable is not None else 0
     print(
-        f"golden set: {n} items, accuracy {row['accuracy']:.3f}, autocast-bfloat16 noise {row['noise-ll']} nats,"
+        f"golden set: {n} items, accuracy {row.accuracy:.3f}, autocast-bfloat16 noise {row.noise_ll} nats,"
         f" {unstable} items unstable (margin ≤ 4 × noise or answer moved)"
     )
-    print(
-        f"probe: effect KL {probe.section['adapter'][0]['effect-kl']}, noise floor "
-        f"{probe.section['adapter'][0]['noise-kl']}, tolerance {probe.section['adapter'][0]['tolerance']}"
-    )
+    (figures,) = probe.rows
+    print(f"probe: effect KL {figures.effect_kl}, noise floor {figures.noise_kl}, tolerance {figures.tolerance}")
     print()
     print("| perturbation | effect findings | golden findings |")
     print("|---|---|---|")
@@ -174,7 +172,7 @@ def main() -> None:
         change(case)
         live = session(case, dtype)
         pairs = [("adapter", case / "adapter")]
-        effect = verify_probe(live, probe.section, probe.sidecar, pairs)
+        effect = verify_probe(live, probe.record("lora.lock.probe.json"), probe.sidecar, pairs)
         gold = verify_golden(live, golden, dataset, pairs, max_nfr=0.01)
 
         def show(found: list[Any]) -> str:

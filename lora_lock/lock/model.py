@@ -264,12 +264,15 @@ class Probe(Record):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GoldenRow(Record):
-    """An adapter's golden-set baseline: accuracy, and which items it got right (hex bits)."""
+    """An adapter's golden-set baseline: accuracy, which items it got right (hex bits) and which were unstable."""
 
     name: str = need("name")
     accuracy: float = need("accuracy")
     acc_norm: float | None = key("acc-norm")
     correct: str = need("correct")
+    #: The items inside the numerical noise at lock time (hex bits as ``correct``) and the noise's size.
+    unstable: str | None = key("unstable")
+    noise_ll: float | None = key("noise-ll")
     extra: FrozenMap[Value] = extra()
 
 
@@ -282,8 +285,14 @@ class Golden(Record):
     dataset_digest: Digest = need("dataset-digest", *DIGEST)
     items: int = need("items")
     kinds: FrozenMap[int] | None = key("kinds", *MAP)
+    #: The scoring convention of the baseline (absent: the convention before lm-eval parity).
+    convention: str | None = key("convention")
     device: str | None = key("device")
     dtype: str | None = key("dtype")
+    attn_implementation: str | None = key("attn-implementation")
+    torch: str | None = key("torch")
+    #: The other numerics the ``unstable`` items were measured with (``autocast-bfloat16``).
+    noise_numerics: str | None = key("noise-numerics")
     extra: FrozenMap[Value] = extra()
 
 

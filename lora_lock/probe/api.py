@@ -4,13 +4,13 @@ set (their lock-time records and verify-time findings are in :mod:`.effect_gate`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding
-from lora_lock.lock.model import Lock
+from lora_lock.lock.model import Golden, Lock, Probe
 from lora_lock.probe.classify import open_session
 from lora_lock.probe.effect import ProbeSession
 from lora_lock.probe.effect_gate import ProbeLock, lock_probe, verify_probe
@@ -43,7 +43,7 @@ class Behaviour:
     and the findings of loading them with PEFT."""
 
     probe: ProbeLock | None
-    golden: dict[str, Any] | None
+    golden: Golden | None
     findings: list[Finding]
 
 
@@ -74,7 +74,7 @@ def lock_behaviour(  # noqa: PLR0913  the keyword interface generate calls: one 
     if not adapters:
         return Behaviour(probe=None, golden=None, findings=skipped)
     probes: list[ProbeLock] = []
-    goldens: list[dict[str, Any]] = []
+    goldens: list[Golden] = []
     loaded: list[Finding] = []
     for group in load_groups(adapters):
         session = open_session(base_dir, tokenizer_dir, group, device=device, dtype=dtype)
@@ -88,7 +88,7 @@ def lock_behaviour(  # noqa: PLR0913  the keyword interface generate calls: one 
         del session  # one model in memory at a time
     order = {name: index for index, (name, _) in enumerate(adapters)}
     probed = _merge_probes(probes, order) if probes else None
-    golden_section = _merge_rows(goldens, order) if goldens else None
+    golden_section = _merge_goldens(goldens, order) if goldens else None
     return Behaviour(
         probe=probed, golden=golden_section, findings=skipped + (probed.findings if probed else []) + loaded
     )
@@ -120,20 +120,20 @@ def load_groups(adapters: Sequence[tuple[str, Path]]) -> list[list[tuple[str, Pa
     return ([shared] if shared else []) + alone
 
 
-def _merge_rows(sections: list[dict[str, Any]], order: Mapping[str, int]) -> dict[str, Any]:
-    """One lock section from the sections of several model loads: their per-adapter rows, in adapter order."""
-    rows = sorted((row for section in sections for row in section["adapter"]), key=lambda row: order[row["name"]])
-    return {**sections[0], "adapter": rows}
+def _merge_goldens(sections: list[Golden], order: Mapping[str, int]) -> Golden:
+    """One ``[golden]`` from the sections of several model loads: their per-adapter rows, in adapter order."""
+    rows = sorted((row for section in sections for row in section.adapters), key=lambda row: order[row.name])
+    return replace(sections[0], adapters=tuple(rows))
 
 
 def _merge_probes(probes: list[ProbeLock], order: Mapping[str, int]) -> ProbeLock:
+    """One probe result from those of several model loads: rows and fingerprints in adapter order."""
     sidecar = dict(probes[0].sidecar)
     prints = {name: p for probe in probes for name, p in probe.sidecar["adapters"].items()}
     sidecar["adapters"] = {name: prints[name] for name in sorted(prints, key=lambda n: order[n])}
-    return ProbeLock(
-        section=_merge_rows([p.section for p in probes], order),
-        sidecar=sidecar,
-        findings=[f for probe in probes for f in probe.findings],
+    rows = sorted((row for probe in probes for row in probe.rows), key=lambda row: order[row.name])
+    return replace(
+        probes[0], rows=tuple(rows), sidecar=sidecar, findings=[f for probe in probes for f in probe.findings]
     )
 
 
@@ -142,8 +142,8 @@ class _Locked:
     """What verify measures against, read before any model loads: the probe's lock section with its sidecar and
     the golden section with its items (``None``: that category does not run), and the dtype the lock records."""
 
-    probe: tuple[dict[str, Any], dict[str, Any]] | None
-    golden: tuple[dict[str, Any], tuple[list[GoldenItem], str]] | None
+    probe: tuple[Probe, dict[str, Any]] | None
+    golden: tuple[Golden, tuple[list[GoldenItem], str]] | None
     dtype: str
 
     def categories(self) -> list[Category]:
@@ -200,25 +200,25 @@ def _read_locked(
     lock: Lock, lock_dir: Path, *, effect: bool, golden: bool
 ) -> tuple[_Locked, dict[Category, InputError]]:
     """Each category's lock section with its own input, and the categories whose input is unusable (that
-    category then does not run; the other still does). The gates read the sections as the lock spells them:
-    each row is checked again there, since a number the schema admits can still be one no gate can use (NaN)."""
+    category then does not run; the other still does). Each gate checks its rows again, since a number the
+    schema admits can still be one no gate can use (NaN)."""
     from lora_lock.probe.golden import read_golden
     from lora_lock.probe.sidecar import read_sidecar
 
     failures: dict[Category, InputError] = {}
     section = lock.probe if effect else None
     golden_section = lock.golden if golden else None
-    probe: tuple[dict[str, Any], dict[str, Any]] | None = None
-    dataset: tuple[dict[str, Any], tuple[list[GoldenItem], str]] | None = None
+    probe: tuple[Probe, dict[str, Any]] | None = None
+    dataset: tuple[Golden, tuple[list[GoldenItem], str]] | None = None
     if section is not None:
         try:
-            probe = section.to_dict(), read_sidecar(lock_dir / section.sidecar, str(section.sidecar_digest))
+            probe = section, read_sidecar(lock_dir / section.sidecar, str(section.sidecar_digest))
         except InputError as exc:
             failures[Category.EFFECT] = exc
     if golden_section is not None:
         try:
             items = read_golden(named_by_lock(lock_dir, golden_section.dataset, "golden dataset"))
-            dataset = golden_section.to_dict(), items
+            dataset = golden_section, items
         except InputError as exc:
             failures[Category.GOLDEN] = exc
             golden_section = None

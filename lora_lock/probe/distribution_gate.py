@@ -8,20 +8,38 @@ teacher-forced passes run again over the locked ids and the gates compare the li
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.lock.model import ProbeRow
 from lora_lock.probe import gates
 from lora_lock.probe.effect import ProbeSession, gather, kl, top_k
-from lora_lock.probe.gate_findings import Live, LockTally, Measure, none_at_lock, retokenized, verify_findings
+from lora_lock.probe.gate_findings import (
+    Live,
+    LockTally,
+    Measure,
+    locked_figures,
+    none_at_lock,
+    retokenized,
+    verify_findings,
+)
 from lora_lock.probe.progress import Ticks
+
+
+def _row(name: str, effect: float, noise: float, tolerance: float) -> ProbeRow:
+    return ProbeRow(name=name, effect_kl=effect, noise_kl=noise, tolerance=tolerance)
+
+
+def _figures(row: ProbeRow) -> dict[str, float | None]:
+    return {"effect-kl": row.effect_kl, "noise-kl": row.noise_kl, "tolerance": row.tolerance}
+
 
 #: The KL gates' measure: the lock fields ``effect-kl`` and ``noise-kl`` and the words of their findings.
 MEASURE = Measure(
     key="kl",
+    record=_row,
+    figures=_figures,
     unit="KL",
     tolerance=gates.tolerance,
     none=gates.NONE_KL,
@@ -43,7 +61,7 @@ MEASURE = Measure(
 
 def lock_distributions(
     session: ProbeSession, name: str, encoded: list[list[int]], positions: int, k: int, ticks: Ticks
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[Finding]]:
+) -> tuple[ProbeRow, list[dict[str, Any]], list[Finding]]:
     """The lock row, the sidecar fingerprints and the lock-time findings of adapter ``name``: its greedy
     continuation of ``positions`` tokens per prompt and the top-``k`` of both passes over it."""
     tally = LockTally(MEASURE)
@@ -67,25 +85,17 @@ def lock_distributions(
 def verify_distributions(
     session: ProbeSession,
     name: str,
-    row: Mapping[str, Any],
+    row: ProbeRow,
     prompts: list[str],
     prints: list[Mapping[str, Any]],
     ticks: Ticks,
 ) -> list[Finding]:
     """Re-run the teacher-forced passes of adapter ``name`` over its locked ids and apply the gates."""
-    _check_row(name, row)
+    locked = locked_figures(
+        name, row, MEASURE, hint="regenerate the lock (in bfloat16 or float32) to record a usable probe"
+    )
     live, diverged = _measure(session, name, prompts, prints, ticks)
-    return verify_findings(name, row, live, MEASURE, _greedy(name, diverged, live.prompts))
-
-
-def _check_row(name: str, row: Mapping[str, Any]) -> None:
-    """Refuse a lock row whose values are not numbers: NaN passes no comparison, so it would pass every gate."""
-    for key in ("effect-kl", "noise-kl", "tolerance"):
-        if not math.isfinite(float(row[key])):
-            raise InputError(
-                f"the lock's probe value {key} = {row[key]} for adapter {name} is not a number",
-                hint="regenerate the lock (in bfloat16 or float32) to record a usable probe",
-            )
+    return verify_findings(name, locked, live, MEASURE, _greedy(name, diverged, live.prompts))
 
 
 def _measure(

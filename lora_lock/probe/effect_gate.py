@@ -13,13 +13,15 @@ from typing import Any
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.hashing import Digest
+from lora_lock.lock.model import Probe, ProbeRow
 from lora_lock.probe.distribution_gate import lock_distributions, verify_distributions
 from lora_lock.probe.effect import ProbeRuntime, ProbeSession
 from lora_lock.probe.embed import EmbeddingSession
 from lora_lock.probe.embed_gate import lock_embedding, verify_embedding
 from lora_lock.probe.progress import Ticks
 from lora_lock.probe.prompts import prompts_digest
-from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step
+from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step, sidecar_digest, sidecar_text
 
 DEFAULT_POSITIONS = 16
 DEFAULT_TOP_K = 8
@@ -27,11 +29,40 @@ DEFAULT_TOP_K = 8
 
 @dataclass(frozen=True)
 class ProbeLock:
-    """The probe's result at lock time: the lock's ``[probe]`` table, the sidecar of fingerprints, findings."""
+    """The probe's result at lock time: each adapter's lock row, the prompts and settings, where it ran, the
+    sidecar of fingerprints and the findings. :meth:`record` is the lock's ``[probe]`` naming the sidecar."""
 
-    section: dict[str, Any]  # the lock's [probe] table, without the sidecar reference (the caller adds it)
+    rows: tuple[ProbeRow, ...]
+    prompts: tuple[str, ...]
+    positions: int
+    top_k: int
+    runtime: ProbeRuntime
     sidecar: dict[str, Any]
     findings: list[Finding]
+
+    def sidecar_text(self) -> str:
+        """The sidecar as the file holds it (canonical JSON, one line)."""
+        return sidecar_text(self.sidecar)
+
+    def record(self, sidecar: str) -> Probe:
+        """The lock's ``[probe]``, naming the sidecar file ``sidecar`` (relative to the lock) and binding its
+        digest."""
+        runtime = self.runtime
+        return Probe(
+            adapters=self.rows,
+            device=runtime.device,
+            dtype=runtime.dtype,
+            positions=self.positions,
+            prompts=len(self.prompts),
+            prompts_digest=Digest.from_str(prompts_digest(self.prompts)),
+            sidecar=sidecar,
+            sidecar_digest=Digest.from_str(sidecar_digest(self.sidecar_text())),
+            top_k=self.top_k,
+            attn_implementation=runtime.attn_implementation,
+            torch=runtime.torch,
+            cuda=runtime.cuda or None,
+            gpu=runtime.gpu or None,
+        )
 
 
 def lock_probe(
@@ -48,7 +79,7 @@ def lock_probe(
     runtime = session.runtime()
     encoded = [session.encode(p) for p in prompts]
     per_adapter: dict[str, list[dict[str, Any]]] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[ProbeRow] = []
     findings: list[Finding] = []
     # Progress in forwards' worth: the batched decoding costs about as much as the P adapted passes.
     ticks = Ticks(step, len(adapters) * 3 * len(prompts))
@@ -59,28 +90,13 @@ def lock_probe(
             row, per_adapter[name], found = lock_distributions(session, name, encoded, positions, k, ticks)
         rows.append(row)
         findings += found
-    section: dict[str, Any] = {
-        "prompts": len(prompts),
-        "prompts-digest": prompts_digest(prompts),
-        "positions": positions,
-        "top-k": k,
-        "device": runtime.device,
-        "dtype": runtime.dtype,
-        "attn-implementation": runtime.attn_implementation,
-        "torch": runtime.torch,
-        "adapter": rows,
-    }
-    if runtime.cuda:
-        section["cuda"] = runtime.cuda
-    if runtime.gpu:
-        section["gpu"] = runtime.gpu
     sidecar = {"format": SIDECAR_FORMAT, "prompts": list(prompts), "adapters": per_adapter}
-    return ProbeLock(section=section, sidecar=sidecar, findings=findings)
+    return ProbeLock(tuple(rows), tuple(prompts), positions, k, runtime, sidecar, findings)
 
 
 def verify_probe(
     session: ProbeSession,
-    section: Mapping[str, Any],
+    section: Probe,
     sidecar: Mapping[str, Any],
     adapters: Sequence[tuple[str, Path]],
     *,
@@ -89,7 +105,7 @@ def verify_probe(
     """Re-run the probe on today's stack and apply the gates (see :mod:`lora_lock.probe.gates`)."""
     findings = _runtime_changed(session.runtime(), section)
     prompts: list[str] = list(sidecar["prompts"])
-    rows = {r["name"]: r for r in section["adapter"]}
+    rows = {r.name: r for r in section.adapters}
     ticks = Ticks(step, len(adapters) * 2 * len(prompts))
     for name, _ in adapters:
         row = rows.get(name)
@@ -116,25 +132,25 @@ def verify_probe(
     return findings
 
 
-def _runtime_changed(runtime: ProbeRuntime, section: Mapping[str, Any]) -> list[Finding]:
+def _runtime_changed(runtime: ProbeRuntime, section: Probe) -> list[Finding]:
     """Warnings for a device kind or an attention kernel other than the lock's: the tolerances were measured
     with those numerics."""
     findings: list[Finding] = []
-    if runtime.device != section["device"]:
+    if runtime.device != section.device:
         findings.append(
             Finding(
                 "EFFECT-DEVICE",
                 Category.EFFECT,
                 Severity.WARNING,
-                f"the probe was locked on {section['device']} and runs on "
-                f"{runtime.device} now: numerics differ, the tolerances were measured on {section['device']}",
+                f"the probe was locked on {section.device} and runs on "
+                f"{runtime.device} now: numerics differ, the tolerances were measured on {section.device}",
                 subject="device",
-                expected=str(section["device"]),
+                expected=section.device,
                 actual=runtime.device,
                 hint="verify on the same kind of device the lock was generated on",
             )
         )
-    attn = section.get("attn-implementation")
+    attn = section.attn_implementation
     if attn is not None and attn != runtime.attn_implementation:
         findings.append(
             Finding(
@@ -144,7 +160,7 @@ def _runtime_changed(runtime: ProbeRuntime, section: Mapping[str, Any]) -> list[
                 f"the probe was locked with the {attn} attention kernel and runs with "
                 f"{runtime.attn_implementation} now: numerics differ, the tolerances were measured with {attn}",
                 subject="attn-implementation",
-                expected=str(attn),
+                expected=attn,
                 actual=runtime.attn_implementation,
                 hint="the transformers default kernel changed (or the model config sets another); pin the "
                 "transformers version the lock records, or regenerate the lock",
@@ -153,10 +169,10 @@ def _runtime_changed(runtime: ProbeRuntime, section: Mapping[str, Any]) -> list[
     return findings
 
 
-def _embedded(session: ProbeSession, name: str, row: Mapping[str, Any], prints: Sequence[Mapping[str, Any]]) -> bool:
+def _embedded(session: ProbeSession, name: str, row: ProbeRow, prints: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the lock probed adapter ``name`` as an embedding model; refused when its row and fingerprints
     disagree, or when the session loaded today is of the other kind."""
-    embedded = "embedding" in row or "effect-distance" in row
+    embedded = row.embedding is not None or row.effect_distance is not None
     if not embedded and any("embedding" in fp["adapted"] for fp in prints):
         raise InputError(
             f"the lock's probe fingerprints of adapter {name} are embeddings, its lock row is not",

@@ -24,9 +24,20 @@ from typing import Any
 
 from lora_lock.errors import InputError
 from lora_lock.findings import Finding
+from lora_lock.lock.model import ProbeRow
 from lora_lock.probe import gates
 from lora_lock.probe.effect import rounded
-from lora_lock.probe.gate_findings import Live, LockTally, Measure, none_at_lock, retokenized, verify_findings
+from lora_lock.probe.embed import POOLING
+from lora_lock.probe.gate_findings import (
+    Live,
+    Locked,
+    LockTally,
+    Measure,
+    locked_figures,
+    none_at_lock,
+    retokenized,
+    verify_findings,
+)
 
 NONE_DISTANCE = 1e-8
 RATIO_BAND = (math.sqrt(gates.RATIO_BAND[0]), math.sqrt(gates.RATIO_BAND[1]))
@@ -76,10 +87,20 @@ def confident_flips(locked: Sequence[Vector], live: Sequence[Vector]) -> int:
     return sum(1 for (j, lead), (k, _) in zip(then, now, strict=True) if lead >= CONFIDENT_MARGIN and j != k)
 
 
+def _row(name: str, effect: float, noise: float, tolerance: float) -> ProbeRow:
+    return ProbeRow(name=name, embedding=POOLING, effect_distance=effect, noise_distance=noise, tolerance=tolerance)
+
+
+def _figures(row: ProbeRow) -> dict[str, float | None]:
+    return {"effect-distance": row.effect_distance, "noise-distance": row.noise_distance, "tolerance": row.tolerance}
+
+
 #: The distance gates' measure: the lock fields ``effect-distance`` and ``noise-distance`` and the words of their
 #: findings.
 MEASURE = Measure(
     key="distance",
+    record=_row,
+    figures=_figures,
     unit="distance",
     tolerance=tolerance,
     none=NONE_DISTANCE,
@@ -101,11 +122,9 @@ MEASURE = Measure(
 
 def lock_embedding(
     session: Any, name: str, encoded: list[list[int]], tick: Any
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[Finding]]:
+) -> tuple[ProbeRow, list[dict[str, Any]], list[Finding]]:
     """The lock row, the sidecar fingerprints and the lock-time findings of one ``FEATURE_EXTRACTION`` adapter.
     ``session`` is an :class:`~lora_lock.probe.embed.EmbeddingSession`; ``tick`` the progress counter."""
-    from lora_lock.probe.embed import POOLING
-
     batched = [[float(v) for v in e.tolist()] for e in session.batched(name, encoded)]
     tick.add(len(encoded))
     tally = LockTally(MEASURE)
@@ -115,26 +134,21 @@ def lock_embedding(
         a, b = [float(v) for v in adapted.tolist()], [float(v) for v in base.tolist()]
         sides = {"adapted": {"embedding": [rounded(v) for v in a]}, "base": {"embedding": [rounded(v) for v in b]}}
         tally.add(ids, distance(a, b), distance(incremental, a), bitwise, **sides)
-    row, effect = tally.row(name, embedding=POOLING)
+    row, effect = tally.row(name)
     none = tally.equal or effect <= NONE_DISTANCE
     return row, tally.prints, [none_at_lock(name, MEASURE, effect)] if none else []
 
 
-def _check_row(name: str, row: Mapping[str, Any], prints: Sequence[Mapping[str, Any]]) -> None:
-    """Refuse what no gate can compare: another pooling, a non-finite value, embeddings of unequal sizes."""
-    from lora_lock.probe.embed import POOLING
-
-    if row.get("embedding") != POOLING:
+def _check_row(name: str, row: ProbeRow, prints: Sequence[Mapping[str, Any]]) -> Locked:
+    """The row's figures; refused when no gate can compare them: another pooling, a non-finite value,
+    embeddings of unequal sizes."""
+    if row.embedding != POOLING:
         raise InputError(
-            f"the lock's probe of adapter {name} measured the embedding {row.get('embedding')!r}; this lora-lock "
+            f"the lock's probe of adapter {name} measured the embedding {row.embedding!r}; this lora-lock "
             f"measures {POOLING!r}",
             hint="regenerate the lock with this lora-lock",
         )
-    for key in ("effect-distance", "noise-distance", "tolerance"):
-        value = row.get(key)
-        # NaN passes no comparison, so it would pass every gate.
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-            raise InputError(f"the lock's probe value {key} = {value} for adapter {name} is not a number")
+    locked = locked_figures(name, row, MEASURE)
     if not all("embedding" in fp["adapted"] and "embedding" in fp["base"] for fp in prints):
         raise InputError(
             f"the lock's probe fingerprints of adapter {name} are not embeddings, as its lock row says",
@@ -148,19 +162,20 @@ def _check_row(name: str, row: Mapping[str, Any], prints: Sequence[Mapping[str, 
             "not numbers",
             hint="the file was not written by lora-lock generate; regenerate the lock",
         )
+    return locked
 
 
 def verify_embedding(
     session: Any,
     name: str,
-    row: Mapping[str, Any],
+    row: ProbeRow,
     prompts: list[str],
     prints: Sequence[Mapping[str, Any]],
     tick: Any,
 ) -> list[Finding]:
     """Re-embed the locked prompt ids with adapter ``name`` and apply the gates above."""
-    _check_row(name, row, prints)
-    return verify_findings(name, row, _measure(session, name, prompts, prints, tick), MEASURE)
+    locked = _check_row(name, row, prints)
+    return verify_findings(name, locked, _measure(session, name, prompts, prints, tick), MEASURE)
 
 
 def _measure(session: Any, name: str, prompts: list[str], prints: Sequence[Mapping[str, Any]], tick: Any) -> Live:

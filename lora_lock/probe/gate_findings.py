@@ -8,11 +8,14 @@ row, the steps of a verify run and their findings are written once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lora_lock.errors import InputError
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.lock.model import ProbeRow
 from lora_lock.probe import gates
 from lora_lock.probe.effect import rounded
 
@@ -21,7 +24,11 @@ from lora_lock.probe.effect import rounded
 class Measure:
     """What one probe measures: its lock fields, its thresholds and the words its findings use."""
 
-    key: str  # the lock row's fields effect-<key> and noise-<key>
+    key: str  # the sidecar fingerprint's fields effect_<key> and noise_<key>
+    #: The lock row of (adapter name, mean effect, recorded noise floor, drift tolerance).
+    record: Callable[[str, float, float, float], ProbeRow]
+    #: A lock row's effect, noise floor and tolerance, by lock key, for :func:`locked_figures`.
+    figures: Callable[[ProbeRow], dict[str, float | None]]
     unit: str  # the measure's name before a figure ("KL 0.01")
     tolerance: Callable[[float], float]  # the drift tolerance for a recorded noise floor
     none: float  # an effect at or below this is no effect
@@ -56,8 +63,9 @@ class Live:
 
 
 @dataclass(frozen=True)
-class _Locked:
-    """What the lock row recorded: the effect, the noise floor and the drift tolerance."""
+class Locked:
+    """What the lock row recorded, checked to be finite numbers: the effect, the noise floor and the drift
+    tolerance."""
 
     effect: float
     noise: float
@@ -85,19 +93,12 @@ class LockTally:
             {"prompt_ids": ids, **fields, f"effect_{key}": rounded(effect), f"noise_{key}": gates.recorded_noise(noise)}
         )
 
-    def row(self, name: str, **fields: Any) -> tuple[dict[str, Any], float]:
-        """The lock row of adapter ``name`` (its name, then ``fields``, then the mean effect, the recorded noise
-        floor and the tolerance it gives) and the mean effect."""
-        key = self.measure.key
+    def row(self, name: str) -> tuple[ProbeRow, float]:
+        """The lock row of adapter ``name`` (the mean effect, the recorded noise floor and the tolerance it
+        gives) and the mean effect."""
         effect = sum(self.effects) / len(self.effects)
         noise = gates.recorded_noise(max(self.noises))
-        row = {
-            "name": name,
-            **fields,
-            f"effect-{key}": rounded(effect),
-            f"noise-{key}": rounded(noise),
-            "tolerance": rounded(self.measure.tolerance(noise)),
-        }
+        row = self.measure.record(name, rounded(effect), rounded(noise), rounded(self.measure.tolerance(noise)))
         return row, effect
 
 
@@ -118,13 +119,22 @@ def retokenized(session: Any, prompts: Sequence[str], locked_ids: Sequence[Seque
     return sum(1 for prompt, ids in zip(prompts, locked_ids, strict=True) if session.encode(prompt) != ids)
 
 
+def locked_figures(name: str, row: ProbeRow, measure: Measure, hint: str | None = None) -> Locked:
+    """The lock row's effect, noise floor and tolerance, refused with ``hint`` when one is absent or not a finite
+    number: NaN passes no comparison, so it would pass every gate."""
+    figures = measure.figures(row)
+    for key, value in figures.items():
+        if value is None or isinstance(value, bool) or not math.isfinite(value):
+            raise InputError(f"the lock's probe value {key} = {value} for adapter {name} is not a number", hint=hint)
+    effect, noise, tolerance = (float(v) for v in figures.values() if v is not None)
+    return Locked(effect, noise, tolerance)
+
+
 def verify_findings(
-    name: str, row: Mapping[str, Any], live: Live, measure: Measure, extra: Sequence[Finding] = ()
+    name: str, locked: Locked, live: Live, measure: Measure, extra: Sequence[Finding] = ()
 ) -> list[Finding]:
     """The verify-time findings of adapter ``name``: re-tokenized prompts, the effect gate, the drift gates, then
     ``extra`` (the probe's own findings) and, when none of them is an error, the all-clear."""
-    key = measure.key
-    locked = _Locked(float(row[f"effect-{key}"]), float(row[f"noise-{key}"]), float(row["tolerance"]))
     out = _retokenized(name, live, measure)
     out += _effect_gate(name, live, locked, measure)
     out += _drift_gates(name, live, locked, measure)
@@ -160,7 +170,7 @@ def _retokenized(name: str, live: Live, measure: Measure) -> list[Finding]:
     ]
 
 
-def _effect_gate(name: str, live: Live, locked: _Locked, measure: Measure) -> list[Finding]:
+def _effect_gate(name: str, live: Live, locked: Locked, measure: Measure) -> list[Finding]:
     """No effect now (a warning when there was none at lock time either), or an effect changed beyond the band."""
     effect, unit = live.effect, measure.unit
     if live.equal or effect <= measure.none:
@@ -202,7 +212,7 @@ def _effect_gate(name: str, live: Live, locked: _Locked, measure: Measure) -> li
     ]
 
 
-def _drift_gates(name: str, live: Live, locked: _Locked, measure: Measure) -> list[Finding]:
+def _drift_gates(name: str, live: Live, locked: Locked, measure: Measure) -> list[Finding]:
     """The adapted side drifted (with its likely cause), the base side drifted, and confident flips."""
     tol = locked.tolerance
     out: list[Finding] = []
@@ -236,7 +246,7 @@ def _drift_gates(name: str, live: Live, locked: _Locked, measure: Measure) -> li
     return out
 
 
-def _drift(name: str, live: Live, locked: _Locked, measure: Measure) -> Finding:
+def _drift(name: str, live: Live, locked: Locked, measure: Measure) -> Finding:
     """The adapted side drifted beyond the tolerance: the base side moving too points at the stack, else at the
     adapter."""
     tol = locked.tolerance

@@ -20,7 +20,6 @@ new side is run. NFR (negative flip rate, MUSCLE) = #(correct then ∧ wrong now
 
 from __future__ import annotations
 
-import hashlib
 import json
 import string
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any
 
 from lora_lock import userregex
 from lora_lock.errors import InputError, brief
+from lora_lock.hashing import sha256_bytes
 from lora_lock.probe.effect import DECODE_BATCH, ProbeMemoryError, finite
 from lora_lock.sources.fence import read_bounded
 
@@ -100,7 +100,7 @@ def read_golden(path: Path) -> tuple[list[GoldenItem], str]:
     items = [_item(path, number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not items:
         raise InputError(f"{path}: the golden dataset has no items")
-    return items, "sha256:" + hashlib.sha256(data).hexdigest()
+    return items, sha256_bytes(data)
 
 
 def _item(path: Path, number: int, line: str) -> GoldenItem:

@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lora_lock.findings import Category, Finding, Severity
+from lora_lock.hashing import Digest
+from lora_lock.lock.model import Golden, GoldenRow
+from lora_lock.lock.values import frozen_map
 from lora_lock.probe.effect import ProbeSession, rounded
 from lora_lock.probe.golden import CONVENTION, LEGACY, GoldenItem, GoldenRunner, choice_correct
 from lora_lock.probe.sidecar import Step
@@ -26,8 +28,6 @@ from lora_lock.probe.sidecar import Step
 #: the other numerics: the two sides of a decision can move in opposite directions (2×), and verify-time numerics
 #: (true bf16 weights and activations on another device) move more than autocast did (measured in bench/).
 UNSTABLE_FACTOR = 4.0
-#: The numerics a lock's [golden] records, compared at verify time to decide whether unstable items are exempt.
-NUMERICS = ("device", "dtype", "attn-implementation", "torch")
 
 
 def _progress(step: Step | None, offset: int, total: int) -> Callable[[int], None] | None:
@@ -79,7 +79,7 @@ def measure_unstable(
 
 def lock_golden(
     session: ProbeSession, adapters: Sequence[tuple[str, Path]], path: Path, lock_dir: Path, *, step: Step | None = None
-) -> dict[str, Any]:
+) -> Golden:
     """The ``[golden]`` section: per adapter its correctness bits, accuracy, and the items inside the noise."""
     from lora_lock.probe.golden import pack_bits, read_golden, score_generation
     from lora_lock.sources.resolve import posix_relative
@@ -106,52 +106,55 @@ def lock_golden(
         if progress is not None:
             progress(n)
         correct = [r[0] for r in results]
-        row: dict[str, Any] = {"name": name, "accuracy": rounded(sum(correct) / n), "correct": pack_bits(correct)}
         norms = [r[1] for r in results if r[1] is not None]
-        if norms:
-            row["acc-norm"] = rounded(sum(norms) / len(norms))
         measured = measure_unstable(runner, name, items, lls, outputs)
-        if measured is not None:
-            unstable, noise = measured
-            row["unstable"] = pack_bits(unstable)
-            row["noise-ll"] = float(f"{noise:.1e}")  # one digit: a stable record of an order of magnitude
-        rows.append(row)
+        rows.append(
+            GoldenRow(
+                name=name,
+                accuracy=rounded(sum(correct) / n),
+                acc_norm=rounded(sum(norms) / len(norms)) if norms else None,
+                correct=pack_bits(correct),
+                unstable=pack_bits(measured[0]) if measured is not None else None,
+                # One digit: a stable record of an order of magnitude.
+                noise_ll=float(f"{measured[1]:.1e}") if measured is not None else None,
+            )
+        )
     kinds = {
         "generation": sum(1 for i in items if i.kind == "generation"),
         "choice": sum(1 for i in items if i.kind == "choice"),
     }
     runtime = session.runtime()
-    section: dict[str, Any] = {
-        "dataset": posix_relative(path, lock_dir),
-        "dataset-digest": digest,
-        "convention": CONVENTION,
-        "device": runtime.device,  # verify scores in the same dtype; another device is a warning
-        "dtype": runtime.dtype,
-        "attn-implementation": runtime.attn_implementation,
-        "torch": runtime.torch,
-        "items": n,
-        "kinds": {k: v for k, v in kinds.items() if v},
-        "adapter": rows,
-    }
     alt = other_numerics(session)
-    if alt is not None and any("unstable" in r for r in rows):
-        section["noise-numerics"] = f"autocast-{alt}"
-    return section
+    return Golden(
+        adapters=tuple(rows),
+        dataset=posix_relative(path, lock_dir),
+        dataset_digest=Digest.from_str(digest),
+        items=n,
+        kinds=frozen_map({k: v for k, v in kinds.items() if v}),
+        convention=CONVENTION,
+        device=runtime.device,  # verify scores in the same dtype; another device is a warning
+        dtype=runtime.dtype,
+        attn_implementation=runtime.attn_implementation,
+        torch=runtime.torch,
+        noise_numerics=f"autocast-{alt}" if alt is not None and any(r.unstable is not None for r in rows) else None,
+    )
 
 
 def _lines(lines: list[int]) -> str:
     return ", ".join(str(x) for x in lines[:10]) + (" …" if len(lines) > 10 else "")
 
 
-def _numerics_changed(session: ProbeSession, section: Mapping[str, Any]) -> list[str]:
+def _numerics_changed(session: ProbeSession, section: Golden) -> list[str]:
+    """Each numerics setting the lock's ``[golden]`` records that differs now, as ``key locked → now``: unstable
+    items are exempt from the NFR only then."""
     runtime = session.runtime()
-    now = {
-        "device": runtime.device,
-        "dtype": runtime.dtype,
-        "attn-implementation": runtime.attn_implementation,
-        "torch": runtime.torch,
+    pairs = {
+        "device": (section.device, runtime.device),
+        "dtype": (section.dtype, runtime.dtype),
+        "attn-implementation": (section.attn_implementation, runtime.attn_implementation),
+        "torch": (section.torch, runtime.torch),
     }
-    return [f"{key} {section[key]} → {now[key]}" for key in NUMERICS if key in section and section[key] != now[key]]
+    return [f"{key} {then} → {now}" for key, (then, now) in pairs.items() if then is not None and then != now]
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class _Scoring:
 
 def verify_golden(
     session: ProbeSession,
-    section: Mapping[str, Any],
+    section: Golden,
     dataset: tuple[list[GoldenItem], str],
     adapters: Sequence[tuple[str, Path]],
     *,
@@ -176,10 +179,10 @@ def verify_golden(
 ) -> list[Finding]:
     """``dataset``: the items and digest :func:`~lora_lock.probe.golden.read_golden` gave for the locked file."""
     items, digest = dataset
-    if digest != section["dataset-digest"]:
+    if digest != str(section.dataset_digest):
         return [_dataset_changed(section, digest)]
-    runner = GoldenRunner(session, str(section.get("convention", LEGACY)))
-    rows = {r["name"]: r for r in section["adapter"]}
+    runner = GoldenRunner(session, section.convention if section.convention is not None else LEGACY)
+    rows = {r.name: r for r in section.adapters}
     out = _device_changed(session, section)
     scoring = _Scoring(runner, items, _numerics_changed(session, section), max_nfr)
     n = len(items)
@@ -201,34 +204,34 @@ def verify_golden(
     return out
 
 
-def _dataset_changed(section: Mapping[str, Any], digest: str) -> Finding:
+def _dataset_changed(section: Golden, digest: str) -> Finding:
     """The golden file is not the one the lock scored: its baseline says nothing about today's items."""
     return Finding(
         "GOLDEN-DATASET",
         Category.GOLDEN,
         Severity.ERROR,
-        f"{section['dataset']} changed since the lock was generated; its baseline no longer applies",
-        subject=str(section["dataset"]),
-        expected=str(section["dataset-digest"]),
+        f"{section.dataset} changed since the lock was generated; its baseline no longer applies",
+        subject=section.dataset,
+        expected=str(section.dataset_digest),
         actual=digest,
         hint="regenerate the lock with --golden to record a new baseline",
     )
 
 
-def _device_changed(session: ProbeSession, section: Mapping[str, Any]) -> list[Finding]:
+def _device_changed(session: ProbeSession, section: Golden) -> list[Finding]:
     """A warning when the set is scored on another kind of device than at lock time."""
     device = session.runtime().device
-    if "device" not in section or device == section["device"]:
+    if section.device is None or device == section.device:
         return []
     return [
         Finding(
             "GOLDEN-DEVICE",
             Category.GOLDEN,
             Severity.WARNING,
-            f"the golden set was scored on {section['device']} at lock time and on {device} now: near-ties "
+            f"the golden set was scored on {section.device} at lock time and on {device} now: near-ties "
             "may resolve differently",
             subject="device",
-            expected=str(section["device"]),
+            expected=section.device,
             actual=device,
             hint="verify on the same kind of device the lock was generated on",
         )
@@ -247,16 +250,16 @@ class _Flips:
     positive: list[int]
 
 
-def _flips(scoring: _Scoring, name: str, row: Mapping[str, Any], progress: Callable[[int], None] | None) -> _Flips:
+def _flips(scoring: _Scoring, name: str, row: GoldenRow, progress: Callable[[int], None] | None) -> _Flips:
     """Score adapter ``name`` on the items and compare with its lock ``row``."""
     from lora_lock.probe.golden import unpack_bits
 
     items = scoring.items
     n = len(items)
-    then = unpack_bits(str(row["correct"]), n, f"the lock's golden `correct` of adapter {name}")
+    then = unpack_bits(row.correct, n, f"the lock's golden `correct` of adapter {name}")
     shaky = [False] * n
-    if scoring.changed and "unstable" in row:
-        shaky = unpack_bits(str(row["unstable"]), n, f"the lock's golden `unstable` of adapter {name}")
+    if scoring.changed and row.unstable is not None:
+        shaky = unpack_bits(row.unstable, n, f"the lock's golden `unstable` of adapter {name}")
     now = [r[0] for r in scoring.runner.run_all(name, items, progress)]
     return _Flips(
         then=then,
@@ -268,7 +271,7 @@ def _flips(scoring: _Scoring, name: str, row: Mapping[str, Any], progress: Calla
 
 
 def _verify_adapter(
-    scoring: _Scoring, name: str, row: Mapping[str, Any], progress: Callable[[int], None] | None
+    scoring: _Scoring, name: str, row: GoldenRow, progress: Callable[[int], None] | None
 ) -> list[Finding]:
     """The golden findings of one adapter: the unstable items that flipped, then the NFR gate."""
     flips = _flips(scoring, name, row, progress)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from lora_lock.errors import InputError
+from lora_lock.hashing import sha256_bytes
 
 #: The default probe set. Short, varied (instruction, code, facts, multilingual, chat-like) so that an adapter
 #: trained on almost anything moves at least some of them. Never edit in place: the lock records their digest.
@@ -50,4 +50,4 @@ def read_prompts(path: Path) -> tuple[str, ...]:
 
 def prompts_digest(prompts: tuple[str, ...]) -> str:
     """The ``sha256:`` digest of the prompt list as JSON: the lock ties the fingerprints to the prompts used."""
-    return "sha256:" + hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8")).hexdigest()
+    return sha256_bytes(json.dumps(list(prompts), ensure_ascii=False).encode("utf-8"))

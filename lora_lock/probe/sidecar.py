@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lora_lock.errors import InputError, brief
+from lora_lock.hashing import sha256_bytes
 from lora_lock.sources.fence import read_beside
 
 SIDECAR_FORMAT = 1
@@ -98,7 +98,7 @@ def sidecar_text(sidecar: Mapping[str, Any]) -> str:
 
 def sidecar_digest(text: str) -> str:
     """The ``sha256:`` digest of the sidecar text, which the lock records to bind the sidecar to it."""
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_bytes(text.encode("utf-8"))
 
 
 def read_sidecar(path: Path, digest: str) -> dict[str, Any]:

@@ -102,12 +102,15 @@ def test_fields_the_schema_leaves_open_are_kept() -> None:
     doc["adapter"][0]["settings"]["init_lora_weights"] = "gaussian"
     doc["base"]["quantization"] = {"method": "bitsandbytes", "params": {"load_in_4bit": True, "skip": []}}
     doc["golden"] = {
-        "adapter": [{"name": "adapter", "accuracy": 0.5, "correct": "0f", "unstable": "00", "noise-ll": 0.1}],
+        "adapter": [
+            {"name": "adapter", "accuracy": 0.5, "correct": "0f", "unstable": "00", "noise-ll": 0.1, "x-seen": 2}
+        ],
         "dataset": "golden.jsonl",
         "dataset-digest": f"sha256:{HEX}",
         "items": 8,
         "kinds": {},
         "convention": "lm-eval-0.4.13",
+        "x-note": "kept",
     }
     lock = assert_round_trip(lockfile.dumps(doc))
     assert dict(lock.hashing.extra or {}) == {"x-note": "kept"}
@@ -116,9 +119,11 @@ def test_fields_the_schema_leaves_open_are_kept() -> None:
     assert (
         lock.golden is not None
         and dict(lock.golden.kinds or {}) == {}
-        and dict(lock.golden.extra or {}) == {"convention": "lm-eval-0.4.13"}
+        and lock.golden.convention == "lm-eval-0.4.13"
+        and dict(lock.golden.extra or {}) == {"x-note": "kept"}
     )
-    assert lock.golden.adapters[0].extra == {"noise-ll": 0.1, "unstable": "00"}
+    row = lock.golden.adapters[0]
+    assert (row.unstable, row.noise_ll, dict(row.extra)) == ("00", 0.1, {"x-seen": 2})
 
 
 def test_records_refuse_keys_the_schema_closes_and_extras_that_shadow_a_field() -> None:

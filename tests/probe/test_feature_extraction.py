@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from lora_lock.commands.generate import generate
 from lora_lock.errors import InputError
 from lora_lock.lock.io import read as read_lock
-from lora_lock.lock.model import Lock
+from lora_lock.lock.model import Lock, ProbeRow
 from lora_lock.probe import embed_gate
 from lora_lock.probe.sidecar import validate as validate_sidecar
 from tests.probe.test_lock_schema import assert_lock_documented
@@ -209,13 +210,21 @@ def test_the_sidecar_holds_embedding_fingerprints_and_refuses_a_mixed_shape(tmp_
 
 
 def test_a_lock_row_of_unequal_sizes_or_another_pooling_is_refused() -> None:
-    row = {"embedding": "mean-last-hidden-state", "effect-distance": 0.2, "noise-distance": 1e-6, "tolerance": 1e-3}
+    row = ProbeRow.from_dict(
+        {
+            "name": "x",
+            "embedding": "mean-last-hidden-state",
+            "effect-distance": 0.2,
+            "noise-distance": 1e-6,
+            "tolerance": 1e-3,
+        }
+    )
     with pytest.raises(InputError, match="unequal sizes"):
         embed_gate.verify_embedding(None, "x", row, ["a", "b"], [_print([1.0, 2.0]), _print([1.0])], None)
     with pytest.raises(InputError, match="cls"):
-        embed_gate.verify_embedding(None, "x", {**row, "embedding": "cls"}, ["a"], [_print([1.0])], None)
+        embed_gate.verify_embedding(None, "x", replace(row, embedding="cls"), ["a"], [_print([1.0])], None)
     with pytest.raises(InputError, match="not a number"):
-        embed_gate.verify_embedding(None, "x", {**row, "tolerance": math.nan}, ["a"], [_print([1.0])], None)
+        embed_gate.verify_embedding(None, "x", replace(row, tolerance=math.nan), ["a"], [_print([1.0])], None)
 
 
 def test_distances_and_neighbours() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
+from lora_lock.lock.model import Golden
 
 #: Near-ties on the session's tiny Llama and adapter (seed 0), found by scoring 1,900 items in float32 and
 #: bfloat16: these two are the only ones whose answer bfloat16 changes (margins 0.012 and 0.004 nats, while
@@ -64,7 +65,7 @@ def test_a_float32_lock_verified_in_bfloat16_counts_only_real_flips(
 
     dataset = read_golden(golden)
     bf16 = ProbeSession(root / "base", root / "base", adapters, device="cpu", dtype="bfloat16")
-    found = {f.code: f for f in verify_golden(bf16, section, dataset, adapters, max_nfr=0.01)}
+    found = {f.code: f for f in verify_golden(bf16, Golden.from_dict(section), dataset, adapters, max_nfr=0.01)}
     assert "GOLDEN-NFR" not in found, found
     assert "negative flips 0/50" in found["GOLDEN-OK"].message
     shaky = found["GOLDEN-UNSTABLE"]
@@ -72,7 +73,9 @@ def test_a_float32_lock_verified_in_bfloat16_counts_only_real_flips(
 
     # A real regression: an item the lock says was right, far from any tie, is wrong now: 1 of 50 (2 %) fails.
     real = next(i for i in range(2, n) if not then[i] and not unstable[i])
-    edited = {**section, "adapter": [{**row, "correct": pack_bits([b or i == real for i, b in enumerate(then)])}]}
+    edited = Golden.from_dict(
+        {**section, "adapter": [{**row, "correct": pack_bits([b or i == real for i, b in enumerate(then)])}]}
+    )
     found = {f.code: f for f in verify_golden(bf16, edited, dataset, adapters, max_nfr=0.01)}
     nfr = found["GOLDEN-NFR"]
     assert nfr.actual == "NFR 2.00%" and nfr.message.endswith(f"(items on lines {real + 1})")

@@ -24,6 +24,7 @@ import pytest
 
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
+from lora_lock.lock.model import Probe
 from lora_lock.probe import gates
 from lora_lock.probe.prompts import DEFAULT_PROMPTS, prompts_digest
 from lora_lock.probe.sidecar import SIDECAR_FORMAT, sidecar_digest
@@ -256,12 +257,14 @@ def test_probe_progress_counts_every_forward_and_matches_the_cli_lock(llama_lock
     assert seen[0] == (n, 3 * n) and seen[-1] == (3 * n, 3 * n)  # the batched decoding, then one per forward
     assert [d for d, _ in seen] == list(range(n, 3 * n + 1))
     lock = probe_section(llama_locked)
-    assert locked.section["adapter"] == lock["adapter"]
+    assert [row.to_dict() for row in locked.rows] == lock["adapter"]
     stored = json.loads((llama_locked / lock["sidecar"]).read_text(encoding="utf-8"))
     assert locked.sidecar == stored
 
     seen.clear()
-    found = verify_probe(session, lock, stored, adapters, step=lambda done, total: seen.append((done, total)))
+    found = verify_probe(
+        session, Probe.from_dict(lock), stored, adapters, step=lambda done, total: seen.append((done, total))
+    )
     assert seen == [(d, 2 * n) for d in range(1, 2 * n + 1)]
     assert [f.code for f in found] == ["EFFECT-OK"]
 

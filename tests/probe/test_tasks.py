@@ -17,10 +17,10 @@ import pytest
 from lora_lock._cli import main
 from lora_lock.commands.generate import generate
 from lora_lock.lock.io import read as read_lock
+from lora_lock.lock.model import Probe
 from tests.probe.test_lock_schema import SCHEMA_PATH, assert_lock_documented, undocumented
 
 ADAPTER_FILE = "adapter_model.safetensors"
-ZERO = "sha256:" + "0" * 64
 
 
 def _verify(capsys: pytest.CaptureFixture[str], lock: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -70,7 +70,7 @@ def _noise(scale: float) -> Callable[[dict[str, Any]], None]:
 @dataclass
 class Llava:
     root: Path
-    section: dict[str, Any]
+    section: Probe
     sidecar: dict[str, Any]
 
 
@@ -104,7 +104,7 @@ def llava_locked(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path)
     assert type(session.model.get_base_model()).__name__ == "LlavaForConditionalGeneration"
     locked = lock_probe(session, [("adapter", root / "adapter")], PROMPTS)
     assert not locked.findings  # no EFFECT-NONE: the trained adapter moves the text path
-    return Llava(root, locked.section, locked.sidecar)
+    return Llava(root, locked.record("lora.lock.probe-0123456789ab.json"), locked.sidecar)
 
 
 def _verify_llava(llava: Llava, root: Path) -> dict[str, Any]:
@@ -116,10 +116,10 @@ def _verify_llava(llava: Llava, root: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_a_vision_language_base_is_probed_on_its_text_path(llava_locked: Llava) -> None:
-    (row,) = llava_locked.section["adapter"]
-    assert row["effect-kl"] > 1e-3
+    (row,) = llava_locked.section.adapters
+    assert row.effect_kl is not None and row.effect_kl > 1e-3
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    section = {**llava_locked.section, "sidecar": "lora.lock.probe-0123456789ab.json", "sidecar-digest": ZERO}
+    section = llava_locked.section.to_dict()
     probe_schema = {**schema["properties"]["probe"], "$defs": schema["$defs"]}
     assert jsonschema.Draft202012Validator(probe_schema).is_valid(section)
     assert undocumented(section, probe_schema, schema) == []

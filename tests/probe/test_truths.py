@@ -5,6 +5,7 @@ out-of-memory hints that name options of the command that ran."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +124,11 @@ def test_another_attention_kernel_is_an_effect_finding(repo: Path) -> None:
     adapters = [("adapter", repo / "adapter")]
     session = ProbeSession(repo / "base", repo / "base", adapters, device="cpu", dtype="float32")
     locked = lock_probe(session, adapters, DEFAULT_PROMPTS[:2])
-    assert locked.section["attn-implementation"] == session.runtime().attn_implementation
-    same = verify_probe(session, locked.section, locked.sidecar, adapters)
+    record = locked.record("lora.lock.probe.json")
+    assert record.attn_implementation == session.runtime().attn_implementation
+    same = verify_probe(session, record, locked.sidecar, adapters)
     assert "EFFECT-ATTN" not in {f.code for f in same}
-    other = {**locked.section, "attn-implementation": "flash_attention_2"}
+    other = replace(record, attn_implementation="flash_attention_2")
     found = {f.code: f for f in verify_probe(session, other, locked.sidecar, adapters)}
     attn = found["EFFECT-ATTN"]
     assert attn.severity.value == "warning" and attn.expected == "flash_attention_2"
