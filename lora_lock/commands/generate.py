@@ -19,7 +19,7 @@ from lora_lock.lock.io import parse, write_atomic
 from lora_lock.lock.model import Golden, Lock, Probe
 from lora_lock.lock.snapshot import Observed, build_lock, observe
 from lora_lock.probe.loaded import CODE_DROPPED
-from lora_lock.probe.sidecar import Step, sidecar_digest
+from lora_lock.probe.sidecar import Step
 from lora_lock.runtime import lock_stack
 from lora_lock.sources.resolve import Resolved, posix_relative, resolve
 from lora_lock.text import short_digest
@@ -375,11 +375,10 @@ def behaviour_sections(observed: Observed, out: Path, options: ProbeOptions) -> 
     )
     probe, sidecar = None, None
     if result.probe is not None:
-        text = result.probe.sidecar_text()
         # Content-addressed: the same fingerprints keep the same file name.
-        name = f"{out.name}.probe-{short_digest(sidecar_digest(text))}.json"
+        name = f"{out.name}.probe-{short_digest(result.probe.sidecar_digest)}.json"
         probe = result.probe.record(name)
-        sidecar = (out.parent / name, text)
+        sidecar = (out.parent / name, result.probe.sidecar_text)
     return BehaviourSections(probe, result.golden, sidecar, result.findings)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from lora_lock.probe.embed import EmbeddingSession
 from lora_lock.probe.embed_gate import lock_embedding, verify_embedding
 from lora_lock.probe.progress import Ticks
 from lora_lock.probe.prompts import prompts_digest
-from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step, sidecar_digest, sidecar_text
+from lora_lock.probe.sidecar import SIDECAR_FORMAT, Step
+from lora_lock.probe.sidecar import sidecar_digest as digest_of
+from lora_lock.probe.sidecar import sidecar_text as text_of
 
 DEFAULT_POSITIONS = 16
 DEFAULT_TOP_K = 8
@@ -40,9 +43,15 @@ class ProbeLock:
     sidecar: dict[str, Any]
     findings: list[Finding]
 
+    @cached_property
     def sidecar_text(self) -> str:
-        """The sidecar as the file holds it (canonical JSON, one line)."""
-        return sidecar_text(self.sidecar)
+        """The sidecar as the file holds it (canonical JSON, one line); serialised once, however often asked."""
+        return text_of(self.sidecar)
+
+    @cached_property
+    def sidecar_digest(self) -> str:
+        """The ``sha256:`` digest of :attr:`sidecar_text`, which names the file and which the lock records."""
+        return digest_of(self.sidecar_text)
 
     def record(self, sidecar: str) -> Probe:
         """The lock's ``[probe]``, naming the sidecar file ``sidecar`` (relative to the lock) and binding its
@@ -56,7 +65,7 @@ class ProbeLock:
             prompts=len(self.prompts),
             prompts_digest=Digest.from_str(prompts_digest(self.prompts)),
             sidecar=sidecar,
-            sidecar_digest=Digest.from_str(sidecar_digest(self.sidecar_text())),
+            sidecar_digest=Digest.from_str(self.sidecar_digest),
             top_k=self.top_k,
             attn_implementation=runtime.attn_implementation,
             torch=runtime.torch,
